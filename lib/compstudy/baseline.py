@@ -1,0 +1,196 @@
+"""The baseline every compressed variant is compared with, built or reused from the cache.
+
+Offline (the default) the baseline is a small GPT-2- or Llama-architecture model trained from
+scratch on real text with the study's training loop and a byte-level BPE tokenizer trained on
+the same text. Online users set `model` to a hub name (e.g. `"gpt2"`, as the paper) or a local
+checkpoint folder, and the baseline is loaded, not trained.
+
+No notebook depends on another having run: each calls `get_baseline(config)`, which returns
+the cached artifact when one with exactly these parameters exists and builds it otherwise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import cache, data
+from .models import ModelShape, build_model, load_model, save_model
+from .train import TrainConfig, train
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """Everything that defines the baseline (all fields are notebook parameters).
+
+    Attributes:
+        model: hub name or local folder of a pretrained causal LM; None = train from scratch.
+        family, n_layer, n_head, n_embd, n_positions: shape of the model trained from scratch.
+        tokenizer: hub name or folder of a pretrained tokenizer; None = train a byte-level BPE
+            on `train_corpora` (ignored when `model` is set: the model's own tokenizer is used).
+        vocab_size: BPE vocabulary size.
+        train_corpora: corpus specs `name:split` to train on (offline: `wikitext-2:valid`, since
+            WikiText-2's train split is not available; online: `wikitext-2:train`).
+        val_fraction: last fraction of each training corpus held out for the validation loss.
+        train_tokens, batch_size, seq_len, lr, seed: training budget and settings.
+        device: "auto", "cpu" or "cuda[:N]".
+
+    Raises ValueError on construction (shape, corpus specs, fractions).
+    """
+
+    model: str | None = None
+    family: str = "gpt2"
+    n_layer: int = 2
+    n_head: int = 4
+    n_embd: int = 128
+    n_positions: int = 256
+    tokenizer: str | None = None
+    vocab_size: int = 4096
+    train_corpora: tuple = ("wikitext-2:valid", "tinyshakespeare:train")
+    val_fraction: float = 0.05
+    train_tokens: int = 300_000
+    batch_size: int = 16
+    seq_len: int = 128
+    lr: float = 2e-3
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        object.__setattr__(self, "train_corpora", tuple(self.train_corpora))
+        if self.model is None:
+            self.shape  # validates the shape
+            if self.seq_len > self.n_positions:
+                raise ValueError(f"seq_len ({self.seq_len}) must be <= n_positions ({self.n_positions})")
+            if not self.train_corpora:
+                raise ValueError("train_corpora must name at least one corpus, e.g. 'wikitext-2:valid'")
+            for spec in self.train_corpora:
+                data.parse_spec(spec)
+        if not 0 < self.val_fraction < 0.5:
+            raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
+        TrainConfig(**self._train_kwargs())  # validates the training settings
+
+    @classmethod
+    def from_params(cls, params: dict) -> "BaselineConfig":
+        """Pick this config's fields out of a notebook's parameters (other names ignored)."""
+        return cache.from_params(cls, params)
+
+    @property
+    def shape(self) -> ModelShape:
+        return ModelShape(self.family, self.n_layer, self.n_head, self.n_embd, self.n_positions)
+
+    def _train_kwargs(self) -> dict:
+        return dict(tokens=self.train_tokens, batch_size=self.batch_size, seq_len=self.seq_len,
+                    lr=self.lr, seed=self.seed, device=self.device)
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(**self._train_kwargs())
+
+
+@dataclass
+class Baseline:
+    """A built or loaded baseline: model (eval mode), tokenizer, its cache key and folder, the
+    cost of training it (`recipe["cost"]`: seconds, kWh, method) and its training history."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    key: str
+    path: Path | None
+    recipe: dict = field(default_factory=dict)
+    history: "pandas.DataFrame | None" = None
+
+    @property
+    def cost(self) -> dict:
+        return self.recipe.get("cost", {"seconds": 0.0, "energy_kwh": 0.0, "method": "not trained here"})
+
+
+def training_streams(tokenizer, corpora, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token streams (train, validation) from corpus specs: for each corpus the last
+    `val_fraction` of its tokens goes to validation; corpora are joined with the EOS token."""
+    eos = torch.tensor([tokenizer.eos_token_id], dtype=torch.long)
+    train_parts, val_parts = [], []
+    for spec in corpora:
+        ids = data.encode(tokenizer, data.load_text(spec))
+        cut = int(len(ids) * (1 - val_fraction))
+        train_parts += [ids[:cut], eos]
+        val_parts += [ids[cut:], eos]
+    return torch.cat(train_parts), torch.cat(val_parts)
+
+
+def get_tokenizer(config: BaselineConfig):
+    """The baseline's tokenizer: pretrained (by name/path), or a BPE trained on the training
+    corpora and cached under a key of (vocab_size, corpus fingerprints). Returns (tokenizer, key)."""
+    if config.model is not None:
+        return data.load_tokenizer(config.model), f"pretrained:{config.model}"
+    if config.tokenizer is not None:
+        return data.load_tokenizer(config.tokenizer), f"pretrained:{config.tokenizer}"
+    texts = [data.load_text(spec) for spec in config.train_corpora]
+    params = {"vocab_size": config.vocab_size, "corpora": list(config.train_corpora),
+              "fingerprints": [data.fingerprint(t) for t in texts]}
+    key = cache.key("tokenizer", params)
+    if not cache.exists(key):
+        with cache.build(key, params) as (folder, _):
+            data.train_bpe_tokenizer("\n".join(texts), config.vocab_size, save_dir=folder)
+    return data.load_tokenizer(cache.path_of(key)), key
+
+
+def baseline_key(config: BaselineConfig) -> str:
+    """Cache key of the baseline for `config` (builds the tokenizer if needed)."""
+    _, tok_key = get_tokenizer(config)
+    return cache.key("baseline", _baseline_params(config, tok_key))
+
+
+def _baseline_params(config: BaselineConfig, tok_key: str) -> dict:
+    params = cache.as_params(config)
+    params.pop("device")
+    params["tokenizer_key"] = tok_key
+    params["fingerprints"] = [data.fingerprint(data.load_text(s)) for s in config.train_corpora]
+    return params
+
+
+def get_baseline(config: BaselineConfig, progress: bool = True) -> Baseline:
+    """Build (train) or reuse the baseline described by `config`.
+
+    Pretrained (`config.model` set): loaded with `from_pretrained`, not cached, cost 0.
+    From scratch: tokenizer then model are built, trained with `compstudy.train.train`, saved
+    with their recipe (parameters, cost, final validation loss) and history; later calls with the
+    same parameters load them.
+
+    Raises CorpusUnavailable if a training corpus is missing (before any training).
+    """
+    from .measure import resolve_device
+
+    device = resolve_device(config.device)
+    if config.model is not None:
+        tokenizer = data.load_tokenizer(config.model)
+        model = load_model(config.model, device=device)
+        return Baseline(model, tokenizer, key=f"pretrained:{config.model}", path=None,
+                        recipe={"cost": {"seconds": 0.0, "energy_kwh": 0.0, "method": "pretrained"}})
+    tokenizer, tok_key = get_tokenizer(config)
+    params = _baseline_params(config, tok_key)
+    key = cache.key("baseline", params)
+    if not cache.exists(key):
+        train_ids, val_ids = training_streams(tokenizer, config.train_corpora, config.val_fraction)
+        model = build_model(config.shape, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                            eos_token_id=tokenizer.eos_token_id, seed=config.seed)
+        result = train(model, train_ids, val_ids, config.train_config, desc="baseline", progress=progress)
+        with cache.build(key, params) as (folder, recipe):
+            save_model(model.to("cpu"), tokenizer, folder)
+            result.history.to_csv(folder / "history.csv", index=False)
+            recipe["cost"] = {"seconds": result.cost.seconds, "energy_kwh": result.cost.energy_kwh,
+                              "method": result.cost.method, "detail": result.cost.detail}
+            recipe["final_val_loss"] = result.final_val_loss
+            recipe["train_tokens"] = int(len(train_ids))
+    return load_artifact(key, device)
+
+
+def load_artifact(key: str, device: str = "cpu") -> Baseline:
+    """Load a cached model artifact (model, tokenizer, recipe, history) by key."""
+    import pandas as pd
+
+    folder = cache.path_of(key)
+    history = pd.read_csv(folder / "history.csv") if (folder / "history.csv").exists() else None
+    model = load_model(folder, device=device)
+    return Baseline(model, data.load_tokenizer(folder), key=key, path=folder,
+                    recipe=cache.read_recipe(key), history=history)

@@ -1,0 +1,585 @@
+"""One call, one model, one dataset, one record per repeat: the study's measurement protocol.
+
+Perplexity: Hugging Face's strided sliding-window protocol ("Perplexity of fixed-length models",
+transformers docs). The text is tokenized once; windows of `context` tokens start every `stride`
+tokens; in each window only the tokens not already scored by an earlier window are targets, the
+rest is context. Every token but the first is scored exactly once, with between
+`context - stride` and `context - 1` tokens of left context. We sum the exact per-token negative
+log-likelihoods (HF's example approximates the sum by `mean loss * target length`).
+
+- perplexity = exp(total NLL / scored tokens), NLL in nats.
+- bits per byte = total NLL / ln 2 / UTF-8 bytes of the evaluated text: tokenizer-independent,
+  so models with different tokenizers can be compared.
+
+Runtime: wall seconds of one whole evaluation pass (what the paper reports), after one warm-up
+batch that is not counted; `repeats` passes (the paper uses 30), every one recorded.
+
+Energy: codecarbon's `OfflineEmissionsTracker` around the same pass (one task per repeat; the
+tracker's ~1.4 s start/stop lies outside the timed work). Each part (CPU, GPU, RAM) is
+`measured` when codecarbon read a hardware counter (Intel RAPL, NVIDIA NVML) and `estimated`
+when it modelled power from a TDP, CPU load or a constant. On a machine without RAPL and GPU
+every part is estimated and energy is a function of runtime.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import data, paths
+
+os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How a model is measured.
+
+    Attributes:
+        context: window length in tokens; None = the model's maximum context.
+        stride: tokens between window starts (1 <= stride <= context); None = context // 2.
+        batch_size: windows per forward pass (>= 1).
+        max_tokens: evaluate only the first N tokens of each dataset; None = all.
+        repeats: timed passes per dataset (>= 1; the paper uses 30).
+        device: "cpu", "cuda", "cuda:0", or "auto" (cuda if available).
+        country_iso_code: electricity mix for codecarbon's emissions (energy does not depend on it).
+
+    Raises ValueError on construction when a field is out of range.
+    """
+
+    context: int | None = None
+    stride: int | None = None
+    batch_size: int = 8
+    max_tokens: int | None = None
+    repeats: int = 3
+    device: str = "auto"
+    country_iso_code: str = "CAN"
+
+    def __post_init__(self):
+        if self.context is not None and self.context < 2:
+            raise ValueError(f"context must be >= 2 tokens or None, got {self.context}")
+        if self.stride is not None and (self.stride < 1 or (self.context and self.stride > self.context)):
+            raise ValueError(f"stride must be in [1, context], got {self.stride} (context {self.context})")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+        if self.max_tokens is not None and self.max_tokens < 2:
+            raise ValueError(f"max_tokens must be >= 2 or None, got {self.max_tokens}")
+        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+
+    # notebook parameter name -> field name
+    PARAMS = {"eval_context": "context", "eval_stride": "stride", "eval_batch_size": "batch_size",
+              "eval_max_tokens": "max_tokens", "repeats": "repeats", "device": "device",
+              "country_iso_code": "country_iso_code"}
+
+    @classmethod
+    def from_params(cls, params: dict, **changes) -> "EvalConfig":
+        """Build from notebook parameters named as in `PARAMS` (eval_context, eval_stride,
+        eval_batch_size, eval_max_tokens, repeats, device); `changes` override fields."""
+        picked = {field: params[name] for name, field in cls.PARAMS.items() if name in params}
+        picked.update(changes)
+        return cls(**picked)
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is available, else 'cpu'; other values unchanged."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+# --------------------------------------------------------------------------------------------
+# Perplexity
+
+
+def windows(n_tokens: int, context: int, stride: int) -> list[tuple[int, int, int]]:
+    """Sliding windows over `n_tokens` tokens as (begin, end, n_targets) triples.
+
+    Targets are the last `n_targets` tokens of `ids[begin:end]`; over all windows every token
+    but the first is a target exactly once (the first window's first token has no context).
+    """
+    out, prev_end = [], 0
+    for begin in range(0, n_tokens, stride):
+        end = min(begin + context, n_tokens)
+        n_targets = end - prev_end if prev_end else end - begin - 1
+        if n_targets > 0:
+            out.append((begin, end, n_targets))
+        prev_end = end
+        if end == n_tokens:
+            break
+    return out
+
+
+@torch.inference_mode()
+def sliding_window_nll(model, ids: torch.Tensor, context: int, stride: int, batch_size: int = 8,
+                       device: str = "cpu", warmup: bool = False) -> tuple[float, int]:
+    """Sum of token NLLs (nats) and number of scored tokens under the sliding-window protocol.
+
+    Args:
+        model: causal LM returning `.logits` of shape [batch, seq, vocab].
+        ids: token ids, shape [n_tokens].
+        context, stride: window length and step in tokens.
+        batch_size: windows of equal length per forward pass.
+        warmup: run only the first batch and return (nan, 0): used to warm caches untimed.
+
+    Returns (total_nll_nats, n_scored) with n_scored == n_tokens - 1.
+    """
+    spans = windows(len(ids), context, stride)
+    total, count = 0.0, 0
+    i = 0
+    while i < len(spans):
+        length = spans[i][1] - spans[i][0]
+        group = [spans[i]]
+        while (len(group) < batch_size and i + len(group) < len(spans)
+               and spans[i + len(group)][1] - spans[i + len(group)][0] == length):
+            group.append(spans[i + len(group)])
+        i += len(group)
+        batch = torch.stack([ids[b:e] for b, e, _ in group]).to(device)
+        labels = batch.clone()
+        for row, (_, _, n_t) in enumerate(group):
+            labels[row, : length - n_t] = -100
+        logits = model(input_ids=batch).logits.float()
+        nll = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1),
+            ignore_index=-100, reduction="sum",
+        )
+        if warmup:
+            return float("nan"), 0
+        total += float(nll)
+        count += int((labels[:, 1:] != -100).sum())
+    return total, count
+
+
+# --------------------------------------------------------------------------------------------
+# Energy
+
+
+@dataclass
+class EnergyReading:
+    """Energy of one measured block, in kWh, with how each part was obtained."""
+
+    seconds: float = 0.0
+    energy_kwh: float = float("nan")
+    cpu_kwh: float = float("nan")
+    gpu_kwh: float = float("nan")
+    ram_kwh: float = float("nan")
+    emissions_kg: float = float("nan")
+    method: str = "unavailable"
+    detail: str = ""
+
+
+class EnergyMeter:
+    """codecarbon `OfflineEmissionsTracker` wrapper: `with meter.task(): ...` gives a reading.
+
+    No network access, no files written (output to `output_dir`, default a temp folder, and
+    no output methods). Start it once (`with EnergyMeter() as meter:`), then time each block
+    with `meter.task()`; the tracker's start/stop overhead falls outside the blocks.
+    If codecarbon fails to start, readings carry `method="unavailable"` and NaN energy.
+    """
+
+    def __init__(self, country_iso_code: str = "CAN", measure_power_secs: float = 1.0):
+        self.country_iso_code = country_iso_code
+        self.measure_power_secs = measure_power_secs
+        self._tracker = None
+        self._tmp = None
+        self.error = None
+
+    def __enter__(self):
+        try:
+            from codecarbon import OfflineEmissionsTracker
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="codecarbon-")
+            self._tracker = OfflineEmissionsTracker(
+                country_iso_code=self.country_iso_code, output_methods=[], output_dir=self._tmp.name,
+                log_level="error", measure_power_secs=self.measure_power_secs, tracking_mode="machine",
+            )
+            self._tracker.start()
+        except Exception as exc:  # energy is optional: never lose a measurement for it
+            self._tracker, self.error = None, f"{type(exc).__name__}: {exc}"
+        return self
+
+    def __exit__(self, *exc):
+        if self._tracker is not None:
+            with contextlib.suppress(Exception):
+                self._tracker.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+        return False
+
+    def method(self) -> tuple[str, str]:
+        """('measured' | 'partly measured' | 'estimated' | 'unavailable', per-part detail)."""
+        if self._tracker is None:
+            return "unavailable", self.error or "codecarbon not started"
+        parts = {}
+        for hw in getattr(self._tracker, "_hardware", []):
+            kind = type(hw).__name__
+            mode = getattr(hw, "_mode", None)
+            if kind == "GPU":
+                parts["gpu"] = "measured (NVML)"
+            elif kind == "CPU":
+                parts["cpu"] = ("measured (RAPL)" if mode == "intel_rapl" else
+                                f"estimated ({mode}, TDP {getattr(hw, '_tdp', '?')} W)")
+            elif kind == "RAM":
+                parts["ram"] = "estimated (constant W per GB)"
+            elif kind == "AppleSiliconChip":
+                parts[kind.lower()] = "measured (powermetrics)"
+        measured = [k for k, v in parts.items() if v.startswith("measured")]
+        overall = ("measured" if parts and len(measured) == len(parts) else
+                   "partly measured" if measured else "estimated")
+        return overall, "; ".join(f"{k}: {v}" for k, v in sorted(parts.items()))
+
+    @contextlib.contextmanager
+    def task(self, name: str = "block"):
+        """Time and meter the enclosed block; yields an `EnergyReading` filled in on exit."""
+        reading = EnergyReading()
+        started = False
+        if self._tracker is not None:
+            try:
+                self._tracker.start_task(name)
+                started = True
+            except Exception as exc:
+                self.error = f"{type(exc).__name__}: {exc}"
+        t0 = time.perf_counter()
+        try:
+            yield reading
+        finally:
+            _sync()
+            reading.seconds = time.perf_counter() - t0
+            if started:
+                try:
+                    d = self._tracker.stop_task()
+                    reading.energy_kwh, reading.cpu_kwh = d.energy_consumed, d.cpu_energy
+                    reading.gpu_kwh, reading.ram_kwh = d.gpu_energy, d.ram_energy
+                    reading.emissions_kg = d.emissions
+                except Exception as exc:
+                    self.error = f"{type(exc).__name__}: {exc}"
+            reading.method, reading.detail = self.method()
+
+
+def _sync():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+class PeakMemory:
+    """Peak memory of a block in bytes: CUDA max allocated on GPU; on CPU, the peak increase of
+    the process's resident set size over its value at the start (sampled every 5 ms)."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.peak_bytes = 0
+        self.method = "cuda_max_allocated" if device.startswith("cuda") else "rss_increase"
+
+    def __enter__(self):
+        if self.method == "cuda_max_allocated":
+            torch.cuda.reset_peak_memory_stats()
+            return self
+        import psutil
+
+        self._proc = psutil.Process()
+        self._base = self._proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, self._proc.memory_info().rss - self._base)
+            self._stop.wait(0.005)
+
+    def __exit__(self, *exc):
+        if self.method == "cuda_max_allocated":
+            self.peak_bytes = int(torch.cuda.max_memory_allocated())
+        else:
+            self._stop.set()
+            self._thread.join()
+        return False
+
+
+# --------------------------------------------------------------------------------------------
+# Size and environment
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(parameters, non-zero parameters) of a model, counting logical weights.
+
+    bitsandbytes 4-bit weights are stored packed two per byte; they are counted by their
+    logical shape and their non-zeros by dequantizing.
+    """
+    total = nonzero = 0
+    seen = set()
+    for p in model.parameters():
+        if id(p) in seen:  # tied weights count once
+            continue
+        seen.add(id(p))
+        quant_state = getattr(p, "quant_state", None)
+        if quant_state is not None and type(p).__name__ == "Params4bit":
+            import bitsandbytes.functional as bnbf
+
+            w = bnbf.dequantize_4bit(p.data, quant_state)
+            total += w.numel()
+            nonzero += int(torch.count_nonzero(w))
+        else:
+            total += p.numel()
+            nonzero += int(torch.count_nonzero(p.data))
+    extra_total, extra_nonzero = _packed_int8_counts(model)
+    return total + extra_total, nonzero + extra_nonzero
+
+
+def _packed_int8_counts(model) -> tuple[int, int]:
+    total = nonzero = 0
+    for module in model.modules():
+        if type(module).__module__.startswith("torch.ao.nn.quantized") and hasattr(module, "weight"):
+            w = module.weight()
+            w = w.dequantize() if w.is_quantized else w
+            total += w.numel()
+            nonzero += int(torch.count_nonzero(w))
+            bias = module.bias() if callable(getattr(module, "bias", None)) else None
+            if bias is not None:
+                total += bias.numel()
+                nonzero += int(torch.count_nonzero(bias))
+    return total, nonzero
+
+
+def weight_bytes(model) -> int:
+    """Bytes of the model's weights as saved on disk.
+
+    Saved with `save_pretrained` (safetensors, tied weights once) to a temporary folder and the
+    weight files summed; models that `save_pretrained` cannot write (torch dynamic int8) are saved
+    with `torch.save(state_dict)`. `get_memory_footprint()` is not used: it is wrong for several
+    quantization backends.
+    """
+    with tempfile.TemporaryDirectory(prefix="weights-") as tmp:
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+            files = [p for p in Path(tmp).iterdir() if p.suffix in (".safetensors", ".bin")]
+            if files:
+                return sum(p.stat().st_size for p in files)
+        except Exception:
+            pass
+        target = Path(tmp) / "state_dict.pt"
+        torch.save(model.state_dict(), target)
+        return target.stat().st_size
+
+
+def _version(pkg: str) -> str:
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str:
+    """Commit of the study's checkout (with `-dirty` if it has uncommitted changes), or ''."""
+    root = paths.repo_root()
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f"{sha}-dirty" if sha and dirty else sha
+
+
+_ENV_CACHE: dict = {}
+
+
+def environment(device: str = "cpu") -> dict:
+    """Hardware and software facts recorded with every measurement."""
+    if not _ENV_CACHE:
+        _ENV_CACHE.update(
+            cpu=_cpu_model(), cpu_threads=torch.get_num_threads(), python=platform.python_version(),
+            torch=torch.__version__, transformers=_version("transformers"),
+            bitsandbytes=_version("bitsandbytes"), codecarbon=_version("codecarbon"),
+            git_commit=git_commit(),
+        )
+    env = dict(_ENV_CACHE)
+    env["gpu"] = torch.cuda.get_device_name(0) if device.startswith("cuda") else ""
+    env["device"] = device
+    return env
+
+
+def model_dtype(model) -> str:
+    """The dtype the model computes in, plus its quantization method if any (e.g. 'float32+nf4')."""
+    dtype = str(getattr(model, "dtype", next(model.parameters()).dtype)).replace("torch.", "")
+    q = getattr(model.config, "quantization_config", None)
+    if q is not None:
+        q = q.to_dict() if hasattr(q, "to_dict") else dict(q)
+        if q.get("load_in_4bit"):
+            return f"{dtype}+{q.get('bnb_4bit_quant_type', '4bit')}"
+        if q.get("load_in_8bit"):
+            return f"{dtype}+int8"
+    return getattr(model, "_compstudy_dtype", dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# The protocol
+
+
+_IDS_CACHE: dict = {}
+
+
+def dataset_ids(tokenizer, spec: str, max_tokens: int | None = None) -> tuple[torch.Tensor, int]:
+    """Token ids of a corpus split (first `max_tokens`) and the UTF-8 bytes of the text they cover."""
+    text = data.load_text(spec)
+    key = (id(tokenizer), spec, data.fingerprint(text))
+    if key not in _IDS_CACHE:
+        _IDS_CACHE[key] = data.encode(tokenizer, text)
+    ids = _IDS_CACHE[key]
+    if max_tokens is not None and len(ids) > max_tokens:
+        ids = ids[:max_tokens]
+        n_bytes = len(tokenizer.decode(ids.tolist()).encode("utf-8"))
+    else:
+        n_bytes = len(text.encode("utf-8"))
+    if len(ids) < 2:
+        raise ValueError(f"dataset {spec} has fewer than 2 tokens")
+    return ids, n_bytes
+
+
+def evaluate(model, tokenizer, datasets: list[str] | str, config: EvalConfig = EvalConfig(), *,
+             variant: str, study: str, extra: dict | None = None, meter: EnergyMeter | None = None) -> list[dict]:
+    """Measure one model on each dataset with the study's protocol; one record per repeat.
+
+    Args:
+        model, tokenizer: the variant to measure (already on its device / quantized).
+        datasets: corpus specs such as `"wikitext-2:test"`; all are loaded before measuring.
+        config: `EvalConfig`.
+        variant: variant name used in tables (e.g. `"Base"`, `"Base4b"`).
+        study: study name, stored in every record.
+        extra: more columns for every record (e.g. the variant's compression cost).
+        meter: an open `EnergyMeter` to reuse; by default one is opened for this call.
+
+    Returns a list of dicts with the columns of `compstudy.results.COLUMNS`.
+
+    Raises ValueError / CorpusUnavailable for bad datasets before any model work.
+    """
+    datasets = [datasets] if isinstance(datasets, str) else list(datasets)
+    device = resolve_device(config.device)
+    loaded = {spec: dataset_ids(tokenizer, spec, config.max_tokens) for spec in datasets}
+    context = min(config.context or 10**9, _context_length(model))
+    stride = config.stride or max(1, context // 2)
+    if stride > context:
+        raise ValueError(f"stride {stride} exceeds context {context}")
+    n_params, n_nonzero = count_parameters(model)
+    size = {"n_params": n_params, "n_params_nonzero": n_nonzero, "weight_bytes": weight_bytes(model)}
+    env = environment(device)
+    dtype = model_dtype(model)
+    records = []
+    own_meter = meter is None
+    meter = meter or EnergyMeter(config.country_iso_code)
+    with (meter if own_meter else contextlib.nullcontext(meter)):
+        for spec, (ids, n_bytes) in loaded.items():
+            sliding_window_nll(model, ids, context, stride, config.batch_size, device, warmup=True)
+            for repeat in range(config.repeats):
+                with PeakMemory(device) as mem, meter.task(f"{variant}/{spec}/{repeat}") as energy:
+                    nll, n_scored = sliding_window_nll(model, ids, context, stride, config.batch_size, device)
+                records.append({
+                    "study": study, "variant": variant, "dataset": spec, "repeat": repeat,
+                    "perplexity": math.exp(nll / n_scored), "nll_nats": nll / n_scored,
+                    "bits_per_byte": nll / math.log(2) / n_bytes, "tokens_scored": n_scored,
+                    "bytes_evaluated": n_bytes, "context": context, "stride": stride,
+                    "batch_size": config.batch_size, "runtime_s": energy.seconds,
+                    "tokens_per_s": n_scored / energy.seconds, "energy_kwh": energy.energy_kwh,
+                    "energy_cpu_kwh": energy.cpu_kwh, "energy_gpu_kwh": energy.gpu_kwh,
+                    "energy_ram_kwh": energy.ram_kwh, "emissions_kg": energy.emissions_kg,
+                    "energy_method": energy.method, "energy_detail": energy.detail,
+                    "peak_mem_bytes": mem.peak_bytes, "peak_mem_method": mem.method,
+                    "dtype": dtype, **size, **env, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    **(extra or {}),
+                })
+    return records
+
+
+def measure_variant(model, tokenizer, variant: str, study: str, datasets, config: EvalConfig, *,
+                    notebook: str = "", cost: dict | None = None, artifact: str = ""):
+    """Measure a variant on every dataset (`evaluate`), append the records to
+    `results/<study>/measurements.csv`, and return their per-dataset summary (`summarize`).
+
+    Args:
+        cost: the cost of producing the variant from its parent, a dict with `seconds`,
+            `energy_kwh`, `method` (as in an artifact's recipe); None = nothing spent.
+        notebook, artifact: provenance columns.
+    """
+    from . import results
+
+    cost = cost or {"seconds": 0.0, "energy_kwh": 0.0, "method": "none"}
+    extra = {"notebook": notebook, "family": getattr(model.config, "model_type", ""), "artifact": artifact,
+             "cost_s": cost.get("seconds", 0.0), "cost_kwh": cost.get("energy_kwh", 0.0),
+             "cost_method": cost.get("method", "")}
+    records = evaluate(model, tokenizer, datasets, config, variant=variant, study=study, extra=extra)
+    results.append(study, records)
+    return summarize(records)
+
+
+def energy_note(records) -> str:
+    """One sentence on how the energy in `records` was obtained and what that means."""
+    import pandas as pd
+
+    df = pd.DataFrame(records)
+    methods = sorted(set(df["energy_method"]))
+    detail = "; ".join(sorted(set(df["energy_detail"])))
+    if methods == ["measured"]:
+        return f"Energy was measured by hardware counters ({detail})."
+    if "unavailable" in methods:
+        return f"Energy could not be obtained for some rows ({detail})."
+    if methods == ["estimated"]:
+        return (f"Energy was ESTIMATED, not measured ({detail}): codecarbon found no RAPL or NVML "
+                f"counter, so it multiplied modelled power by time. Energy here is a function of "
+                f"runtime; energy ratios repeat runtime ratios and carry no independent information.")
+    return f"Energy was partly measured ({detail}): the measured parts come from hardware counters."
+
+
+def _context_length(model) -> int:
+    from .models import context_length
+
+    return context_length(model)
+
+
+def summarize(records: list[dict] | "pandas.DataFrame"):
+    """Median and spread over repeats per (variant, dataset) as a DataFrame (runtime, energy, ...).
+
+    Columns: perplexity, bits_per_byte (identical across repeats), runtime_s and energy_kwh
+    medians with their min/max, n_params, weight_bytes.
+    """
+    import pandas as pd
+
+    df = pd.DataFrame(records)
+    g = df.groupby(["variant", "dataset"], sort=False)
+    out = g.agg(
+        perplexity=("perplexity", "median"), bits_per_byte=("bits_per_byte", "median"),
+        runtime_s=("runtime_s", "median"), runtime_min_s=("runtime_s", "min"),
+        runtime_max_s=("runtime_s", "max"), energy_kwh=("energy_kwh", "median"),
+        energy_method=("energy_method", "first"), energy_detail=("energy_detail", "first"),
+        n_params=("n_params", "first"),
+        weight_bytes=("weight_bytes", "first"), repeats=("repeat", "count"),
+    )
+    return out.reset_index()
+
+
+__all__ = [
+    "EvalConfig", "EnergyMeter", "EnergyReading", "PeakMemory", "evaluate", "sliding_window_nll",
+    "windows", "count_parameters", "weight_bytes", "environment", "summarize", "resolve_device",
+    "dataset_ids", "git_commit", "model_dtype", "measure_variant", "energy_note",
+]

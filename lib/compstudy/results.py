@@ -1,0 +1,132 @@
+"""The study's results table: `results/<study>/measurements.csv`, one row per
+(variant, dataset, repeat).
+
+Rows are appended under an exclusive file lock (`fcntl.flock`) and flushed to disk before the
+lock is released, so a crash mid-run loses nothing already written and two notebooks writing at
+once do not interleave rows. The columns and their units are `COLUMNS` (also in the README).
+"""
+from __future__ import annotations
+
+import csv
+import fcntl
+import os
+from pathlib import Path
+
+from . import paths
+
+# name -> (unit, meaning). The README's column table is generated from this dict.
+COLUMNS: dict[str, tuple[str, str]] = {
+    "study": ("", "study name (results/<study>/)"),
+    "notebook": ("", "notebook that produced the row"),
+    "variant": ("", "variant name in the paper's notation (Base, Base8b, Distil+90+4b, ...)"),
+    "family": ("", "model family (gpt2, llama, ...)"),
+    "dataset": ("", "corpus spec name:split"),
+    "repeat": ("", "repeat index, 0-based"),
+    "perplexity": ("", "token-level perplexity, exp(nll_nats)"),
+    "nll_nats": ("nats/token", "mean negative log-likelihood per scored token"),
+    "bits_per_byte": ("bits/byte", "total NLL / ln 2 / UTF-8 bytes evaluated (tokenizer-independent)"),
+    "tokens_scored": ("tokens", "tokens scored (each once)"),
+    "bytes_evaluated": ("bytes", "UTF-8 bytes of the evaluated text"),
+    "context": ("tokens", "sliding-window length"),
+    "stride": ("tokens", "sliding-window step"),
+    "batch_size": ("windows", "windows per forward pass"),
+    "runtime_s": ("s", "wall time of one whole evaluation pass (warm-up excluded)"),
+    "tokens_per_s": ("tokens/s", "tokens_scored / runtime_s"),
+    "energy_kwh": ("kWh", "codecarbon energy of the pass (CPU + GPU + RAM)"),
+    "energy_cpu_kwh": ("kWh", "CPU part"),
+    "energy_gpu_kwh": ("kWh", "GPU part"),
+    "energy_ram_kwh": ("kWh", "RAM part"),
+    "emissions_kg": ("kg CO2eq", "codecarbon emissions for country_iso_code's grid"),
+    "energy_method": ("", "measured | partly measured | estimated | unavailable"),
+    "energy_detail": ("", "how each part was obtained (RAPL, NVML, TDP, constant)"),
+    "peak_mem_bytes": ("bytes", "peak memory of the pass (see peak_mem_method)"),
+    "peak_mem_method": ("", "cuda_max_allocated (GPU) or rss_increase (CPU, sampled every 5 ms)"),
+    "n_params": ("parameters", "logical parameter count (tied weights once)"),
+    "n_params_nonzero": ("parameters", "parameters that are not zero"),
+    "weight_bytes": ("bytes", "bytes of the weights saved on disk (safetensors)"),
+    "dtype": ("", "compute dtype, with quantization (float32+nf4, ...)"),
+    "cost_s": ("s", "wall time spent producing this variant from its parent (training for Base)"),
+    "cost_kwh": ("kWh", "energy spent producing this variant from its parent"),
+    "cost_method": ("", "energy_method of the cost"),
+    "artifact": ("", "cache key of the measured artifact"),
+    "device": ("", "cpu | cuda"),
+    "cpu": ("", "CPU model"),
+    "cpu_threads": ("threads", "torch intra-op threads"),
+    "gpu": ("", "GPU model, empty on CPU"),
+    "python": ("", "Python version"),
+    "torch": ("", "torch version"),
+    "transformers": ("", "transformers version"),
+    "bitsandbytes": ("", "bitsandbytes version"),
+    "codecarbon": ("", "codecarbon version"),
+    "git_commit": ("", "commit of the study (-dirty if modified)"),
+    "timestamp": ("", "ISO 8601 local time of the measurement"),
+}
+
+
+def measurements_path(study: str) -> Path:
+    """`results/<study>/measurements.csv` (folder created)."""
+    folder = paths.results_dir(study)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "measurements.csv"
+
+
+def append(study: str, records: list[dict], filename: str = "measurements.csv") -> Path:
+    """Append records to `results/<study>/<filename>` safely; returns the file's path.
+
+    Raises ValueError (before writing anything) if a record has a column not in `COLUMNS`
+    (for measurements.csv) or records disagree on their columns (other tables).
+    """
+    if not records:
+        return measurements_path(study).with_name(filename)
+    path = measurements_path(study).with_name(filename)
+    if filename == "measurements.csv":
+        columns = list(COLUMNS)
+        unknown = sorted({k for r in records for k in r} - set(columns))
+        if unknown:
+            raise ValueError(f"unknown result columns {unknown}; allowed: {columns}")
+    else:
+        columns = list(records[0])
+        for r in records:
+            if set(r) - set(columns):
+                raise ValueError(f"record columns {sorted(r)} differ from {columns}")
+    with open(path, "a+", newline="", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                csv.writer(fh).writerow(columns)
+            else:
+                fh.seek(0)
+                header = next(csv.reader(fh))
+                if header != columns:
+                    raise ValueError(f"{path} has columns {header}, expected {columns}: "
+                                     f"move the old file away or use another study name")
+                fh.seek(0, os.SEEK_END)
+            writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="raise")
+            writer.writerows(records)
+            fh.flush()
+            os.fsync(fh.fileno())
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+    return path
+
+
+def load(study: str, filename: str = "measurements.csv"):
+    """The study's table as a pandas DataFrame.
+
+    Raises FileNotFoundError naming the file and how to produce it if it does not exist.
+    """
+    import pandas as pd
+
+    path = paths.results_dir(study) / filename
+    if not path.exists():
+        raise FileNotFoundError(f"no results for study {study!r}: {path} does not exist; run the "
+                                f"study's notebooks first (python -m compstudy run configs/<study>.yaml)")
+    return pd.read_csv(path)
+
+
+def columns_markdown() -> str:
+    """The README's table of columns, from `COLUMNS`."""
+    lines = ["| column | unit | meaning |", "|---|---|---|"]
+    lines += [f"| `{k}` | {u} | {m} |" for k, (u, m) in COLUMNS.items()]
+    return "\n".join(lines)
