@@ -10,13 +10,12 @@ the cached artifact when one with exactly these parameters exists and builds it 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 
 from . import cache, data
-from .models import ModelShape, build_model, load_model, save_model
+from .models import Artifact, ModelShape, build_model, load_artifact, load_model, save_model
 from .train import TrainConfig, train
 
 
@@ -88,23 +87,6 @@ class BaselineConfig:
         return TrainConfig(**self._train_kwargs())
 
 
-@dataclass
-class Baseline:
-    """A built or loaded baseline: model (eval mode), tokenizer, its cache key and folder, the
-    cost of training it (`recipe["cost"]`: seconds, kWh, method) and its training history."""
-
-    model: torch.nn.Module
-    tokenizer: object
-    key: str
-    path: Path | None
-    recipe: dict = field(default_factory=dict)
-    history: "pandas.DataFrame | None" = None
-
-    @property
-    def cost(self) -> dict:
-        return self.recipe.get("cost", {"seconds": 0.0, "energy_kwh": 0.0, "method": "not trained here"})
-
-
 def training_streams(tokenizer, corpora, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Token streams (train, validation) from corpus specs: for each corpus the last
     `val_fraction` of its tokens goes to validation; corpora are joined with the EOS token."""
@@ -149,7 +131,7 @@ def _baseline_params(config: BaselineConfig, tok_key: str) -> dict:
     return params
 
 
-def get_baseline(config: BaselineConfig, progress: bool = True) -> Baseline:
+def get_baseline(config: BaselineConfig, progress: bool = True) -> Artifact:
     """Build (train) or reuse the baseline described by `config`.
 
     Pretrained (`config.model` set): loaded with `from_pretrained`, not cached, cost 0.
@@ -159,13 +141,13 @@ def get_baseline(config: BaselineConfig, progress: bool = True) -> Baseline:
 
     Raises CorpusUnavailable if a training corpus is missing (before any training).
     """
-    from .measure import resolve_device
+    from .measure import model_size, resolve_device
 
     device = resolve_device(config.device)
     if config.model is not None:
         tokenizer = data.load_tokenizer(config.model)
         model = load_model(config.model, device=device)
-        return Baseline(model, tokenizer, key=f"pretrained:{config.model}", path=None,
+        return Artifact(model, tokenizer, key=f"pretrained:{config.model}", path=None,
                         recipe={"cost": {"seconds": 0.0, "energy_kwh": 0.0, "method": "pretrained"}})
     tokenizer, tok_key = get_tokenizer(config)
     params = _baseline_params(config, tok_key)
@@ -181,16 +163,6 @@ def get_baseline(config: BaselineConfig, progress: bool = True) -> Baseline:
             recipe["cost"] = {"seconds": result.cost.seconds, "energy_kwh": result.cost.energy_kwh,
                               "method": result.cost.method, "detail": result.cost.detail}
             recipe["final_val_loss"] = result.final_val_loss
+            recipe["size"] = model_size(model)
             recipe["train_tokens"] = int(len(train_ids))
     return load_artifact(key, device)
-
-
-def load_artifact(key: str, device: str = "cpu") -> Baseline:
-    """Load a cached model artifact (model, tokenizer, recipe, history) by key."""
-    import pandas as pd
-
-    folder = cache.path_of(key)
-    history = pd.read_csv(folder / "history.csv") if (folder / "history.csv").exists() else None
-    model = load_model(folder, device=device)
-    return Baseline(model, data.load_tokenizer(folder), key=key, path=folder,
-                    recipe=cache.read_recipe(key), history=history)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import paths
 
-CACHE_VERSION = 1  # bump when a change to the code makes old artifacts wrong
+CACHE_VERSION = 2  # bump when a change to the code makes old artifacts wrong
 
 
 def key(kind: str, params: dict) -> str:

@@ -1,11 +1,12 @@
 """One call, one model, one dataset, one record per repeat: the study's measurement protocol.
 
 Perplexity: Hugging Face's strided sliding-window protocol ("Perplexity of fixed-length models",
-transformers docs). The text is tokenized once; windows of `context` tokens start every `stride`
-tokens; in each window only the tokens not already scored by an earlier window are targets, the
-rest is context. Every token but the first is scored exactly once, with between
-`context - stride` and `context - 1` tokens of left context. We sum the exact per-token negative
-log-likelihoods (HF's example approximates the sum by `mean loss * target length`).
+transformers docs). The text is tokenized once; windows of `context` tokens end every `stride`
+tokens (the last at the end of the text); in each window only the tokens after the previous
+window's end are targets, the rest is context. Every token but the first is scored exactly once,
+with at least `context - stride` tokens of left context (`stride` is capped at `context - 1`).
+We sum the exact per-token negative log-likelihoods (HF's example approximates the sum by
+`mean loss * target length`).
 
 - perplexity = exp(total NLL / scored tokens), NLL in nats.
 - bits per byte = total NLL / ln 2 / UTF-8 bytes of the evaluated text: tokenizer-independent,
@@ -107,18 +108,21 @@ def resolve_device(device: str) -> str:
 def windows(n_tokens: int, context: int, stride: int) -> list[tuple[int, int, int]]:
     """Sliding windows over `n_tokens` tokens as (begin, end, n_targets) triples.
 
-    Targets are the last `n_targets` tokens of `ids[begin:end]`; over all windows every token
-    but the first is a target exactly once (the first window's first token has no context).
+    The first window is `ids[0:context]` and scores its tokens 1..context-1. Each next window
+    ends `stride` tokens later (the last one at the end of the text), spans `context` tokens,
+    and scores only the tokens after the previous window's end, so every token but the first is
+    a target exactly once with at least `context - stride` tokens of left context. The stride
+    is capped at `context - 1`: a window's first token has no context inside the window.
     """
-    out, prev_end = [], 0
-    for begin in range(0, n_tokens, stride):
-        end = min(begin + context, n_tokens)
-        n_targets = end - prev_end if prev_end else end - begin - 1
-        if n_targets > 0:
-            out.append((begin, end, n_targets))
-        prev_end = end
-        if end == n_tokens:
-            break
+    stride = min(stride, context - 1)
+    out = []
+    end = min(context, n_tokens)
+    if end > 1:
+        out.append((0, end, end - 1))
+    while end < n_tokens:
+        new_end = min(end + stride, n_tokens)
+        out.append((max(0, new_end - context), new_end, new_end - end))
+        end = new_end
     return out
 
 
@@ -375,6 +379,19 @@ def weight_bytes(model) -> int:
         return target.stat().st_size
 
 
+def model_size(model) -> dict:
+    """{"n_params", "n_params_nonzero", "weight_bytes"} of a model (see `count_parameters`,
+    `weight_bytes`).
+
+    Call it before the model's first forward pass: bitsandbytes 0.50.2 on CPUs with AVX512-BF16
+    repacks 4-bit weights at the first forward, and a later `state_dict()` (which `weight_bytes`
+    needs) undoes the packing in a way that changes every later output. The study therefore
+    computes sizes when an artifact is built and stores them in its recipe.
+    """
+    n_params, n_nonzero = count_parameters(model)
+    return {"n_params": n_params, "n_params_nonzero": n_nonzero, "weight_bytes": weight_bytes(model)}
+
+
 def _version(pkg: str) -> str:
     try:
         return importlib.metadata.version(pkg)
@@ -459,7 +476,8 @@ def dataset_ids(tokenizer, spec: str, max_tokens: int | None = None) -> tuple[to
 
 
 def evaluate(model, tokenizer, datasets: list[str] | str, config: EvalConfig = EvalConfig(), *,
-             variant: str, study: str, extra: dict | None = None, meter: EnergyMeter | None = None) -> list[dict]:
+             variant: str, study: str, extra: dict | None = None, meter: EnergyMeter | None = None,
+             size: dict | None = None) -> list[dict]:
     """Measure one model on each dataset with the study's protocol; one record per repeat.
 
     Args:
@@ -470,6 +488,8 @@ def evaluate(model, tokenizer, datasets: list[str] | str, config: EvalConfig = E
         study: study name, stored in every record.
         extra: more columns for every record (e.g. the variant's compression cost).
         meter: an open `EnergyMeter` to reuse; by default one is opened for this call.
+        size: the model's `model_size`, computed before its first forward (see there); None =
+            compute it now.
 
     Returns a list of dicts with the columns of `compstudy.results.COLUMNS`.
 
@@ -482,8 +502,7 @@ def evaluate(model, tokenizer, datasets: list[str] | str, config: EvalConfig = E
     stride = config.stride or max(1, context // 2)
     if stride > context:
         raise ValueError(f"stride {stride} exceeds context {context}")
-    n_params, n_nonzero = count_parameters(model)
-    size = {"n_params": n_params, "n_params_nonzero": n_nonzero, "weight_bytes": weight_bytes(model)}
+    size = size or model_size(model)
     env = environment(device)
     dtype = model_dtype(model)
     records = []
@@ -512,25 +531,74 @@ def evaluate(model, tokenizer, datasets: list[str] | str, config: EvalConfig = E
     return records
 
 
-def measure_variant(model, tokenizer, variant: str, study: str, datasets, config: EvalConfig, *,
-                    notebook: str = "", cost: dict | None = None, artifact: str = ""):
+def measure_variant(artifact, variant: str, study: str, datasets, config: EvalConfig, *, notebook: str = ""):
     """Measure a variant on every dataset (`evaluate`), append the records to
     `results/<study>/measurements.csv`, and return their per-dataset summary (`summarize`).
 
     Args:
-        cost: the cost of producing the variant from its parent, a dict with `seconds`,
-            `energy_kwh`, `method` (as in an artifact's recipe); None = nothing spent.
-        notebook, artifact: provenance columns.
+        artifact: a `compstudy.models.Artifact`: its model and tokenizer are measured; its
+            recipe gives the cost of producing it (`cost_*` columns), its size (computed at build
+            time) and its cache key (`artifact` column).
+        variant, study: names for the records; notebook: provenance column.
     """
     from . import results
 
-    cost = cost or {"seconds": 0.0, "energy_kwh": 0.0, "method": "none"}
-    extra = {"notebook": notebook, "family": getattr(model.config, "model_type", ""), "artifact": artifact,
+    cost = artifact.cost
+    model = artifact.model
+    extra = {"notebook": notebook, "family": getattr(model.config, "model_type", ""), "artifact": artifact.key,
              "cost_s": cost.get("seconds", 0.0), "cost_kwh": cost.get("energy_kwh", 0.0),
              "cost_method": cost.get("method", "")}
-    records = evaluate(model, tokenizer, datasets, config, variant=variant, study=study, extra=extra)
+    records = evaluate(model, artifact.tokenizer, datasets, config, variant=variant, study=study, extra=extra,
+                       size=artifact.recipe.get("size"))
     results.append(study, records)
     return summarize(records)
+
+
+@torch.inference_mode()
+def time_generation(model, tokenizer, variant: str, study: str, *, new_tokens: int = 32,
+                    prompt_tokens: int = 32, batch_size: int = 1, repeats: int = 3,
+                    prompt_spec: str = "wikitext-2:test", device: str = "auto", notebook: str = "") -> list[dict]:
+    """Time greedy generation of exactly `new_tokens` tokens (KV cache on) after a prompt of
+    `prompt_tokens` tokens taken from `prompt_spec`, `batch_size` prompts at once.
+
+    One untimed warm-up generation, then `repeats` timed ones, each metered by codecarbon.
+    Returns one record per repeat (runtime_s, new tokens per second, energy, method) and appends
+    them to `results/<study>/generation.csv`.
+
+    Raises ValueError if a count is < 1 or prompt + new tokens exceed the model's context.
+    """
+    from . import results
+    from .models import context_length
+
+    for name, value in (("new_tokens", new_tokens), ("prompt_tokens", prompt_tokens),
+                        ("batch_size", batch_size), ("repeats", repeats)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if prompt_tokens + new_tokens > context_length(model):
+        raise ValueError(f"prompt_tokens + new_tokens = {prompt_tokens + new_tokens} exceeds the "
+                         f"model's context {context_length(model)}")
+    device = resolve_device(device)
+    ids, _ = dataset_ids(tokenizer, prompt_spec)
+    prompts = torch.stack([ids[i * prompt_tokens:(i + 1) * prompt_tokens] for i in range(batch_size)]).to(device)
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, use_cache=True,
+                  pad_token_id=tokenizer.eos_token_id, attention_mask=torch.ones_like(prompts))
+    model.generate(prompts, **kwargs)  # warm-up
+    records = []
+    with EnergyMeter() as meter:
+        for repeat in range(repeats):
+            with meter.task(f"generate/{variant}/{repeat}") as e:
+                out = model.generate(prompts, **kwargs)
+            assert out.shape[1] == prompt_tokens + new_tokens
+            records.append({
+                "study": study, "notebook": notebook, "variant": variant, "batch_size": batch_size,
+                "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "repeat": repeat,
+                "runtime_s": e.seconds, "tokens_per_s": batch_size * new_tokens / e.seconds,
+                "energy_kwh": e.energy_kwh, "energy_method": e.method, "dtype": model_dtype(model),
+                "device": device, "git_commit": environment(device)["git_commit"],
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            })
+    results.append(study, records, filename="generation.csv")
+    return records
 
 
 def energy_note(records) -> str:
@@ -581,5 +649,5 @@ def summarize(records: list[dict] | "pandas.DataFrame"):
 __all__ = [
     "EvalConfig", "EnergyMeter", "EnergyReading", "PeakMemory", "evaluate", "sliding_window_nll",
     "windows", "count_parameters", "weight_bytes", "environment", "summarize", "resolve_device",
-    "dataset_ids", "git_commit", "model_dtype", "measure_variant", "energy_note",
+    "dataset_ids", "git_commit", "model_dtype", "measure_variant", "energy_note", "time_generation",
 ]

@@ -8,7 +8,8 @@ Any other causal LM loads by hub name or local path with `AutoModelForCausalLM`.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -76,8 +77,10 @@ def build_model(shape: ModelShape, vocab_size: int, bos_token_id: int = 0, eos_t
             bos_token_id=bos_token_id, eos_token_id=eos_token_id, tie_word_embeddings=True,
         )
         return GPT2LMHeadModel(config)
-    # Llama's SwiGLU MLP has three matrices; 2/3 of the ratio keeps its size close to GPT-2's MLP
-    intermediate = int(shape.mlp_ratio * shape.n_embd * 2 / 3)
+    # Llama's SwiGLU MLP has three matrices; 2/3 of the ratio keeps its size close to GPT-2's MLP.
+    # Rounded up to a multiple of 32, as Llama rounds to `multiple_of` (bitsandbytes' CPU 4-bit
+    # kernel also needs output features divisible by 32).
+    intermediate = 32 * math.ceil(shape.mlp_ratio * shape.n_embd * 2 / 3 / 32)
     config = LlamaConfig(
         vocab_size=vocab_size, hidden_size=shape.n_embd, intermediate_size=intermediate,
         num_hidden_layers=shape.n_layer, num_attention_heads=shape.n_head,
@@ -141,3 +144,71 @@ def context_length(model) -> int:
 
 def shape_dict(shape: ModelShape) -> dict:
     return asdict(shape)
+
+
+@dataclass
+class Artifact:
+    """A model of the study with its provenance: the baseline or a compressed variant.
+
+    Attributes:
+        model: the model, in eval mode.
+        tokenizer: its tokenizer.
+        key: cache key (`compstudy.cache`), or `pretrained:<name>` for hub models.
+        path: the cached folder, or None.
+        recipe: the cached `recipe.json` (parameters, `cost`, ...).
+        history: training history (DataFrame) when the artifact was trained here.
+    """
+
+    model: torch.nn.Module
+    tokenizer: object
+    key: str
+    path: Path | None
+    recipe: dict = field(default_factory=dict)
+    history: "pandas.DataFrame | None" = None
+
+    @property
+    def cost(self) -> dict:
+        """Cost of producing this artifact from its parent: seconds, energy_kwh, method."""
+        return self.recipe.get("cost", {"seconds": 0.0, "energy_kwh": 0.0, "method": "none"})
+
+
+def load_artifact(key: str, device: str = "cpu", **load_kwargs) -> Artifact:
+    """Load a cached model artifact (model, tokenizer, recipe, history) by cache key."""
+    import pandas as pd
+
+    from . import cache, data
+
+    folder = cache.path_of(key)
+    history = pd.read_csv(folder / "history.csv") if (folder / "history.csv").exists() else None
+    model = load_model(folder, device=device, **load_kwargs)
+    recipe = cache.read_recipe(key)
+    if "size" not in recipe:  # before any forward pass: see measure.model_size
+        from .measure import model_size
+
+        recipe["size"] = model_size(model)
+    return Artifact(model, data.load_tokenizer(folder), key=key, path=folder, recipe=recipe, history=history)
+
+
+def conv1d_to_linear(model) -> int:
+    """Replace every GPT-2 `Conv1D` (weight [in, out]) by an equivalent `nn.Linear` (weight
+    [out, in], the transpose), in place; returns how many were replaced.
+
+    Needed by libraries that only know `nn.Linear`: PyTorch dynamic quantization and
+    Torch-Pruning. Outputs are unchanged up to float rounding.
+    """
+    from transformers.pytorch_utils import Conv1D
+
+    replaced = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, Conv1D):
+                n_in, n_out = child.weight.shape
+                linear = torch.nn.Linear(n_in, n_out, bias=child.bias is not None,
+                                         device=child.weight.device, dtype=child.weight.dtype)
+                with torch.no_grad():
+                    linear.weight.copy_(child.weight.t())
+                    if child.bias is not None:
+                        linear.bias.copy_(child.bias)
+                setattr(parent, name, linear)
+                replaced += 1
+    return replaced

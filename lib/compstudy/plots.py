@@ -47,3 +47,39 @@ def training_curves(histories: dict, study: str, name: str = "training_curves", 
            title=f"{title}: validation (markers) and training (faint) loss")
     fig.tight_layout()
     return fig, save(fig, study, name)
+
+
+def tradeoff(table, x: str, y: str, study: str, name: str, hue: str = "variant", style: str | None = None,
+             title: str = "", xlabel: str | None = None, ylabel: str | None = None, zero_lines: bool = True):
+    """Scatter of one change against another, one labelled point per row of `table`.
+    Returns (figure, saved path)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sns.scatterplot(data=table, x=x, y=y, hue=hue, style=style, s=90, ax=ax)
+    for _, row in table.iterrows():
+        ax.annotate(str(row[hue]), (row[x], row[y]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if zero_lines:
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.axvline(0, color="grey", lw=0.8)
+    ax.set(xlabel=xlabel or x, ylabel=ylabel or y, title=title)
+    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig, save(fig, study, name)
+
+
+def change_bars(table, metrics: dict, study: str, name: str, hue: str | None = None, title: str = ""):
+    """Bar charts of % changes per variant, one panel per metric.
+
+    Args:
+        table: rows per variant (and `hue`), with the columns named in `metrics`.
+        metrics: column -> panel title, e.g. {"runtime_s_change_pct": "runtime change (%)"}.
+    Returns (figure, saved path).
+    """
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+    for ax, (col, label) in zip(axes[0], metrics.items()):
+        sns.barplot(data=table, x="variant", y=col, hue=hue, ax=ax)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set(xlabel="", ylabel=label, title=label)
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig, save(fig, study, name)

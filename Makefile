@@ -1,0 +1,39 @@
+# Two commands: `make study` (the default study) and `make test` (the whole test suite).
+# Both create .venv if missing, install the pinned stack with torch held at 2.13.0 (an unpinned
+# torch pulls gigabytes of CUDA packages on CPU machines), and register the venv's Jupyter kernel
+# inside the venv. Quick when already set up.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONFIG ?= configs/default.yaml
+# where the offline corpora are copied from when data/ lacks them (see data/README.md)
+SHARED_DATA ?= ../shared/data
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+
+.PHONY: setup study test data clean-results
+STAMP := $(VENV)/.compstudy-installed
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e .
+	$(PY) -m ipykernel install --sys-prefix --name compstudy --display-name "Python (compstudy)" >/dev/null
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+data:
+	@for d in wikitext-2 tinyshakespeare; do \
+	  if [ ! -d data/$$d ] && [ -d $(SHARED_DATA)/$$d ]; then cp -r $(SHARED_DATA)/$$d data/ && chmod -R u+w data/$$d && echo "copied $$d from $(SHARED_DATA)"; fi; \
+	done
+
+study: setup data
+	$(PY) -m compstudy run $(CONFIG)
+
+test: setup data
+	$(PY) -m pytest
+
+clean-results:
+	rm -rf runs results/smoke results/quick figures/smoke figures/quick

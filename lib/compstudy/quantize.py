@@ -1,0 +1,204 @@
+"""Post-training quantization of a saved model: bitsandbytes (the paper's library) and two
+CPU-native references.
+
+| method   | what                                                         | name suffix |
+|----------|--------------------------------------------------------------|-------------|
+| `int8`   | LLM.int8() (Dettmers et al. 2022): int8 weights, fp16 outlier columns above `llm_int8_threshold` | `8b` |
+| `nf4`    | 4-bit NormalFloat (Dettmers et al. 2023, QLoRA), blockwise absmax, optional double quantization | `4b` |
+| `fp4`    | 4-bit float, same machinery as nf4 (transformers' default 4-bit type)                | `4bfp4` |
+| `bf16`   | bfloat16 weights and compute (no integer quantization)      | `bf16` |
+| `dynamic-int8` | PyTorch dynamic quantization: int8 weights, activations quantized per batch at run time; CPU only | `dq8` |
+
+bitsandbytes 0.50 runs on CPU as well as CUDA; the same `from_pretrained(..., quantization_config=
+BitsAndBytesConfig(...))` path is used on both. transformers keeps `lm_head` in full precision
+(as it does for every bnb model); every linear layer inside the transformer blocks must be
+quantized, and `check_quantized` fails loudly if one is not (some libraries silently skip GPT-2's
+`Conv1D` layers). Variant names follow the paper: `Base8b`, `Base4b`, `Distil+90+4b`.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from . import cache
+from .measure import EnergyMeter, model_size, resolve_device
+from .models import Artifact, conv1d_to_linear, load_artifact, load_model, save_model
+
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # the 8-bit path logs a cast warning per call
+
+METHODS = ("int8", "nf4", "fp4", "bf16", "dynamic-int8")
+SUFFIX = {"int8": "8b", "nf4": "4b", "fp4": "4bfp4", "bf16": "bf16", "dynamic-int8": "dq8"}
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """A quantization recipe.
+
+    Attributes:
+        method: one of `METHODS`.
+        llm_int8_threshold: LLM.int8() outlier threshold (int8 only; bitsandbytes default 6.0).
+        double_quant: quantize the 4-bit quantization constants too (nf4 / fp4 only).
+        compute_dtype: dtype of the matmuls of 4-bit layers (nf4 / fp4 only): float32,
+            bfloat16 or float16.
+
+    Raises ValueError on construction for an unknown method or an impossible combination
+    (double_quant or compute_dtype without a 4-bit method, a threshold without int8).
+    """
+
+    method: str = "nf4"
+    llm_int8_threshold: float = 6.0
+    double_quant: bool = False
+    compute_dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"quantization method {self.method!r} unknown; allowed: {METHODS}")
+        four_bit = self.method in ("nf4", "fp4")
+        if self.double_quant and not four_bit:
+            raise ValueError(f"double_quant applies to 4-bit methods ('nf4', 'fp4'), not {self.method!r}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}")
+        if self.compute_dtype != "float32" and not four_bit:
+            raise ValueError(f"compute_dtype applies to 4-bit methods ('nf4', 'fp4'), not {self.method!r}")
+        if self.llm_int8_threshold != 6.0 and self.method != "int8":
+            raise ValueError(f"llm_int8_threshold applies to method 'int8', not {self.method!r}")
+        if not self.llm_int8_threshold > 0:
+            raise ValueError(f"llm_int8_threshold must be > 0, got {self.llm_int8_threshold}")
+
+    @property
+    def suffix(self) -> str:
+        """Name suffix in the paper's style (`8b`, `4b`, ...), with `dq` for double quantization."""
+        return SUFFIX[self.method] + ("dq" if self.double_quant else "")
+
+    @classmethod
+    def from_name(cls, name: str) -> "QuantConfig":
+        """Parse a suffix (`8b`, `4b`, `4bdq`, `4bfp4`, `bf16`, `dq8`) back into a config.
+
+        Raises ValueError listing the allowed names.
+        """
+        for method, suffix in SUFFIX.items():
+            if name == suffix:
+                return cls(method)
+            if name == suffix + "dq" and method in ("nf4", "fp4"):
+                return cls(method, double_quant=True)
+        allowed = list(SUFFIX.values()) + ["4bdq", "4bfp4dq"]
+        raise ValueError(f"unknown quantized variant {name!r}; allowed: {allowed}")
+
+    def bnb_config(self):
+        """The `transformers.BitsAndBytesConfig` for bitsandbytes methods (None otherwise)."""
+        from transformers import BitsAndBytesConfig
+
+        if self.method == "int8":
+            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=self.llm_int8_threshold)
+        if self.method in ("nf4", "fp4"):
+            return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=self.method,
+                                      bnb_4bit_use_double_quant=self.double_quant,
+                                      bnb_4bit_compute_dtype=getattr(torch, self.compute_dtype))
+        return None
+
+
+def quantize_model(path, config: QuantConfig, device: str = "cpu") -> torch.nn.Module:
+    """Load the model saved at `path` quantized by `config`; returns it in eval mode.
+
+    Raises ValueError if `dynamic-int8` is asked on CUDA (PyTorch's dynamic quantization is
+    CPU-only), and RuntimeError from `check_quantized` if a targeted layer was left unquantized.
+    """
+    device = resolve_device(device)
+    if config.method == "dynamic-int8" and device != "cpu":
+        raise ValueError("method 'dynamic-int8' runs on CPU only; use device='cpu' or a bitsandbytes method")
+    bnb = config.bnb_config()
+    if bnb is not None:
+        kwargs = {"device_map": {"": device}} if device.startswith("cuda") else {}
+        model = load_model(path, quantization_config=bnb, **kwargs)
+    elif config.method == "bf16":
+        model = load_model(path, dtype=torch.bfloat16, device=device)
+    else:
+        model = load_model(path, device="cpu")
+        conv1d_to_linear(model)
+        with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao,
+            warnings.simplefilter("ignore")  # whose PyPI wheel is a CUDA build; it still works in 2.13
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        model._compstudy_dtype = "float32+dynamic-int8"
+    check_quantized(model, config)
+    return model.eval()
+
+
+def layer_kind(module) -> str:
+    """Type of a linear-like layer: Linear8bitLt, Linear4bit, DynamicQuantizedLinear, Linear,
+    Conv1D, or '' for other modules."""
+    name, where = type(module).__name__, type(module).__module__
+    if where.startswith("torch.ao.nn.quantized.dynamic") and name == "Linear":
+        return "DynamicQuantizedLinear"
+    return name if name in ("Linear", "Conv1D", "Linear8bitLt", "Linear4bit") else ""
+
+
+def _block_layers(model) -> dict:
+    """Linear-like layers inside the transformer blocks (and lm_head): name -> layer kind."""
+    return {name: layer_kind(m) for name, m in model.named_modules()
+            if layer_kind(m) and (".h." in name or ".layers." in name or name.endswith("lm_head"))}
+
+
+def check_quantized(model, config: QuantConfig) -> dict:
+    """Verify that every linear layer of the transformer blocks has the quantized type the
+    method promises; returns {layer kind: count}, the LM head counted apart as `lm_head:<kind>`.
+
+    Raises RuntimeError naming the layers left unquantized.
+    """
+    expected = {"int8": "Linear8bitLt", "nf4": "Linear4bit", "fp4": "Linear4bit",
+                "dynamic-int8": "DynamicQuantizedLinear"}.get(config.method)
+    layers = _block_layers(model)
+    if expected is None:  # bf16: check the weights' dtype instead
+        wrong = [n for n, p in model.named_parameters() if p.dtype != torch.bfloat16]
+        if wrong:
+            raise RuntimeError(f"bf16: parameters left in another dtype: {wrong[:5]}")
+        return {"bfloat16 parameters": sum(1 for _ in model.parameters())}
+    missing = sorted(n for n, t in layers.items() if t != expected and not n.endswith("lm_head"))
+    if missing or not layers:
+        raise RuntimeError(f"{config.method}: {len(missing)} block layer(s) not quantized to {expected}: "
+                           f"{missing[:8]}{' ...' if len(missing) > 8 else ''}")
+    counts: dict = {}
+    for name, t in layers.items():
+        t = f"lm_head:{t}" if name.endswith("lm_head") else t
+        counts[t] = counts.get(t, 0) + 1
+    return counts
+
+
+def get_quantized(parent: Artifact, config: QuantConfig, device: str = "auto") -> Artifact:
+    """The quantized variant of `parent`, built once and cached.
+
+    The artifact's key derives from the parent's key and the config. bitsandbytes and bf16
+    variants are saved in their quantized form (safetensors) and reloaded from it; a
+    `dynamic-int8` variant cannot be serialised by `save_pretrained`, so its cache entry holds the
+    recipe and the variant is re-derived from the parent (deterministic, ~1 s). The recipe's
+    `cost` is the time and energy of quantizing (and, for bnb, of saving).
+
+    Raises ValueError before any work if `parent` has no saved folder (e.g. a hub model that
+    was not cached): save it first with `models.save_model`.
+    """
+    if parent.path is None:
+        raise ValueError("parent has no saved folder to quantize from; save it with compstudy.models.save_model")
+    device = resolve_device(device)
+    params = {"parent": parent.key, **cache.as_params(config)}
+    key = cache.key(f"quant-{config.suffix}", params)
+    if config.method == "dynamic-int8" or not cache.exists(key):
+        with EnergyMeter() as meter, meter.task("quantize") as cost:
+            model = quantize_model(parent.path, config, device)
+        size = model_size(model)  # before any forward pass (see measure.model_size)
+        if not cache.exists(key):
+            with cache.build(key, params) as (folder, recipe):
+                if config.method != "dynamic-int8":
+                    save_model(model, parent.tokenizer, folder)
+                recipe["cost"] = {"seconds": cost.seconds, "energy_kwh": cost.energy_kwh,
+                                  "method": cost.method, "detail": cost.detail}
+                recipe["layers"] = check_quantized(model, config)
+                recipe["size"] = size
+        if config.method == "dynamic-int8":
+            return Artifact(model, parent.tokenizer, key, cache.path_of(key), {**cache.read_recipe(key), "size": size})
+    kwargs = {"device_map": {"": device}} if device.startswith("cuda") and config.bnb_config() else {}
+    art = load_artifact(key, device="cpu" if kwargs else device, **kwargs)
+    check_quantized(art.model, config)
+    return art

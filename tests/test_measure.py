@@ -1,0 +1,90 @@
+import math
+
+import pytest
+import torch
+
+from compstudy import measure
+from compstudy.models import ModelShape, build_model
+
+
+@pytest.mark.parametrize("n,context,stride", [(10, 4, 2), (100, 16, 16), (101, 16, 5), (7, 16, 8), (33, 8, 1), (40, 8, 8), (41, 8, 20)])
+def test_windows_score_every_token_but_the_first_once(n, context, stride):
+    scored = []
+    for begin, end, n_targets in measure.windows(n, context, stride):
+        assert end - begin <= context and n_targets <= end - begin - 1  # each target has context
+        assert end - n_targets - begin >= min(context - stride, context - 1) or begin == 0
+        scored += list(range(end - n_targets, end))
+    assert sorted(scored) == list(range(1, n))
+
+
+def _direct_nll(model, ids, context, stride):
+    """Token by token: each target token t's NLL given the window that scores it."""
+    total, count = 0.0, 0
+    for begin, end, n_targets in measure.windows(len(ids), context, stride):
+        logp = torch.log_softmax(model(input_ids=ids[begin:end][None]).logits[0].double(), -1)
+        for t in range(end - n_targets, end):
+            total -= float(logp[t - begin - 1, ids[t]])
+            count += 1
+    return total, count
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    return build_model(ModelShape("gpt2", 2, 2, 32, 64), vocab_size=50, seed=1).eval()
+
+
+@pytest.mark.parametrize("context,stride,batch", [(16, 8, 1), (16, 8, 3), (16, 16, 4), (64, 64, 1)])
+def test_sliding_window_nll_matches_direct_computation(small_model, context, stride, batch):
+    ids = torch.randint(0, 50, (57,), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, n_want = _direct_nll(small_model, ids, context, stride)
+    got, n_got = measure.sliding_window_nll(small_model, ids, context, stride, batch)
+    assert n_got == n_want == len(ids) - 1
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_whole_text_in_one_window_equals_the_model_loss(small_model):
+    ids = torch.randint(0, 50, (40,), generator=torch.Generator().manual_seed(2))
+    got, n = measure.sliding_window_nll(small_model, ids, 64, 32)
+    with torch.no_grad():
+        loss = small_model(input_ids=ids[None], labels=ids[None]).loss
+    assert got / n == pytest.approx(float(loss), rel=1e-5)
+
+
+def test_eval_config_validation():
+    for bad, match in [(dict(stride=0), "stride"), (dict(context=8, stride=9), "stride"),
+                       (dict(batch_size=0), "batch_size"), (dict(repeats=0), "repeats"),
+                       (dict(device="tpu"), "device"), (dict(context=1), "context")]:
+        with pytest.raises(ValueError, match=match):
+            measure.EvalConfig(**bad)
+
+
+def test_evaluate_records(tiny_baseline):
+    cfg = measure.EvalConfig(max_tokens=1000, repeats=2, batch_size=4, device="cpu")
+    records = measure.evaluate(tiny_baseline.model, tiny_baseline.tokenizer, ["wikitext-2:test"], cfg,
+                               variant="Base", study="t")
+    assert len(records) == 2
+    r = records[0]
+    assert r["tokens_scored"] == 999
+    assert r["bits_per_byte"] == pytest.approx(r["nll_nats"] * r["tokens_scored"] / math.log(2) / r["bytes_evaluated"])
+    assert r["perplexity"] == pytest.approx(math.exp(r["nll_nats"]))
+    assert records[1]["perplexity"] == pytest.approx(r["perplexity"], rel=1e-6)  # deterministic
+    assert r["runtime_s"] > 0 and r["energy_kwh"] > 0
+    assert r["energy_method"] in ("measured", "partly measured", "estimated")
+    assert r["n_params"] == sum(p.numel() for p in tiny_baseline.model.parameters())
+    # fp32 safetensors: 4 bytes per parameter plus a small header
+    assert 4 * r["n_params"] <= r["weight_bytes"] < 4 * r["n_params"] + 50_000
+    from compstudy.results import COLUMNS
+    assert set(r) <= set(COLUMNS)
+
+
+def test_energy_note_says_estimated_when_estimated():
+    note = measure.energy_note([{"energy_method": "estimated", "energy_detail": "cpu: estimated (TDP)"}])
+    assert "ESTIMATED" in note and "function of runtime" in note
+    assert "measured by hardware" in measure.energy_note([{"energy_method": "measured", "energy_detail": "gpu: NVML"}])
+
+
+def test_bad_dataset_fails_before_model_work(tiny_baseline):
+    with pytest.raises(ValueError, match="unknown corpus"):
+        measure.evaluate(tiny_baseline.model, tiny_baseline.tokenizer, ["wikitext-2:test", "nope:test"],
+                         measure.EvalConfig(), variant="x", study="t")

@@ -1,0 +1,72 @@
+import pytest
+
+from compstudy import measure, quantize
+from compstudy.quantize import QuantConfig
+
+EVAL = measure.EvalConfig(max_tokens=4096, repeats=1, batch_size=8, device="cpu")
+VARIANTS = ["8b", "4b", "4bfp4", "4bdq", "bf16", "dq8"]
+
+
+def _ppl(art, spec="wikitext-2:test"):
+    rec = measure.evaluate(art.model, art.tokenizer, [spec], EVAL, variant="x", study="t", size=art.recipe.get("size"))
+    return rec[0]["perplexity"]
+
+
+@pytest.fixture(scope="module")
+def base_ppl(tiny_baseline):
+    return _ppl(tiny_baseline)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_variant_loads_runs_is_smaller_and_fully_quantized(tiny_baseline, base_ppl, name):
+    cfg = QuantConfig.from_name(name)
+    art = quantize.get_quantized(tiny_baseline, cfg, device="cpu")
+    assert art.recipe["size"]["weight_bytes"] < tiny_baseline.recipe["size"]["weight_bytes"]
+    counts = quantize.check_quantized(art.model, cfg)
+    if cfg.method in ("int8", "nf4", "fp4"):  # 2 blocks x (c_attn, c_proj, c_fc, mlp.c_proj)
+        kind = "Linear8bitLt" if cfg.method == "int8" else "Linear4bit"
+        assert counts == {kind: 8, "lm_head:Linear": 1}
+    if cfg.method == "dynamic-int8":  # the 8 block layers and the LM head
+        assert counts == {"DynamicQuantizedLinear": 8, "lm_head:DynamicQuantizedLinear": 1}
+    ppl = _ppl(art)
+    tolerance = 0.02 if cfg.method in ("int8", "bf16", "dynamic-int8") else 0.15
+    assert abs(ppl / base_ppl - 1) < tolerance, (name, ppl, base_ppl)
+
+
+def test_four_bit_results_do_not_drift_between_measurements(tiny_baseline):
+    """Regression: bitsandbytes repacks 4-bit weights for AVX512-BF16 CPUs at the first forward,
+    and a state_dict() afterwards changes later outputs; sizes are therefore taken at build time."""
+    art = quantize.get_quantized(tiny_baseline, QuantConfig("nf4"), device="cpu")
+    first, second = _ppl(art), _ppl(art)
+    assert first == second
+
+
+def test_llama_family_quantizes_every_block_layer(tiny_llama):
+    art = quantize.get_quantized(tiny_llama, QuantConfig("nf4"), device="cpu")
+    assert quantize.check_quantized(art.model, QuantConfig("nf4")) == {"Linear4bit": 14, "lm_head:Linear": 1}  # 2 x 7
+    assert _ppl(art) > 1
+
+
+def test_check_quantized_fails_loudly_on_a_float_model(tiny_baseline):
+    with pytest.raises(RuntimeError, match="8 block layer\\(s\\) not quantized to Linear4bit"):
+        quantize.check_quantized(tiny_baseline.model, QuantConfig("nf4"))
+
+
+def test_bad_configs_fail_before_loading():
+    with pytest.raises(ValueError, match="allowed: \\('int8', 'nf4', 'fp4', 'bf16', 'dynamic-int8'\\)"):
+        QuantConfig("int4")
+    with pytest.raises(ValueError, match="double_quant applies to 4-bit"):
+        QuantConfig("int8", double_quant=True)
+    with pytest.raises(ValueError, match="compute_dtype applies to 4-bit"):
+        QuantConfig("bf16", compute_dtype="bfloat16")
+    with pytest.raises(ValueError, match="llm_int8_threshold applies to method 'int8'"):
+        QuantConfig("nf4", llm_int8_threshold=3.0)
+    with pytest.raises(ValueError, match="unknown quantized variant '3b'; allowed"):
+        QuantConfig.from_name("3b")
+    with pytest.raises(ValueError, match="CPU only"):
+        quantize.quantize_model("/nonexistent", QuantConfig("dynamic-int8"), device="cuda")
+
+
+def test_names_round_trip():
+    for name in VARIANTS + ["4bfp4dq"]:
+        assert QuantConfig.from_name(name).suffix == name

@@ -1,0 +1,70 @@
+import multiprocessing as mp
+
+import pytest
+
+from compstudy import cache, results
+
+
+def _row(i, study="s"):
+    return {"study": study, "variant": f"v{i}", "dataset": "d", "repeat": i, "perplexity": 1.0 + i}
+
+
+def _writer(study, start):
+    for i in range(start, start + 50):
+        results.append(study, [_row(i, study)])
+
+
+def test_append_and_load_round_trip():
+    results.append("rt", [_row(0, "rt"), _row(1, "rt")])
+    results.append("rt", [_row(2, "rt")])
+    df = results.load("rt")
+    assert list(df["variant"]) == ["v0", "v1", "v2"]
+    assert list(df.columns) == list(results.COLUMNS)
+
+
+def test_unknown_column_is_rejected_before_writing():
+    with pytest.raises(ValueError, match="unknown result columns \\['bogus'\\]"):
+        results.append("bad", [{"variant": "x", "bogus": 1}])
+    with pytest.raises(FileNotFoundError, match="no results for study 'bad'"):
+        results.load("bad")
+
+
+def test_concurrent_appends_do_not_corrupt():
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_writer, args=("conc", k * 100)) for k in range(3)]
+    [p.start() for p in procs]
+    [p.join() for p in procs]
+    df = results.load("conc")
+    assert len(df) == 150 and df["repeat"].nunique() == 150
+
+
+def test_cache_key_is_stable_and_sensitive():
+    a = cache.key("x", {"a": 1, "b": [1, 2]})
+    assert a == cache.key("x", {"b": [1, 2], "a": 1})
+    assert a != cache.key("x", {"a": 2, "b": [1, 2]}) and a != cache.key("y", {"a": 1, "b": [1, 2]})
+
+
+def test_failed_build_leaves_no_artifact():
+    key = cache.key("test", {"fail": True})
+    with pytest.raises(RuntimeError):
+        with cache.build(key, {}) as (folder, recipe):
+            (folder / "half.bin").write_bytes(b"x")
+            raise RuntimeError("boom")
+    assert not cache.exists(key) and not cache.path_of(key).exists()
+    with cache.build(key, {"p": 1}) as (folder, recipe):
+        recipe["cost"] = {"seconds": 1.0}
+    assert cache.exists(key) and cache.read_recipe(key)["cost"]["seconds"] == 1.0
+
+
+def test_baseline_is_reused_and_rebuilt_on_change(tiny_baseline):
+    import time
+
+    from compstudy.baseline import BaselineConfig, baseline_key, get_baseline
+    from conftest import TINY
+
+    t0 = time.perf_counter()
+    again = get_baseline(BaselineConfig(**TINY), progress=False)
+    assert time.perf_counter() - t0 < 5 and again.key == tiny_baseline.key
+    assert again.recipe["cost"] == tiny_baseline.recipe["cost"]
+    assert baseline_key(BaselineConfig(**{**TINY, "seed": 1})) != tiny_baseline.key
+    assert baseline_key(BaselineConfig(**{**TINY, "train_tokens": 1234})) != tiny_baseline.key
