@@ -1,0 +1,249 @@
+"""Knowledge distillation: a shallower (optionally narrower) student trained from the baseline.
+
+Loss (Hinton, Vinyals, Dean 2015, "Distilling the Knowledge in a Neural Network"):
+
+    L = alpha * CE(student, labels) + (1 - alpha) * T^2 * D(teacher, student)
+
+with `D` the KL divergence between temperature-softened next-token distributions
+`p = softmax(z / T)`, averaged over token positions:
+- forward KL, `KL(p_teacher || p_student)` (Hinton; DistilBERT / DistilGPT2), mass-covering;
+- reverse KL, `KL(p_student || p_teacher)` (the direction MiniLLM, Gu et al. 2024, optimises),
+  mode-seeking.
+The `T^2` factor keeps the gradient scale of the soft term independent of T. `alpha = 1` trains
+the same student on labels only: the study's no-teacher control.
+
+Student initialisation: `teacher` copies the embeddings, final norm and every other
+transformer block of the teacher (the DistilBERT / DistilGPT2 recipe: layers
+`round(i * L_teacher / L_student)`), or `random`.
+
+The student is trained with the study's one loop (`compstudy.train.train`), so the token budget,
+schedule, progress bar and cost accounting are those of the baseline; the cost includes the
+teacher's forward passes.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+
+from . import cache
+from .baseline import training_streams
+from .measure import model_size, resolve_device
+from .models import Artifact, load_artifact, load_model, save_model
+from .train import TrainConfig, lm_loss, train
+
+DIVERGENCES = ("forward", "reverse")
+INITS = ("teacher", "random")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """A distillation recipe.
+
+    Attributes:
+        n_layer: student depth; None = half the teacher's (rounded up).
+        n_embd: student width; None = the teacher's (a narrower student needs `init="random"`).
+        init: "teacher" (copy every other teacher block) or "random".
+        temperature: softening temperature T > 0.
+        alpha: weight of the hard-label cross-entropy, in [0, 1]; 1 = no teacher (control).
+        divergence: "forward" (KL(teacher || student)) or "reverse" (KL(student || teacher)).
+        tokens, batch_size, seq_len, lr, seed: training budget and settings (`TrainConfig`).
+
+    Raises ValueError on construction for values out of range; `check_against(teacher)` raises
+    ValueError when the student would not be smaller than the teacher.
+    """
+
+    n_layer: int | None = None
+    n_embd: int | None = None
+    init: str = "teacher"
+    temperature: float = 2.0
+    alpha: float = 0.5
+    divergence: str = "forward"
+    tokens: int = 200_000
+    batch_size: int = 16
+    seq_len: int = 128
+    lr: float = 2e-3
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 <= self.alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.divergence not in DIVERGENCES:
+            raise ValueError(f"divergence must be one of {DIVERGENCES}, got {self.divergence!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.n_layer is not None and self.n_layer < 1:
+            raise ValueError(f"n_layer must be >= 1 or None, got {self.n_layer}")
+        if self.n_embd is not None and self.init == "teacher":
+            raise ValueError("a narrower student (n_embd set) cannot copy the teacher's blocks: use init='random'")
+        self.train_config  # validates the training settings
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(tokens=self.tokens, batch_size=self.batch_size, seq_len=self.seq_len,
+                           lr=self.lr, seed=self.seed)
+
+    def check_against(self, teacher) -> None:
+        """Raise ValueError if the student would be deeper or wider than `teacher`."""
+        depth, width = _depth(teacher), _width(teacher)
+        if self.n_layer is not None and self.n_layer > depth:
+            raise ValueError(f"student n_layer={self.n_layer} is deeper than its teacher ({depth} layers)")
+        if self.n_embd is not None and self.n_embd > width:
+            raise ValueError(f"student n_embd={self.n_embd} is wider than its teacher ({width})")
+        if self.n_embd is not None and self.n_embd % _heads(teacher):
+            raise ValueError(f"student n_embd={self.n_embd} must be divisible by the teacher's {_heads(teacher)} heads")
+
+
+def _depth(model) -> int:
+    c = model.config
+    return getattr(c, "n_layer", None) or c.num_hidden_layers
+
+
+def _width(model) -> int:
+    c = model.config
+    return getattr(c, "n_embd", None) or c.hidden_size
+
+
+def _heads(model) -> int:
+    c = model.config
+    return getattr(c, "n_head", None) or c.num_attention_heads
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
+            temperature: float = 2.0, alpha: float = 0.5, divergence: str = "forward") -> torch.Tensor:
+    """The distillation loss `alpha * CE + (1 - alpha) * T^2 * KL` (module docstring).
+
+    Args:
+        student_logits, teacher_logits: [batch, seq, vocab].
+        labels: token ids [batch, seq]; position t's logits are scored against labels[t + 1].
+        temperature, alpha, divergence: as in `DistillConfig`.
+
+    Returns a scalar: CE in nats/token, KL in nats per token position (mean over positions
+    0..seq-2, the positions the CE scores).
+    """
+    vocab = student_logits.size(-1)
+    s = student_logits[:, :-1].float()
+    t = teacher_logits[:, :-1].float().detach()
+    ce = F.cross_entropy(s.reshape(-1, vocab), labels[:, 1:].reshape(-1))
+    if alpha == 1:
+        return ce
+    log_ps = F.log_softmax(s / temperature, dim=-1).reshape(-1, vocab)
+    log_pt = F.log_softmax(t / temperature, dim=-1).reshape(-1, vocab)
+    if divergence == "forward":   # KL(teacher || student)
+        kl = F.kl_div(log_ps, log_pt, log_target=True, reduction="batchmean")
+    else:                         # KL(student || teacher)
+        kl = F.kl_div(log_pt, log_ps, log_target=True, reduction="batchmean")
+    return alpha * ce + (1 - alpha) * temperature ** 2 * kl
+
+
+def teacher_layer_indices(teacher_layers: int, student_layers: int) -> list[int]:
+    """Teacher blocks a student copies: `round(i * L_t / L_s)`, e.g. 6 -> 3: [0, 2, 4]."""
+    return [round(i * teacher_layers / student_layers) for i in range(student_layers)]
+
+
+_LAYER = re.compile(r"^(.*\.(?:h|layers)\.)(\d+)(\..*)$")
+
+
+def make_student(teacher, config: DistillConfig) -> torch.nn.Module:
+    """A student of the teacher's family: `config.n_layer` blocks (default half), width
+    `config.n_embd` (default the teacher's), initialised from the teacher or randomly.
+
+    Raises ValueError (via `check_against`) if the student would be deeper or wider.
+    """
+    from transformers import AutoModelForCausalLM
+
+    config.check_against(teacher)
+    depth = config.n_layer or (_depth(teacher) + 1) // 2
+    cfg = teacher.config.__class__.from_dict(teacher.config.to_dict())
+    if hasattr(cfg, "n_layer"):
+        cfg.n_layer = depth
+    else:
+        cfg.num_hidden_layers = depth
+        if getattr(cfg, "layer_types", None):
+            cfg.layer_types = cfg.layer_types[:depth]
+    if config.n_embd is not None:
+        if hasattr(cfg, "n_embd"):
+            cfg.n_embd, cfg.n_inner = config.n_embd, 4 * config.n_embd
+        else:
+            ratio = cfg.intermediate_size / cfg.hidden_size
+            cfg.hidden_size = config.n_embd
+            cfg.intermediate_size = 32 * round(ratio * config.n_embd / 32)
+            cfg.head_dim = config.n_embd // cfg.num_attention_heads
+    torch.manual_seed(config.seed)
+    student = AutoModelForCausalLM.from_config(cfg)
+    if config.init == "teacher":
+        keep = teacher_layer_indices(_depth(teacher), depth)
+        state = {}
+        for name, value in teacher.state_dict().items():
+            m = _LAYER.match(name)
+            if m is None:
+                state[name] = value
+            elif int(m.group(2)) in keep:
+                state[f"{m.group(1)}{keep.index(int(m.group(2)))}{m.group(3)}"] = value
+        student.load_state_dict(state, strict=True)
+    return student
+
+
+def distill(teacher, student, train_ids, val_ids, config: DistillConfig, device: str = "auto",
+            progress: bool = True, desc: str = "distill"):
+    """Train `student` against `teacher` on the token streams; returns `compstudy.train.TrainResult`.
+
+    The teacher is put in eval mode without gradients; with `alpha == 1` it is not run at all.
+    """
+    device = resolve_device(device)
+    teacher.eval().to(device)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+
+    def loss_fn(model, batch):
+        if config.alpha == 1:
+            return lm_loss(model, batch)
+        with torch.no_grad():
+            teacher_logits = teacher(input_ids=batch).logits
+        return kd_loss(model(input_ids=batch).logits, teacher_logits, batch,
+                       config.temperature, config.alpha, config.divergence)
+
+    return train(student, train_ids, val_ids, replace(config.train_config, device=device), loss_fn=loss_fn,
+                 desc=desc, progress=progress)
+
+
+def get_distilled(teacher: Artifact, config: DistillConfig, train_corpora, val_fraction: float = 0.05,
+                  device: str = "auto", progress: bool = True) -> Artifact:
+    """The student distilled from `teacher` with `config` on `train_corpora`, built once and cached.
+
+    The recipe's `cost` is the time and energy of the whole distillation (teacher forwards
+    included); its history is the training curve.
+    """
+    config.check_against(teacher.model)
+    device = resolve_device(device)
+    params = {"parent": teacher.key, **cache.as_params(config), "corpora": list(train_corpora),
+              "val_fraction": val_fraction}
+    key = cache.key("distill", params)
+    if not cache.exists(key):
+        student = make_student(teacher.model, config)
+        train_ids, val_ids = training_streams(teacher.tokenizer, train_corpora, val_fraction)
+        result = distill(teacher.model, student, train_ids, val_ids, config, device, progress,
+                         desc=f"distill {config.init} a={config.alpha}")
+        with cache.build(key, params) as (folder, recipe):
+            save_model(student.to("cpu"), teacher.tokenizer, folder)
+            result.history.to_csv(folder / "history.csv", index=False)
+            recipe["cost"] = {"seconds": result.cost.seconds, "energy_kwh": result.cost.energy_kwh,
+                              "method": result.cost.method, "detail": result.cost.detail}
+            recipe["final_val_loss"] = result.final_val_loss
+            recipe["size"] = model_size(student)
+        teacher.model.to(device)
+    return load_artifact(key, device=device)
+
+
+def pretrained_student(name_or_path: str, device: str = "auto") -> Artifact:
+    """A student distilled elsewhere, loaded from the hub or a folder (e.g. `distilgpt2`, the
+    paper's Distil model); cost 0 here since its distillation was not run by this study."""
+    from . import data
+
+    model = load_model(name_or_path, device=resolve_device(device))
+    return Artifact(model, data.load_tokenizer(name_or_path), key=f"pretrained:{name_or_path}", path=None,
+                    recipe={"cost": {"seconds": 0.0, "energy_kwh": 0.0, "method": "pretrained"}})
