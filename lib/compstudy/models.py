@@ -180,7 +180,12 @@ def load_artifact(key: str, device: str = "cpu", **load_kwargs) -> Artifact:
 
     folder = cache.path_of(key)
     history = pd.read_csv(folder / "history.csv") if (folder / "history.csv").exists() else None
-    model = load_model(folder, device=device, **load_kwargs)
+    if (folder / "pruned_heads.json").exists():  # heads differ per layer: from_pretrained cannot rebuild it
+        from .prune import load_head_pruned
+
+        model = load_head_pruned(folder, device=device)
+    else:
+        model = load_model(folder, device=device, **load_kwargs)
     recipe = cache.read_recipe(key)
     if "size" not in recipe:  # before any forward pass: see measure.model_size
         from .measure import model_size

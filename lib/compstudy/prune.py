@@ -1,0 +1,609 @@
+"""Pruning: attention heads, unstructured magnitude, MLP width and depth, with optional
+post-pruning fine-tuning. GPT-2 and Llama.
+
+| kind        | what is removed | importance | reference |
+|-------------|-----------------|------------|-----------|
+| `heads`     | whole attention heads, physically (weights sliced) | gradient of the loss w.r.t. a head mask, `|dL/dm_h|`, summed over a calibration set and normalised per layer (Michel et al. 2019, "Are Sixteen Heads Really Better than One?"); or the L1 norm of the head's weights | the paper's AH90 / AH80 (keep 90 % / 80 % of heads) |
+| `magnitude` | individual weights (set to zero, masks made permanent) | |w|, per layer (`torch.nn.utils.prune.l1_unstructured`) or across all block layers (`global_unstructured`) | Gholami & Omar 2023; the paper's magnitude pruning |
+| `width`     | MLP neurons, the same number in every block | mean |activation| of the neuron on a calibration set (Minitron, Muralidharan et al. 2024) | |
+| `depth`     | whole transformer blocks | Block Importance, 1 - cos(block input, block output), on a calibration set (used by Minitron for depth; Men et al. 2024) | |
+
+Pruning is applied to the linear layers of the transformer blocks; embeddings and the LM head
+are kept. Fine-tuning after pruning uses the study's training loop; for magnitude pruning the
+masks stay attached during fine-tuning, so pruned weights stay zero.
+
+Saving: width- and depth-pruned models have a uniform shape that `from_pretrained` rebuilds from
+their config. Head-pruned models have a different number of heads per layer, which transformers
+5 cannot express (it removed `prune_heads`, and `config.pruned_heads` is ignored on load): they are
+saved as their weights plus `pruned_heads.json` and reloaded by `load_head_pruned` (which
+`compstudy.models.load_artifact` calls), never by `from_pretrained` alone.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.utils.prune as torch_prune
+
+from . import cache
+from .baseline import training_streams
+from .measure import EnergyMeter, model_size, resolve_device
+from .models import Artifact, load_artifact, save_model
+from .train import TrainConfig, train
+
+KINDS = ("heads", "magnitude", "width", "depth")
+HEAD_IMPORTANCE = ("gradient", "magnitude")
+ALLOCATIONS = ("global", "layer")
+HEADS_FILE = "pruned_heads.json"
+
+
+# --------------------------------------------------------------------------------------------
+# Model anatomy (GPT-2 and Llama)
+
+
+def blocks(model) -> torch.nn.ModuleList:
+    """The transformer blocks: `transformer.h` (GPT-2) or `model.layers` (Llama)."""
+    if hasattr(model, "transformer"):
+        return model.transformer.h
+    if hasattr(model, "model") and hasattr(model.model, "layers"):
+        return model.model.layers
+    raise ValueError(f"pruning supports GPT-2 and Llama models, not {type(model).__name__}")
+
+
+def _attn(block):
+    return block.attn if hasattr(block, "attn") else block.self_attn
+
+
+def _out_proj(block):
+    a = _attn(block)
+    return a.c_proj if hasattr(a, "c_proj") else a.o_proj
+
+
+def _mlp_down(block):
+    return block.mlp.c_proj if hasattr(block.mlp, "c_proj") else block.mlp.down_proj
+
+
+def head_dim(model) -> int:
+    return getattr(_attn(blocks(model)[0]), "head_dim")
+
+
+def head_counts(model) -> list[int]:
+    """Heads per layer, read from the weights (so pruned layers report their real count)."""
+    d = head_dim(model)
+    return [_in_features(_out_proj(b)) // d for b in blocks(model)]
+
+
+def _in_features(layer) -> int:
+    w = layer.weight
+    return w.shape[0] if type(layer).__name__ == "Conv1D" else w.shape[1]
+
+
+def block_linear_layers(model) -> list[tuple[str, torch.nn.Module]]:
+    """(name, module) of every linear layer (nn.Linear or GPT-2 Conv1D) inside the blocks."""
+    out = []
+    for i, block in enumerate(blocks(model)):
+        for name, m in block.named_modules():
+            if type(m).__name__ in ("Linear", "Conv1D"):
+                out.append((f"block{i}.{name}", m))
+    return out
+
+
+def _check_family(model):
+    blocks(model)
+    c = model.config
+    if getattr(c, "num_key_value_heads", None) not in (None, getattr(c, "num_attention_heads", None)):
+        raise ValueError("head pruning of grouped-query attention (num_key_value_heads < num_attention_heads) "
+                         "is not supported")
+
+
+# --------------------------------------------------------------------------------------------
+# Calibration data
+
+
+def calibration_batches(tokenizer, corpora, n_batches: int = 8, batch_size: int = 8, seq_len: int = 128,
+                        seed: int = 0) -> list[torch.Tensor]:
+    """`n_batches` batches [batch_size, seq_len] of random windows from the training streams of
+    `corpora` (never the evaluation splits)."""
+    train_ids, _ = training_streams(tokenizer, corpora, 0.05)
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_batches):
+        starts = torch.randint(0, len(train_ids) - seq_len, (batch_size,), generator=g)
+        out.append(torch.stack([train_ids[s: s + seq_len] for s in starts.tolist()]))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Attention heads
+
+
+def head_importance(model, batches, method: str = "gradient") -> torch.Tensor:
+    """Importance of every head, shape [n_layer, n_head].
+
+    `gradient` (Michel et al. 2019): a mask m (ones) multiplies each head's output before the
+    output projection; importance = sum over batches of |dL/dm_h|, then each layer's scores are
+    divided by their L2 norm (their normalisation for global ranking). `magnitude`: L1 norm of the
+    head's query, key, value and output-projection weights.
+
+    Raises ValueError for an unknown method.
+    """
+    if method not in HEAD_IMPORTANCE:
+        raise ValueError(f"head importance method must be one of {HEAD_IMPORTANCE}, got {method!r}")
+    _check_family(model)
+    counts, d = head_counts(model), head_dim(model)
+    if method == "magnitude":
+        scores = torch.zeros(len(counts), max(counts))
+        for i, block in enumerate(blocks(model)):
+            q, k, v, o = _qkvo_head_weights(block, counts[i], d)
+            for h in range(counts[i]):
+                scores[i, h] = sum(float(t[h].detach().abs().sum()) for t in (q, k, v, o))
+        return scores
+    mask = torch.ones(len(counts), max(counts), requires_grad=True)
+    hooks = []
+    for i, block in enumerate(blocks(model)):
+        def pre_hook(module, args, i=i):
+            x = args[0]
+            shape = x.shape
+            x = x.view(*shape[:-1], counts[i], d) * mask[i, : counts[i]].view(1, 1, -1, 1).to(x.dtype)
+            return (x.view(shape),)
+        hooks.append(_out_proj(block).register_forward_pre_hook(pre_hook))
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for batch in batches:
+            batch = batch.to(device)
+            loss = model(input_ids=batch, labels=batch).loss
+            loss.backward()
+        scores = mask.grad.abs().detach().clone()
+    finally:
+        for h in hooks:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    norm = scores.norm(p=2, dim=-1, keepdim=True).clamp_min(1e-20)
+    return scores / norm
+
+
+def _qkvo_head_weights(block, n_heads: int, d: int):
+    """Per-head weight slices [n_heads, ...] of q, k, v and the output projection."""
+    a = _attn(block)
+    if hasattr(a, "c_attn"):  # GPT-2 Conv1D: weight [in, out]; c_attn out = q | k | v
+        w = a.c_attn.weight
+        e = w.shape[1] // 3
+        q, k, v = (w[:, j * e:(j + 1) * e].T.reshape(n_heads, d, -1) for j in range(3))
+        o = a.c_proj.weight.reshape(n_heads, d, -1)
+    else:  # Llama nn.Linear: weight [out, in]
+        q, k, v = (p.weight.reshape(n_heads, d, -1) for p in (a.q_proj, a.k_proj, a.v_proj))
+        o = a.o_proj.weight.T.reshape(n_heads, d, -1)
+    return q, k, v, o
+
+
+def select_heads(importance: torch.Tensor, keep: float, allocation: str = "global",
+                 counts: list[int] | None = None) -> dict[int, list[int]]:
+    """Heads to remove, {layer: [head, ...]}, keeping a fraction `keep` of them.
+
+    `layer`: each layer keeps round(keep * its heads), at least 1. `global`: the
+    round(keep * all heads) most important heads are kept across layers, but each layer keeps at
+    least its most important head (a layer without heads is not a pruned layer, it is a
+    different architecture: use depth pruning for that).
+
+    Raises ValueError if `keep` is not in (0, 1] or the allocation is unknown.
+    """
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep fraction must be in (0, 1], got {keep}")
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {allocation!r}")
+    n_layer = importance.shape[0]
+    counts = counts or [importance.shape[1]] * n_layer
+    remove: dict[int, list[int]] = {}
+    if allocation == "layer":
+        for i in range(n_layer):
+            n_keep = max(1, round(keep * counts[i]))
+            order = importance[i, : counts[i]].argsort(descending=True).tolist()
+            if order[n_keep:]:
+                remove[i] = sorted(order[n_keep:])
+        return remove
+    total = sum(counts)
+    n_keep = max(n_layer, round(keep * total))
+    best = {i: int(importance[i, : counts[i]].argmax()) for i in range(n_layer)}
+    ranked = sorted(((float(importance[i, h]), i, h) for i in range(n_layer) for h in range(counts[i])
+                     if h != best[i]), reverse=True)
+    kept = set(best.items()) | {(i, h) for _, i, h in ranked[: n_keep - n_layer]}
+    for i in range(n_layer):
+        gone = [h for h in range(counts[i]) if (i, h) not in kept]
+        if gone:
+            remove[i] = gone
+    return remove
+
+
+def prune_heads(model, heads_to_remove: dict[int, list[int]]):
+    """Physically remove attention heads, in place: q/k/v output rows and output-projection
+    input columns of each removed head are sliced out. Returns the model.
+
+    Raises ValueError before changing anything if a layer or head index does not exist or a
+    layer would lose all its heads.
+    """
+    _check_family(model)
+    counts, d = head_counts(model), head_dim(model)
+    heads_to_remove = {int(k): sorted(set(int(h) for h in v)) for k, v in heads_to_remove.items()}
+    for layer, heads in heads_to_remove.items():
+        if not 0 <= layer < len(counts):
+            raise ValueError(f"layer {layer} does not exist (the model has {len(counts)} layers)")
+        bad = [h for h in heads if not 0 <= h < counts[layer]]
+        if bad:
+            raise ValueError(f"layer {layer} has {counts[layer]} heads; no head {bad}")
+        if len(heads) >= counts[layer]:
+            raise ValueError(f"removing every head of layer {layer} ({counts[layer]} heads) is not allowed")
+    for layer, heads in heads_to_remove.items():
+        if not heads:
+            continue
+        block = blocks(model)[layer]
+        keep_heads = [h for h in range(counts[layer]) if h not in heads]
+        idx = torch.cat([torch.arange(h * d, (h + 1) * d) for h in keep_heads])
+        a = _attn(block)
+        if hasattr(a, "c_attn"):
+            e = counts[layer] * d
+            qkv_idx = torch.cat([idx, idx + e, idx + 2 * e])
+            _slice_conv1d(a.c_attn, out_idx=qkv_idx)
+            _slice_conv1d(a.c_proj, in_idx=idx)
+            a.num_heads, a.split_size = len(keep_heads), len(keep_heads) * d
+        else:
+            for p in (a.q_proj, a.k_proj, a.v_proj):
+                _slice_linear(p, out_idx=idx)
+            _slice_linear(a.o_proj, in_idx=idx)
+    return model
+
+
+def _slice_conv1d(layer, out_idx=None, in_idx=None):
+    """GPT-2 Conv1D (weight [in, out], bias [out])."""
+    with torch.no_grad():
+        w = layer.weight
+        if out_idx is not None:
+            w = w[:, out_idx]
+            layer.bias = torch.nn.Parameter(layer.bias[out_idx].clone())
+            layer.nf = len(out_idx)
+        if in_idx is not None:
+            w = w[in_idx, :]
+        layer.weight = torch.nn.Parameter(w.clone())
+
+
+def _slice_linear(layer, out_idx=None, in_idx=None):
+    """nn.Linear (weight [out, in], bias [out])."""
+    with torch.no_grad():
+        w = layer.weight
+        if out_idx is not None:
+            w = w[out_idx, :]
+            if layer.bias is not None:
+                layer.bias = torch.nn.Parameter(layer.bias[out_idx].clone())
+            layer.out_features = len(out_idx)
+        if in_idx is not None:
+            w = w[:, in_idx]
+            layer.in_features = len(in_idx)
+        layer.weight = torch.nn.Parameter(w.clone())
+
+
+# --------------------------------------------------------------------------------------------
+# Unstructured magnitude pruning
+
+
+def magnitude_prune(model, sparsity: float, scope: str = "layer") -> list[tuple[str, torch.nn.Module]]:
+    """Zero the smallest-|w| weights of the block linear layers with `torch.nn.utils.prune`;
+    masks stay attached (call `make_permanent` before saving). Returns the pruned layers.
+
+    `layer`: each layer loses round(sparsity * its weights) (l1_unstructured). `global`: the
+    smallest weights across all block layers (global_unstructured), so layers end up with
+    different sparsities. Biases are not pruned.
+
+    Raises ValueError if `sparsity` is not in [0, 1) or `scope` is unknown.
+    """
+    if not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    if scope not in ALLOCATIONS:
+        raise ValueError(f"scope must be one of {ALLOCATIONS}, got {scope!r}")
+    layers = block_linear_layers(model)
+    if scope == "layer":
+        for _, m in layers:
+            torch_prune.l1_unstructured(m, "weight", amount=float(sparsity))
+    else:
+        torch_prune.global_unstructured([(m, "weight") for _, m in layers], torch_prune.L1Unstructured,
+                                        amount=float(sparsity))
+    return layers
+
+
+def make_permanent(model) -> int:
+    """Remove pruning re-parametrisations (weight_orig * weight_mask -> weight), in place.
+
+    Saving with masks attached reloads with `weight` missing and randomly re-initialised; this
+    makes the zeros part of the plain weight. Returns how many were made permanent.
+    """
+    n = 0
+    for m in model.modules():
+        if torch_prune.is_pruned(m):
+            for hook in list(m._forward_pre_hooks.values()):
+                if isinstance(hook, torch_prune.BasePruningMethod):
+                    torch_prune.remove(m, hook._tensor_name)
+                    n += 1
+    return n
+
+
+def sparsity_report(model) -> dict:
+    """Zeros in the block linear weights: {"weights", "zeros", "sparsity", "per_layer": {name: sparsity}}."""
+    per, total, zeros = {}, 0, 0
+    for name, m in block_linear_layers(model):
+        w = m.weight
+        z = int((w == 0).sum())
+        per[name] = z / w.numel()
+        total += w.numel()
+        zeros += z
+    return {"weights": total, "zeros": zeros, "sparsity": zeros / max(1, total), "per_layer": per}
+
+
+def sparse_storage_bytes(model) -> dict:
+    """Bytes of the block linear weights stored dense against stored as CSR
+    (`torch.Tensor.to_sparse_csr`: values + column indices + row pointers), and of the whole model
+    if those weights were CSR and everything else dense. Unstructured sparsity saves memory only
+    in such a format, and only above roughly 50-66 % sparsity (an int64 index per fp32 value)."""
+    dense = csr = 0
+    for _, m in block_linear_layers(model):
+        w = m.weight.detach()
+        dense += w.numel() * w.element_size()
+        s = w.to_sparse_csr()
+        csr += sum(t.numel() * t.element_size() for t in (s.values(), s.col_indices(), s.crow_indices()))
+    other = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values()) - dense
+    return {"block_weights_dense_bytes": dense, "block_weights_csr_bytes": csr,
+            "model_dense_bytes": dense + other, "model_with_csr_bytes": csr + other}
+
+
+# --------------------------------------------------------------------------------------------
+# Width (MLP neurons) and depth (blocks)
+
+
+def mlp_neuron_importance(model, batches) -> torch.Tensor:
+    """Mean |activation| of every MLP neuron (input of the down projection), [n_layer, n_inner]."""
+    sums, count = {}, [0]
+    hooks = []
+    for i, block in enumerate(blocks(model)):
+        def pre_hook(module, args, i=i):
+            x = args[0].detach().abs().float()
+            sums[i] = sums.get(i, 0) + x.reshape(-1, x.shape[-1]).sum(0)
+        hooks.append(_mlp_down(block).register_forward_pre_hook(pre_hook))
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                model(input_ids=batch.to(device))
+                count[0] += batch.numel()
+    finally:
+        for h in hooks:
+            h.remove()
+    return torch.stack([sums[i] / count[0] for i in range(len(blocks(model)))]).cpu()
+
+
+def prune_mlp(model, keep: float, importance: torch.Tensor):
+    """Keep the round(keep * n_inner) most important MLP neurons in every block (the same number
+    everywhere, so the config describes the result), in place. Returns the model.
+
+    Raises ValueError if `keep` is not in (0, 1].
+    """
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep fraction must be in (0, 1], got {keep}")
+    n_inner = importance.shape[1]
+    n_keep = max(1, round(keep * n_inner))
+    for i, block in enumerate(blocks(model)):
+        idx = importance[i].argsort(descending=True)[:n_keep].sort().values
+        mlp = block.mlp
+        if hasattr(mlp, "c_fc"):
+            _slice_conv1d(mlp.c_fc, out_idx=idx)
+            _slice_conv1d(mlp.c_proj, in_idx=idx)
+        else:
+            _slice_linear(mlp.gate_proj, out_idx=idx)
+            _slice_linear(mlp.up_proj, out_idx=idx)
+            _slice_linear(mlp.down_proj, in_idx=idx)
+    if hasattr(model.config, "n_inner"):
+        model.config.n_inner = n_keep
+    else:
+        model.config.intermediate_size = n_keep
+    return model
+
+
+def block_importance(model, batches) -> torch.Tensor:
+    """Block Importance of every block, [n_layer]: 1 - mean cosine similarity between the
+    hidden state entering and leaving the block, over the calibration tokens (higher = the block
+    changes its input more)."""
+    sims: dict = {}
+    hooks = []
+    for i, block in enumerate(blocks(model)):
+        def hook(module, args, kwargs, output, i=i):
+            x_in = args[0] if args else kwargs["hidden_states"]
+            x_out = output[0] if isinstance(output, tuple) else output
+            cos = torch.nn.functional.cosine_similarity(x_in.float(), x_out.float(), dim=-1)
+            sims.setdefault(i, []).append(cos.reshape(-1))
+        hooks.append(block.register_forward_hook(hook, with_kwargs=True))
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                model(input_ids=batch.to(device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return torch.tensor([1 - float(torch.cat(sims[i]).mean()) for i in range(len(blocks(model)))])
+
+
+def prune_layers(model, n_keep: int, importance: torch.Tensor):
+    """Keep the `n_keep` blocks of highest importance (in their order), in place. Returns the model.
+
+    Raises ValueError if `n_keep` is not in [1, n_layer].
+    """
+    n = len(blocks(model))
+    if not 1 <= n_keep <= n:
+        raise ValueError(f"n_keep must be in [1, {n}], got {n_keep}")
+    keep = sorted(importance.argsort(descending=True)[:n_keep].tolist())
+    kept = torch.nn.ModuleList([blocks(model)[i] for i in keep])
+    for new_i, block in enumerate(kept):
+        _attn(block).layer_idx = new_i
+    if hasattr(model, "transformer"):
+        model.transformer.h = kept
+        model.config.n_layer = n_keep
+    else:
+        model.model.layers = kept
+        model.config.num_hidden_layers = n_keep
+        if getattr(model.config, "layer_types", None):
+            model.config.layer_types = [model.config.layer_types[i] for i in keep]
+    model._compstudy_kept_layers = keep
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Recipes, caching, save/reload
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    """A pruning recipe.
+
+    Attributes:
+        kind: "heads", "magnitude", "width" or "depth".
+        amount: heads / width: fraction of heads / MLP neurons KEPT, in (0, 1];
+            magnitude: SPARSITY (fraction of weights zeroed), in [0, 1);
+            depth: fraction of blocks kept, in (0, 1] (at least one block).
+        importance: heads only: "gradient" (Michel et al.) or "magnitude".
+        allocation: heads: "global" or "layer"; magnitude: scope "layer" (layer-wise L1) or "global".
+        calibration_batches, calibration_batch_size, calibration_seq_len: calibration set size.
+        finetune_tokens: token budget of post-pruning fine-tuning (0 = none).
+        finetune_lr: its peak learning rate.
+        seed: calibration sampling and fine-tuning seed.
+
+    Raises ValueError on construction for an unknown kind or an amount out of range.
+    """
+
+    kind: str = "heads"
+    amount: float = 0.9
+    importance: str = "gradient"
+    allocation: str = "global"
+    calibration_batches: int = 8
+    calibration_batch_size: int = 8
+    calibration_seq_len: int = 128
+    finetune_tokens: int = 0
+    finetune_lr: float = 5e-4
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"pruning kind must be one of {KINDS}, got {self.kind!r}")
+        if self.kind == "magnitude":
+            if not 0 <= self.amount < 1:
+                raise ValueError(f"magnitude pruning: sparsity (amount) must be in [0, 1), got {self.amount}")
+        elif not 0 < self.amount <= 1:
+            raise ValueError(f"{self.kind} pruning: keep fraction (amount) must be in (0, 1], got {self.amount}")
+        if self.importance not in HEAD_IMPORTANCE:
+            raise ValueError(f"importance must be one of {HEAD_IMPORTANCE}, got {self.importance!r}")
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")
+        if self.finetune_tokens < 0:
+            raise ValueError(f"finetune_tokens must be >= 0, got {self.finetune_tokens}")
+        for name in ("calibration_batches", "calibration_batch_size", "calibration_seq_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def name(self) -> str:
+        """Variant name: AH90 / AH80 (the paper's), Mag50 / GMag50, MLP75, Depth67; +ft if fine-tuned."""
+        pct = round(100 * self.amount)
+        base = {"heads": f"AH{pct}", "magnitude": f"{'G' if self.allocation == 'global' else ''}Mag{pct}",
+                "width": f"MLP{pct}", "depth": f"Depth{pct}"}[self.kind]
+        return base + ("+ft" if self.finetune_tokens else "")
+
+
+def apply(model, config: PruneConfig, batches) -> dict:
+    """Prune `model` in place by `config` using calibration `batches`; returns facts about the
+    result (removed heads, importance scores, kept layers, reached sparsity). Magnitude masks are
+    left attached (see `make_permanent`)."""
+    facts: dict = {}
+    if config.kind == "heads":
+        _check_family(model)
+        scores = head_importance(model, batches, config.importance)
+        remove = select_heads(scores, config.amount, config.allocation, head_counts(model))
+        prune_heads(model, remove)
+        facts.update(importance=scores.tolist(), removed_heads={str(k): v for k, v in remove.items()},
+                     heads_per_layer=head_counts(model))
+    elif config.kind == "magnitude":
+        magnitude_prune(model, config.amount, config.allocation)
+        facts["sparsity"] = sparsity_report(model)["sparsity"]
+    elif config.kind == "width":
+        scores = mlp_neuron_importance(model, batches)
+        prune_mlp(model, config.amount, scores)
+    else:
+        scores = block_importance(model, batches)
+        n_keep = max(1, round(config.amount * len(blocks(model))))
+        prune_layers(model, n_keep, scores)
+        facts.update(importance=scores.tolist(), kept_layers=model._compstudy_kept_layers)
+    return facts
+
+
+def get_pruned(parent: Artifact, config: PruneConfig, train_corpora, val_fraction: float = 0.05,
+               device: str = "auto", progress: bool = True) -> Artifact:
+    """The pruned (and optionally fine-tuned) variant of `parent`, built once and cached.
+
+    The recipe's `cost` adds the calibration (importance) pass and the fine-tuning; `facts` holds
+    the importance scores, removed heads / kept layers and the reached sparsity.
+    """
+    device = resolve_device(device)
+    params = {"parent": parent.key, **{k: v for k, v in cache.as_params(config).items()},
+              "corpora": list(train_corpora), "val_fraction": val_fraction}
+    key = cache.key(f"prune-{config.kind}", params)
+    if not cache.exists(key):
+        model = load_artifact(parent.key, device=device).model if parent.path else parent.model
+        batches = calibration_batches(parent.tokenizer, train_corpora, config.calibration_batches,
+                                      config.calibration_batch_size, config.calibration_seq_len, config.seed)
+        with EnergyMeter() as meter, meter.task("prune") as prune_cost:
+            facts = apply(model, config, batches)
+        seconds, kwh, history = prune_cost.seconds, prune_cost.energy_kwh, None
+        if config.finetune_tokens:
+            train_ids, val_ids = training_streams(parent.tokenizer, train_corpora, val_fraction)
+            tc = TrainConfig(tokens=config.finetune_tokens, lr=config.finetune_lr, seed=config.seed,
+                             batch_size=config.calibration_batch_size * 2, seq_len=config.calibration_seq_len,
+                             device=device)
+            result = train(model, train_ids, val_ids, tc, desc=f"fine-tune {config.name}", progress=progress)
+            seconds, kwh, history = seconds + result.cost.seconds, kwh + result.cost.energy_kwh, result.history
+        make_permanent(model)
+        if config.kind == "magnitude":
+            facts["sparsity"] = sparsity_report(model)["sparsity"]
+        model.to("cpu")
+        with cache.build(key, params) as (folder, recipe):
+            save_model(model, parent.tokenizer, folder)
+            if config.kind == "heads":
+                (folder / HEADS_FILE).write_text(json.dumps(facts["removed_heads"], indent=1))
+            if history is not None:
+                history.to_csv(folder / "history.csv", index=False)
+            recipe["cost"] = {"seconds": seconds, "energy_kwh": kwh, "method": prune_cost.method,
+                              "detail": prune_cost.detail}
+            recipe["facts"] = facts
+            recipe["size"] = model_size(model)
+    return load_artifact(key, device=device)
+
+
+def load_head_pruned(folder: str | Path, device: str = "cpu"):
+    """Reload a head-pruned model saved by `get_pruned`: build the unpruned architecture from its
+    config, remove the recorded heads, then load the saved weights (strict, except the LM head
+    tied to the input embedding)."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = Path(folder)
+    config = AutoConfig.from_pretrained(str(folder))
+    model = AutoModelForCausalLM.from_config(config)
+    removed = {int(k): v for k, v in json.loads((folder / HEADS_FILE).read_text()).items()}
+    prune_heads(model, removed)
+    state = {}
+    for f in sorted(folder.glob("*.safetensors")):
+        state.update(load_file(str(f)))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    if set(missing) - tied or unexpected:
+        raise RuntimeError(f"head-pruned checkpoint {folder} does not match: missing {missing}, unexpected {unexpected}")
+    model.tie_weights()
+    return model.to(device).eval()

@@ -1,0 +1,149 @@
+import pytest
+import torch
+
+from compstudy import prune
+from compstudy.models import load_artifact
+from compstudy.prune import PruneConfig
+
+CORPORA = ["tinyshakespeare:train"]
+IDS = torch.randint(0, 500, (2, 24), generator=torch.Generator().manual_seed(0))
+
+
+def _logits(model):
+    with torch.no_grad():
+        return model(input_ids=IDS).logits
+
+
+def _fresh(art):
+    return load_artifact(art.key, device="cpu").model
+
+
+@pytest.fixture(scope="module")
+def batches(tiny_baseline):
+    return prune.calibration_batches(tiny_baseline.tokenizer, CORPORA, n_batches=2, batch_size=4, seq_len=32)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_baseline", "tiny_llama"])
+def test_pruning_nothing_leaves_outputs_unchanged(fixture, request, batches):
+    art = request.getfixturevalue(fixture)
+    ref = _logits(art.model)
+    for cfg in [PruneConfig("heads", 1.0), PruneConfig("magnitude", 0.0), PruneConfig("width", 1.0),
+                PruneConfig("depth", 1.0)]:
+        model = _fresh(art)
+        prune.apply(model, cfg, batches)
+        prune.make_permanent(model)
+        assert torch.allclose(_logits(model), ref, atol=1e-5), cfg
+
+
+@pytest.mark.parametrize("fixture", ["tiny_baseline", "tiny_llama"])
+def test_head_pruning_shapes_and_parameter_count(fixture, request):
+    model = _fresh(request.getfixturevalue(fixture))
+    d, e = prune.head_dim(model), model.config.hidden_size
+    before = sum(p.numel() for p in model.parameters())
+    assert prune.head_counts(model) == [2, 2]
+    prune.prune_heads(model, {0: [1]})
+    assert prune.head_counts(model) == [1, 2]
+    has_bias = fixture == "tiny_baseline"  # GPT-2's q/k/v have biases, Llama's do not
+    assert before - sum(p.numel() for p in model.parameters()) == 4 * d * e + (3 * d if has_bias else 0)
+    assert _logits(model).shape == (2, 24, 512)
+    with pytest.raises(ValueError, match="removing every head of layer 1 \\(2 heads\\)"):
+        prune.prune_heads(model, {1: [0, 1]})
+
+
+def test_removing_a_head_equals_masking_it(tiny_baseline):
+    """Physically removing head h gives the same outputs as zeroing its output."""
+    model = _fresh(tiny_baseline)
+    block = prune.blocks(model)[0]
+    d = prune.head_dim(model)
+    hook = prune._out_proj(block).register_forward_pre_hook(
+        lambda m, a: (torch.cat([a[0][..., :d], torch.zeros_like(a[0][..., d:])], -1),))
+    masked = _logits(model)
+    hook.remove()
+    prune.prune_heads(model, {0: [1]})
+    assert torch.allclose(_logits(model), masked, atol=1e-5)
+
+
+def test_head_importance_and_selection(tiny_baseline, batches):
+    model = _fresh(tiny_baseline)
+    for method in ("gradient", "magnitude"):
+        scores = prune.head_importance(model, batches, method)
+        assert scores.shape == (2, 2) and (scores >= 0).all() and scores.sum() > 0
+    assert all(p.grad is None for p in model.parameters())
+    imp = torch.tensor([[0.9, 0.1, 0.5, 0.4], [0.8, 0.7, 0.6, 0.05]])
+    assert prune.select_heads(imp, 0.5, "layer") == {0: [1, 3], 1: [2, 3]}
+    assert prune.select_heads(imp, 0.75, "global") == {0: [1], 1: [3]}
+    # global allocation never empties a layer
+    assert prune.select_heads(torch.tensor([[1.0, 0.9], [0.01, 0.02]]), 0.5, "global") == {0: [1], 1: [0]}
+
+
+@pytest.mark.parametrize("sparsity", [0.1, 0.37, 0.5, 0.9])
+def test_layerwise_sparsity_is_reached_within_one_weight(tiny_baseline, sparsity):
+    model = _fresh(tiny_baseline)
+    prune.magnitude_prune(model, sparsity, "layer")
+    prune.make_permanent(model)
+    for _, m in prune.block_linear_layers(model):
+        assert abs(int((m.weight == 0).sum()) - sparsity * m.weight.numel()) <= 1
+
+
+def test_global_sparsity_and_sparse_bytes(tiny_baseline):
+    model = _fresh(tiny_baseline)
+    prune.magnitude_prune(model, 0.8, "global")
+    prune.make_permanent(model)
+    report = prune.sparsity_report(model)
+    assert abs(report["zeros"] - 0.8 * report["weights"]) <= 1
+    assert len(set(round(v, 3) for v in report["per_layer"].values())) > 1  # layers differ under global
+    b = prune.sparse_storage_bytes(model)
+    assert b["block_weights_csr_bytes"] < b["block_weights_dense_bytes"]
+
+
+def test_masks_are_permanent_and_round_trip_is_exact(tiny_baseline, tmp_path):
+    from compstudy.models import load_model, save_model
+
+    model = _fresh(tiny_baseline)
+    prune.magnitude_prune(model, 0.5, "layer")
+    assert prune.make_permanent(model) == 8
+    assert not any(n.endswith("_orig") or n.endswith("_mask") for n, _ in model.named_parameters())
+    save_model(model, None, tmp_path)
+    again = load_model(tmp_path)
+    assert torch.equal(_logits(again), _logits(model))
+    assert prune.sparsity_report(again)["sparsity"] == pytest.approx(0.5, abs=1e-3)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_baseline", "tiny_llama"])
+@pytest.mark.parametrize("cfg", [PruneConfig("heads", 0.75), PruneConfig("magnitude", 0.6, allocation="layer"),
+                                 PruneConfig("width", 0.5), PruneConfig("depth", 0.5)],
+                         ids=["heads", "magnitude", "width", "depth"])
+def test_pruned_artifacts_save_and_reload_with_identical_logits(fixture, request, cfg):
+    art = request.getfixturevalue(fixture)
+    small = PruneConfig(**{**cfg.__dict__, "calibration_batches": 2, "calibration_batch_size": 4,
+                           "calibration_seq_len": 32})
+    pruned = prune.get_pruned(art, small, CORPORA, device="cpu", progress=False)
+    assert pruned.recipe["size"]["n_params_nonzero"] < art.recipe["size"]["n_params_nonzero"]
+    again = load_artifact(pruned.key, device="cpu")
+    assert torch.equal(_logits(again.model), _logits(pruned.model))
+    if cfg.kind == "heads":
+        assert sum(prune.head_counts(again.model)) == 3
+    if cfg.kind == "depth":
+        assert again.model.config.num_hidden_layers == 1
+
+
+def test_fine_tuning_keeps_pruned_weights_zero(tiny_baseline):
+    cfg = PruneConfig("magnitude", 0.7, allocation="layer", finetune_tokens=2048, calibration_batch_size=4,
+                      calibration_seq_len=32)
+    art = prune.get_pruned(tiny_baseline, cfg, CORPORA, device="cpu", progress=False)
+    assert art.history is not None and art.cost["seconds"] > 0
+    assert prune.sparsity_report(art.model)["sparsity"] == pytest.approx(0.7, abs=1e-3)
+
+
+def test_impossible_requests_fail_early():
+    for bad, match in [(dict(kind="heads", amount=0), "keep fraction .* \\(0, 1\\]"),
+                       (dict(kind="heads", amount=1.2), "keep fraction"),
+                       (dict(kind="magnitude", amount=1.0), "sparsity .* \\[0, 1\\)"),
+                       (dict(kind="magnitude", amount=-0.1), "sparsity"),
+                       (dict(kind="width", amount=0), "keep fraction"), (dict(kind="rows"), "kind must be one of"),
+                       (dict(importance="taylor"), "importance must be one of"),
+                       (dict(allocation="block"), "allocation must be one of")]:
+        with pytest.raises(ValueError, match=match):
+            PruneConfig(**bad)
+    with pytest.raises(ValueError, match="sparsity must be in \\[0, 1\\)"):
+        prune.magnitude_prune(torch.nn.Linear(2, 2), 1.0)
