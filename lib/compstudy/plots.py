@@ -83,3 +83,29 @@ def change_bars(table, metrics: dict, study: str, name: str, hue: str | None = N
     fig.suptitle(title)
     fig.tight_layout()
     return fig, save(fig, study, name)
+
+
+def heatmap(matrix, study: str, name: str, title: str = "", xlabel: str = "head", ylabel: str = "layer",
+            fmt: str = ".2f"):
+    """Annotated heat map of a [rows, cols] matrix (e.g. head importance, layer x head).
+    Returns (figure, saved path)."""
+    import numpy as np
+
+    m = np.asarray(matrix, dtype=float)
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * m.shape[1], 1 + 0.45 * m.shape[0]))
+    sns.heatmap(m, annot=m.shape[1] <= 16, fmt=fmt, cmap="viridis", ax=ax, cbar_kws={"label": "importance"})
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    fig.tight_layout()
+    return fig, save(fig, study, name)
+
+
+def sweep(table, x: str, y: str, study: str, name: str, hue: str, style: str | None = None, title: str = "",
+          xlabel: str | None = None, ylabel: str | None = None, logy: bool = False):
+    """Line plot of `y` against `x` per `hue` (and `style`); returns (figure, saved path)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    sns.lineplot(data=table, x=x, y=y, hue=hue, style=style, markers=True, ax=ax)
+    if logy:
+        ax.set_yscale("log")
+    ax.set(xlabel=xlabel or x, ylabel=ylabel or y, title=title)
+    fig.tight_layout()
+    return fig, save(fig, study, name)

@@ -21,7 +21,7 @@ saved as their weights plus `pruned_heads.json` and reloaded by `load_head_prune
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -607,3 +607,35 @@ def load_head_pruned(folder: str | Path, device: str = "cpu"):
         raise RuntimeError(f"head-pruned checkpoint {folder} does not match: missing {missing}, unexpected {unexpected}")
     model.tie_weights()
     return model.to(device).eval()
+
+
+def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, train_corpora, *, study: str,
+                   datasets, eval_config, notebook: str = "", device: str = "auto", base_config: PruneConfig | None = None):
+    """Magnitude-prune `parent` at every sparsity and scope, before and (if `finetune_tokens`)
+    after fine-tuning; measure each variant with the study's protocol (records appended) and
+    return one row per (scope, sparsity, fine-tuned, dataset): perplexity, reached sparsity,
+    non-zero parameters, bytes dense and as CSR, runtime, cost.
+
+    Raises ValueError for a sparsity outside [0, 1) or an unknown scope, before any pruning.
+    """
+    import pandas as pd
+
+    from .measure import measure_variant
+
+    base_config = base_config or PruneConfig("magnitude", 0.0)
+    configs = [replace(base_config, kind="magnitude", amount=float(s), allocation=scope, finetune_tokens=ft)
+               for scope in scopes for s in sparsities for ft in sorted({0, int(finetune_tokens)})]
+    rows = []
+    for cfg in configs:
+        art = get_pruned(parent, cfg, train_corpora, device=device, progress=False)
+        summary = measure_variant(art, cfg.name, study, datasets, eval_config, notebook=notebook)
+        storage = sparse_storage_bytes(art.model)
+        for _, r in summary.iterrows():
+            rows.append({"variant": cfg.name, "scope": cfg.allocation, "sparsity": cfg.amount,
+                         "fine_tuned": bool(cfg.finetune_tokens), "dataset": r["dataset"],
+                         "perplexity": r["perplexity"], "reached_sparsity": art.recipe["facts"]["sparsity"],
+                         "n_params_nonzero": art.recipe["size"]["n_params_nonzero"],
+                         "weight_bytes": art.recipe["size"]["weight_bytes"],
+                         "csr_model_bytes": storage["model_with_csr_bytes"], "runtime_s": r["runtime_s"],
+                         "cost_s": art.cost["seconds"]})
+    return pd.DataFrame(rows)
