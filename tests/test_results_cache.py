@@ -68,3 +68,10 @@ def test_baseline_is_reused_and_rebuilt_on_change(tiny_baseline):
     assert again.recipe["cost"] == tiny_baseline.recipe["cost"]
     assert baseline_key(BaselineConfig(**{**TINY, "seed": 1})) != tiny_baseline.key
     assert baseline_key(BaselineConfig(**{**TINY, "train_tokens": 1234})) != tiny_baseline.key
+
+
+def test_readme_documents_every_column():
+    from compstudy import paths
+
+    readme = (paths.repo_root() / "README.md").read_text()
+    assert results.columns_markdown() in readme

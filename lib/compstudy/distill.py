@@ -87,6 +87,20 @@ class DistillConfig:
         return TrainConfig(tokens=self.tokens, batch_size=self.batch_size, seq_len=self.seq_len,
                            lr=self.lr, seed=self.seed)
 
+    @classmethod
+    def from_params(cls, params: dict, **changes) -> "DistillConfig":
+        """From notebook parameters: student_layers, student_embd, temperature, alpha, divergence,
+        distill_tokens, distill_lr, batch_size, seq_len, seed (missing names keep their defaults;
+        a narrower student gets random init). `changes` override fields."""
+        names = {"student_layers": "n_layer", "student_embd": "n_embd", "temperature": "temperature",
+                 "alpha": "alpha", "divergence": "divergence", "distill_tokens": "tokens",
+                 "distill_lr": "lr", "batch_size": "batch_size", "seq_len": "seq_len", "seed": "seed"}
+        picked = {f: params[n] for n, f in names.items() if n in params}
+        if picked.get("n_embd"):
+            picked["init"] = "random"
+        picked.update(changes)
+        return cls(**picked)
+
     def check_against(self, teacher) -> None:
         """Raise ValueError if the student would be deeper or wider than `teacher`."""
         depth, width = _depth(teacher), _width(teacher)
@@ -212,22 +226,37 @@ def distill(teacher, student, train_ids, val_ids, config: DistillConfig, device:
 
 
 def get_distilled(teacher: Artifact, config: DistillConfig, train_corpora, val_fraction: float = 0.05,
-                  device: str = "auto", progress: bool = True) -> Artifact:
+                  device: str = "auto", progress: bool = True, student: Artifact | None = None) -> Artifact:
     """The student distilled from `teacher` with `config` on `train_corpora`, built once and cached.
+
+    Args:
+        student: an existing model to train as the student (e.g. a pruned copy of the teacher:
+            the Minitron recipe, prune then distill from the unpruned teacher); its shape and
+            weights are kept and `config`'s n_layer / n_embd / init are ignored. None = a new
+            student from `make_student`.
 
     The recipe's `cost` is the time and energy of the whole distillation (teacher forwards
     included); its history is the training curve.
     """
-    config.check_against(teacher.model)
+    if student is None:
+        config.check_against(teacher.model)
     device = resolve_device(device)
     params = {"parent": teacher.key, **cache.as_params(config), "corpora": list(train_corpora),
               "val_fraction": val_fraction}
+    if student is not None:
+        params.update(student=student.key, n_layer=None, n_embd=None, init="given")
     key = cache.key("distill", params)
     if not cache.exists(key):
-        student = make_student(teacher.model, config)
+        if student is not None:
+            if student.path is None:
+                raise ValueError("the given student has no saved folder; save it with compstudy.models.save_model")
+            student_model = load_artifact(student.key, device=device).model
+        else:
+            student_model = make_student(teacher.model, config)
+        student = student_model
         train_ids, val_ids = training_streams(teacher.tokenizer, train_corpora, val_fraction)
         result = distill(teacher.model, student, train_ids, val_ids, config, device, progress,
-                         desc=f"distill {config.init} a={config.alpha}")
+                         desc=f"distill a={config.alpha}")
         with cache.build(key, params) as (folder, recipe):
             save_model(student.to("cpu"), teacher.tokenizer, folder)
             result.history.to_csv(folder / "history.csv", index=False)

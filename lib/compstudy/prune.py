@@ -15,7 +15,8 @@ masks stay attached during fine-tuning, so pruned weights stay zero.
 Saving: width- and depth-pruned models have a uniform shape that `from_pretrained` rebuilds from
 their config. Head-pruned models have a different number of heads per layer, which transformers
 5 cannot express (it removed `prune_heads`, and `config.pruned_heads` is ignored on load): they are
-saved as their weights plus `pruned_heads.json` and reloaded by `load_head_pruned` (which
+saved as their weights plus `pruned_heads.json` (heads per layer) and reloaded by
+`load_head_pruned` (which
 `compstudy.models.load_artifact` calls), never by `from_pretrained` alone.
 """
 from __future__ import annotations
@@ -361,6 +362,21 @@ def sparse_storage_bytes(model) -> dict:
 # Width (MLP neurons) and depth (blocks)
 
 
+def mlp_keep_for_params(model, n_params_removed: int) -> float:
+    """The MLP keep fraction that removes `n_params_removed` parameters from `model` (every block
+    alike), to compare width against depth pruning at equal parameter count. Each MLP neuron
+    holds 2 * hidden + 1 parameters in GPT-2 (in, out, bias) and 3 * hidden in Llama (gate, up,
+    down). Raises ValueError if that many MLP parameters do not exist."""
+    hidden = model.config.hidden_size
+    is_gpt2 = hasattr(model, "transformer")
+    per_neuron = 2 * hidden + 1 if is_gpt2 else 3 * hidden
+    n_inner = _in_features(_mlp_down(blocks(model)[0]))
+    total = per_neuron * n_inner * len(blocks(model))
+    if not 0 <= n_params_removed < total:
+        raise ValueError(f"cannot remove {n_params_removed} parameters from MLPs holding {total}")
+    return 1 - n_params_removed / total
+
+
 def mlp_neuron_importance(model, batches) -> torch.Tensor:
     """Mean |activation| of every MLP neuron (input of the down projection), [n_layer, n_inner]."""
     sums, count = {}, [0]
@@ -509,6 +525,17 @@ class PruneConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
+    @classmethod
+    def from_params(cls, params: dict, **changes) -> "PruneConfig":
+        """From notebook parameters: head_importance, head_allocation, calibration_batches,
+        finetune_lr, seed (missing names keep their defaults); `changes` set the rest
+        (kind, amount, allocation, finetune_tokens)."""
+        names = {"head_importance": "importance", "head_allocation": "allocation",
+                 "calibration_batches": "calibration_batches", "finetune_lr": "finetune_lr", "seed": "seed"}
+        picked = {f: params[n] for n, f in names.items() if n in params}
+        picked.update(changes)
+        return cls(**picked)
+
     @property
     def name(self) -> str:
         """Variant name: AH90 / AH80 (the paper's), Mag50 / GMag50, MLP75, Depth67; +ft if fine-tuned."""
@@ -575,8 +602,10 @@ def get_pruned(parent: Artifact, config: PruneConfig, train_corpora, val_fractio
         model.to("cpu")
         with cache.build(key, params) as (folder, recipe):
             save_model(model, parent.tokenizer, folder)
-            if config.kind == "heads":
-                (folder / HEADS_FILE).write_text(json.dumps(facts["removed_heads"], indent=1))
+            counts = head_counts(model)
+            n_head = getattr(model.config, "n_head", None) or model.config.num_attention_heads
+            if any(c != n_head for c in counts):  # this step or an earlier one removed heads
+                (folder / HEADS_FILE).write_text(json.dumps({"heads_per_layer": counts}))
             if history is not None:
                 history.to_csv(folder / "history.csv", index=False)
             recipe["cost"] = {"seconds": seconds, "energy_kwh": kwh, "method": prune_cost.method,
@@ -587,17 +616,19 @@ def get_pruned(parent: Artifact, config: PruneConfig, train_corpora, val_fractio
 
 
 def load_head_pruned(folder: str | Path, device: str = "cpu"):
-    """Reload a head-pruned model saved by `get_pruned`: build the unpruned architecture from its
-    config, remove the recorded heads, then load the saved weights (strict, except the LM head
-    tied to the input embedding)."""
+    """Reload a head-pruned model saved by `get_pruned`: build the architecture its config
+    describes, cut each layer to the recorded number of heads (`heads_per_layer`: only the
+    shapes matter, the weights come next), then load the saved weights (strict, except the LM
+    head tied to the input embedding)."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModelForCausalLM
 
     folder = Path(folder)
     config = AutoConfig.from_pretrained(str(folder))
     model = AutoModelForCausalLM.from_config(config)
-    removed = {int(k): v for k, v in json.loads((folder / HEADS_FILE).read_text()).items()}
-    prune_heads(model, removed)
+    kept = json.loads((folder / HEADS_FILE).read_text())["heads_per_layer"]
+    full = head_counts(model)
+    prune_heads(model, {i: list(range(k, n)) for i, (k, n) in enumerate(zip(kept, full)) if k < n})
     state = {}
     for f in sorted(folder.glob("*.safetensors")):
         state.update(load_file(str(f)))
@@ -610,7 +641,8 @@ def load_head_pruned(folder: str | Path, device: str = "cpu"):
 
 
 def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, train_corpora, *, study: str,
-                   datasets, eval_config, notebook: str = "", device: str = "auto", base_config: PruneConfig | None = None):
+                   datasets, eval_config, notebook: str = "", device: str = "auto",
+                   base_config: PruneConfig | None = None):
     """Magnitude-prune `parent` at every sparsity and scope, before and (if `finetune_tokens`)
     after fine-tuning; measure each variant with the study's protocol (records appended) and
     return one row per (scope, sparsity, fine-tuned, dataset): perplexity, reached sparsity,

@@ -124,7 +124,73 @@ def quantize_model(path, config: QuantConfig, device: str = "cpu") -> torch.nn.M
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         model._compstudy_dtype = "float32+dynamic-int8"
     check_quantized(model, config)
+    guard_cpu_4bit(model)
     return model.eval()
+
+
+def quantize_in_memory(model, config: QuantConfig, device: str = "cpu") -> torch.nn.Module:
+    """Quantize an already-loaded model by `config`, for models `from_pretrained` cannot rebuild
+    (head-pruned ones). bitsandbytes methods replace every linear layer of the transformer blocks
+    by `bnb.nn.Linear8bitLt` / `bnb.nn.Linear4bit` (quantized when moved to `device`), keeping
+    the LM head in full precision as transformers does; bf16 casts; dynamic-int8 as in
+    `quantize_model`. Returns the model (possibly a new object), checked by `check_quantized`."""
+    if config.method == "bf16":
+        model = model.to(device=device, dtype=torch.bfloat16)
+    elif config.method == "dynamic-int8":
+        conv1d_to_linear(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = torch.ao.quantization.quantize_dynamic(model.to("cpu"), {torch.nn.Linear}, dtype=torch.qint8)
+        model._compstudy_dtype = "float32+dynamic-int8"
+    else:
+        import bitsandbytes as bnb
+
+        conv1d_to_linear(model)
+        model.to(device)  # before replacing: moving a quantized bnb layer again would re-quantize it
+        for parent_name, parent in list(model.named_modules()):
+            if not (".h." in f".{parent_name}." or ".layers." in f".{parent_name}."):
+                continue
+            for name, child in list(parent.named_children()):
+                if type(child) is not torch.nn.Linear:
+                    continue
+                bias = child.bias is not None
+                if config.method == "int8":
+                    new = bnb.nn.Linear8bitLt(child.in_features, child.out_features, bias=bias,
+                                              has_fp16_weights=False, threshold=config.llm_int8_threshold)
+                    new.weight = bnb.nn.Int8Params(child.weight.data.clone(), requires_grad=False,
+                                                   has_fp16_weights=False)
+                else:
+                    new = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=bias,
+                                            compute_dtype=getattr(torch, config.compute_dtype),
+                                            compress_statistics=config.double_quant, quant_type=config.method)
+                    new.weight = bnb.nn.Params4bit(child.weight.data.clone(), requires_grad=False,
+                                                   compress_statistics=config.double_quant, quant_type=config.method)
+                if bias:
+                    new.bias = torch.nn.Parameter(child.bias.data.clone(), requires_grad=False)
+                setattr(parent, name, new.to(device))
+        model._compstudy_dtype = f"float32+{config.method}"
+    check_quantized(model, config)
+    guard_cpu_4bit(model)
+    return model.eval()
+
+
+def guard_cpu_4bit(model) -> list[str]:
+    """Send 4-bit layers whose input width is not a multiple of their quantization block size
+    (64) to bitsandbytes' generic CPU path; returns their names.
+
+    bitsandbytes 0.50.2 repacks 4-bit weights for its AVX512-BF16 CPU kernel at the first forward
+    pass, and that repacking fails for such shapes (they occur after head or width pruning, e.g.
+    7 heads x 32 dims = 224 inputs). The generic path (dequantize, then matmul) gives the same
+    4-bit weights; the flag used is bitsandbytes' own `support_avx512bf16_for_cpu`.
+    """
+    names = []
+    for name, m in model.named_modules():
+        if type(m).__name__ == "Linear4bit" and getattr(m, "support_avx512bf16_for_cpu", False):
+            blocksize = getattr(getattr(m.weight, "quant_state", None), "blocksize", 64)
+            if m.in_features % blocksize:
+                m.support_avx512bf16_for_cpu = False
+                names.append(name)
+    return names
 
 
 def layer_kind(module) -> str:
@@ -184,21 +250,29 @@ def get_quantized(parent: Artifact, config: QuantConfig, device: str = "auto") -
     device = resolve_device(device)
     params = {"parent": parent.key, **cache.as_params(config)}
     key = cache.key(f"quant-{config.suffix}", params)
-    if config.method == "dynamic-int8" or not cache.exists(key):
+    head_pruned = (parent.path / "pruned_heads.json").exists()
+    rederive = config.method == "dynamic-int8" or head_pruned  # not serialisable by save_pretrained
+    if rederive or not cache.exists(key):
         with EnergyMeter() as meter, meter.task("quantize") as cost:
-            model = quantize_model(parent.path, config, device)
+            if head_pruned:
+                model = quantize_in_memory(load_artifact(parent.key, device="cpu").model, config, device)
+            else:
+                model = quantize_model(parent.path, config, device)
         size = model_size(model)  # before any forward pass (see measure.model_size)
         if not cache.exists(key):
             with cache.build(key, params) as (folder, recipe):
-                if config.method != "dynamic-int8":
+                if not rederive:
                     save_model(model, parent.tokenizer, folder)
                 recipe["cost"] = {"seconds": cost.seconds, "energy_kwh": cost.energy_kwh,
                                   "method": cost.method, "detail": cost.detail}
                 recipe["layers"] = check_quantized(model, config)
+                recipe["cpu_generic_4bit_layers"] = guard_cpu_4bit(model)
                 recipe["size"] = size
-        if config.method == "dynamic-int8":
+                recipe["stored"] = "recipe only, re-derived from the parent" if rederive else "quantized weights"
+        if rederive:
             return Artifact(model, parent.tokenizer, key, cache.path_of(key), {**cache.read_recipe(key), "size": size})
     kwargs = {"device_map": {"": device}} if device.startswith("cuda") and config.bnb_config() else {}
     art = load_artifact(key, device="cpu" if kwargs else device, **kwargs)
     check_quantized(art.model, config)
+    guard_cpu_4bit(art.model)
     return art

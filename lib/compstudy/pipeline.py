@@ -1,0 +1,271 @@
+"""Compressed variants as pipelines of steps applied to the baseline, named as in the paper.
+
+A pipeline is a sequence of steps, e.g. distill -> prune heads (keep 0.9) -> quantize (nf4),
+and its name is the paper's: `Distil+90+4b`. The grammar (tokens joined by `+`):
+
+| token | step |
+|---|---|
+| `Base` | nothing (the baseline) |
+| `Distil` | distill a half-depth student from the current model (`distill.DistillConfig`) |
+| `AH90`, `AH80` (first) or `90`, `80` (later) | keep 90 % / 80 % of attention heads (`prune`, kind heads) |
+| `MLP75`, `Depth50`, `Mag50`, `GMag50` | width / depth / magnitude pruning (`prune.PruneConfig.name`) |
+| `ft` | fine-tune the previous pruning step (its `finetune_tokens`) |
+| `KD` | Minitron: retrain the current (pruned) model as a student of the unpruned baseline |
+| `8b`, `4b`, `4bfp4`, `bf16`, `dq8`, ... | quantize (`quantize.QuantConfig.from_name`); glued to `Base`/`Distil` (`Base8b`, `Distil4b`), after `+` otherwise (`AH90+4b`) |
+
+Only the structure is in the name; budgets and settings (token counts, temperature, head
+importance, ...) come from `StepDefaults`, so that a whole grid shares them. Each step's artifact
+is cached under a key that includes its parent's key, so every prefix of a pipeline is built once
+and reused (`Distil+90+4b` reuses `Distil+90`, which reuses `Distil`). Quantization must be the
+last step: no step that needs gradients can follow it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+
+from . import distill, prune, quantize
+from .distill import DistillConfig
+from .models import Artifact
+from .prune import PruneConfig
+from .quantize import QuantConfig
+
+STEP_KINDS = ("distill", "prune", "kd", "quantize")
+
+
+@dataclass(frozen=True)
+class StepDefaults:
+    """Settings shared by every step of every pipeline of a grid.
+
+    Attributes:
+        distill: the `DistillConfig` of `Distil` steps.
+        kd: the `DistillConfig` of `KD` steps (its n_layer / n_embd / init are ignored: the
+            student is the current model).
+        prune: the base `PruneConfig` of pruning steps (importance, allocation, calibration,
+            fine-tuning budget used by `ft`); kind and amount come from the token.
+    """
+
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    kd: DistillConfig = field(default_factory=DistillConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: kind in `STEP_KINDS` and its config."""
+
+    kind: str
+    config: object
+
+    def __post_init__(self):
+        if self.kind not in STEP_KINDS:
+            raise ValueError(f"step kind {self.kind!r} unknown; allowed: {STEP_KINDS}")
+        expected = {"distill": DistillConfig, "kd": DistillConfig, "prune": PruneConfig, "quantize": QuantConfig}[self.kind]
+        if not isinstance(self.config, expected):
+            raise ValueError(f"step {self.kind!r} takes a {expected.__name__}, got {type(self.config).__name__}")
+
+    @property
+    def needs_gradients(self) -> bool:
+        """True for steps that train or rank by gradients (they cannot follow quantization)."""
+        if self.kind in ("distill", "kd"):
+            return True
+        if self.kind == "prune":
+            c = self.config
+            return bool(c.finetune_tokens) or (c.kind == "heads" and c.importance == "gradient")
+        return False
+
+
+_PRUNE_TOKEN = re.compile(r"^(AH|MLP|Depth|GMag|Mag)(\d+)$")
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """An ordered tuple of steps applied to the baseline. Validated on construction.
+
+    Raises ValueError if a step follows quantization (quantized weights cannot be trained or
+    differentiated here), or a pipeline quantizes twice.
+    """
+
+    steps: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "steps", tuple(self.steps))
+        for i, step in enumerate(self.steps):
+            if not isinstance(step, Step):
+                raise ValueError(f"pipeline steps must be Step objects, got {type(step).__name__}")
+            if step.kind == "quantize" and i != len(self.steps) - 1:
+                after = self.steps[i + 1]
+                raise ValueError(f"step {i + 2} ({after.kind}) follows quantization: quantization must be the "
+                                 f"last step (a quantized model cannot be trained, pruned by gradients or "
+                                 f"quantized again)")
+
+    @property
+    def name(self) -> str:
+        """The paper-style name (see the module docstring); `Base` for no steps."""
+        head, parts = "Base", []
+        for step in self.steps:
+            c = step.config
+            if step.kind == "distill":
+                if head == "Base" and not parts:
+                    head = "Distil"
+                else:
+                    parts.append("Distil")
+            elif step.kind == "kd":
+                parts.append("KD")
+            elif step.kind == "prune":
+                pct = round(100 * c.amount)
+                token = f"AH{pct}" if c.kind == "heads" else replace(c, finetune_tokens=0).name
+                if head == "Base" and not parts:
+                    head = token
+                else:
+                    parts.append(str(pct) if c.kind == "heads" else token)
+                if c.finetune_tokens:
+                    parts.append("ft")
+            else:
+                if not parts and head in ("Base", "Distil"):
+                    head += c.suffix
+                else:
+                    parts.append(c.suffix)
+        return "+".join([head, *parts])
+
+    @classmethod
+    def from_name(cls, name: str, defaults: StepDefaults = StepDefaults()) -> "Pipeline":
+        """Parse a paper-style name into a pipeline, with settings from `defaults`.
+
+        Raises ValueError naming the token that is not understood and the grammar.
+        """
+        tokens = name.split("+")
+        steps: list[Step] = []
+        first = tokens[0]
+        m = re.match(r"^(Base|Distil)(.*)$", first)
+        if m:
+            if m.group(1) == "Distil":
+                steps.append(Step("distill", defaults.distill))
+            if m.group(2):
+                steps.append(Step("quantize", _quant(m.group(2), name)))
+        else:
+            steps.append(_prune_step(first, defaults, name, first=True))
+        for token in tokens[1:]:
+            if token == "ft":
+                if not steps or steps[-1].kind != "prune":
+                    raise ValueError(f"{name!r}: 'ft' must follow a pruning step")
+                prev = steps.pop()
+                budget = defaults.prune.finetune_tokens or 20_000
+                steps.append(Step("prune", replace(prev.config, finetune_tokens=budget)))
+            elif token == "KD":
+                steps.append(Step("kd", defaults.kd))
+            elif token == "Distil":
+                steps.append(Step("distill", defaults.distill))
+            elif token.isdigit() or _PRUNE_TOKEN.match(token):
+                steps.append(_prune_step(token, defaults, name, first=False))
+            else:
+                steps.append(Step("quantize", _quant(token, name)))
+        pipeline = cls(tuple(steps))
+        return pipeline
+
+
+def _quant(token: str, name: str) -> QuantConfig:
+    try:
+        return QuantConfig.from_name(token)
+    except ValueError as exc:
+        raise ValueError(f"{name!r}: token {token!r} is not a step. Grammar: Base|Distil[quant], AH<pct>, "
+                         f"<pct> (heads), MLP<pct>, Depth<pct>, Mag<pct>, GMag<pct>, ft, KD, Distil, and a "
+                         f"final quantization ({exc})") from None
+
+
+def _prune_step(token: str, defaults: StepDefaults, name: str, first: bool) -> Step:
+    if token.isdigit() and not first:
+        return Step("prune", replace(defaults.prune, kind="heads", amount=int(token) / 100, finetune_tokens=0))
+    m = _PRUNE_TOKEN.match(token)
+    if not m:
+        raise ValueError(f"{name!r}: first token {token!r} must be Base, Distil (each optionally with a "
+                         f"quantization suffix, e.g. Base4b), AH<pct>, MLP<pct>, Depth<pct>, Mag<pct> or GMag<pct>")
+    kind = {"AH": "heads", "MLP": "width", "Depth": "depth", "Mag": "magnitude", "GMag": "magnitude"}[m.group(1)]
+    allocation = ("global" if m.group(1) == "GMag" else "layer") if kind == "magnitude" else defaults.prune.allocation
+    return Step("prune", replace(defaults.prune, kind=kind, amount=int(m.group(2)) / 100, allocation=allocation,
+                                 finetune_tokens=0))
+
+
+def build(base: Artifact, pipeline: Pipeline, train_corpora, device: str = "auto",
+          progress: bool = True) -> Artifact:
+    """Apply the pipeline's steps to `base`, reusing every cached prefix; returns the final
+    artifact with `recipe["cost"]` replaced by the total cost of all steps from the baseline
+    (seconds and kWh summed; method the least certain of the steps') and `recipe["steps"]` the
+    cost of each step."""
+    art, costs = base, []
+    for step in pipeline.steps:
+        if step.kind == "distill":
+            art = distill.get_distilled(art, step.config, train_corpora, device=device, progress=progress)
+        elif step.kind == "kd":
+            art = distill.get_distilled(base, step.config, train_corpora, device=device, progress=progress,
+                                        student=art)
+        elif step.kind == "prune":
+            art = prune.get_pruned(art, step.config, train_corpora, device=device, progress=progress)
+        else:
+            art = quantize.get_quantized(art, step.config, device=device)
+        costs.append({"step": step.kind, **art.cost})
+    if not costs:
+        return base
+    order = ["measured", "partly measured", "estimated", "unavailable"]
+    methods = [c.get("method", "estimated") for c in costs if c.get("method") in order]
+    total = {"seconds": sum(c.get("seconds", 0.0) for c in costs),
+             "energy_kwh": sum(c.get("energy_kwh", 0.0) for c in costs),
+             "method": max(methods, key=order.index) if methods else "estimated"}
+    return Artifact(art.model, art.tokenizer, art.key, art.path, {**art.recipe, "cost": total, "steps": costs},
+                    art.history)
+
+
+def paper_grid(bases=("Base", "Distil"), heads=(None, 90, 80), quants=(None, "8b", "4b")) -> list[str]:
+    """The paper's combination grid as names: {Base, Distil} x {none, AH90, AH80} x {none, 8b, 4b}
+    (18 variants by default), e.g. Base, Base8b, AH90+4b, Distil+80+8b."""
+    names = []
+    for b in bases:
+        for h in heads:
+            for q in quants:
+                if h is None:
+                    names.append(f"{b}{q or ''}")
+                else:
+                    head = f"AH{h}" if b == "Base" else f"{b}+{h}"
+                    names.append(f"{head}+{q}" if q else head)
+    return names
+
+
+def scratch_like(shape_of: Artifact, tokens: int, train_corpora, lr: float = 2e-3, seed: int = 0,
+                 batch_size: int = 16, seq_len: int = 128, device: str = "auto", progress: bool = True) -> Artifact:
+    """A model with the same architecture (config) as `shape_of`, randomly initialised and trained
+    from scratch on labels with the study's loop for `tokens` tokens: the control that tells
+    whether pruning + distillation beat simply training the small shape. Cached.
+
+    Raises ValueError for head-pruned shapes (their config does not describe them).
+    """
+    from . import cache
+    from .baseline import training_streams
+    from .measure import model_size, resolve_device
+    from .models import load_artifact, save_model
+    from .train import TrainConfig, train
+
+    if shape_of.path is not None and (shape_of.path / prune.HEADS_FILE).exists():
+        raise ValueError("scratch_like needs a shape its config describes (width / depth pruned), not head-pruned")
+    device = resolve_device(device)
+    config = shape_of.model.config
+    params = {"config": config.to_json_string(), "tokens": tokens, "corpora": list(train_corpora), "lr": lr,
+              "seed": seed, "batch_size": batch_size, "seq_len": seq_len}
+    key = cache.key("scratch", params)
+    if not cache.exists(key):
+        from transformers import AutoModelForCausalLM
+        import torch
+
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config.__class__.from_dict(config.to_dict()))
+        train_ids, val_ids = training_streams(shape_of.tokenizer, train_corpora, 0.05)
+        result = train(model, train_ids, val_ids, TrainConfig(tokens=tokens, lr=lr, seed=seed, batch_size=batch_size,
+                                                              seq_len=seq_len, device=device),
+                       desc="from scratch", progress=progress)
+        with cache.build(key, params) as (folder, recipe):
+            save_model(model.to("cpu"), shape_of.tokenizer, folder)
+            result.history.to_csv(folder / "history.csv", index=False)
+            recipe["cost"] = {"seconds": result.cost.seconds, "energy_kwh": result.cost.energy_kwh,
+                              "method": result.cost.method, "detail": result.cost.detail}
+            recipe["final_val_loss"] = result.final_val_loss
+            recipe["size"] = model_size(model)
+    return load_artifact(key, device=device)
