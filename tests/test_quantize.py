@@ -70,3 +70,18 @@ def test_bad_configs_fail_before_loading():
 def test_names_round_trip():
     for name in VARIANTS + ["4bfp4dq"]:
         assert QuantConfig.from_name(name).suffix == name
+
+
+def test_shapes_the_packed_cpu_kernel_cannot_take_still_run():
+    """bitsandbytes' AVX512-BF16 4-bit kernel needs in_features % 64 == 0 and out_features % 32 == 0;
+    other layers go to its generic path (guard_cpu_4bit) instead of crashing."""
+    import torch
+
+    from compstudy.models import ModelShape, build_model
+
+    model = build_model(ModelShape("gpt2", 1, 3, 48, 32), vocab_size=64)  # c_attn: 48 -> 144
+    q = quantize.quantize_in_memory(model, QuantConfig("nf4"))
+    assert "transformer.h.0.attn.c_attn" in [n for n, m in q.named_modules()
+                                             if getattr(m, "support_avx512bf16_for_cpu", True) is False]
+    with torch.no_grad():
+        assert q(input_ids=torch.randint(0, 64, (2, 9))).logits.shape == (2, 9, 64)

@@ -109,3 +109,53 @@ def sweep(table, x: str, y: str, study: str, name: str, hue: str, style: str | N
     ax.set(xlabel=xlabel or x, ylabel=ylabel or y, title=title)
     fig.tight_layout()
     return fig, save(fig, study, name)
+
+
+def pareto(table, x: str, y: str, front, study: str, name: str, title: str = "", xlabel: str | None = None,
+           ylabel: str | None = None, logx: bool = False):
+    """Scatter of variants with the Pareto front (boolean Series `front`, both axes minimised)
+    drawn as a step line and its points labelled. Returns (figure, saved path)."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    t = table.assign(pareto=front.map({True: "on the front", False: "dominated"}))
+    sns.scatterplot(data=t, x=x, y=y, hue="pareto", hue_order=["on the front", "dominated"], s=70, ax=ax)
+    f = t[front].sort_values(x)
+    ax.step(f[x], f[y], where="post", color="C0", lw=1)
+    for _, row in f.iterrows():
+        ax.annotate(row["variant"], (row[x], row[y]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if logx:
+        ax.set_xscale("log")
+    ax.set(xlabel=xlabel or x, ylabel=ylabel or y, title=title)
+    fig.tight_layout()
+    return fig, save(fig, study, name)
+
+
+def sensitivity(table, study: str, name: str = "sensitivity", top: int = 8):
+    """Rank of the best `top` variants (at alpha = 0.5) as alpha goes 0 -> 1 (beta = 1 - alpha),
+    one panel per gamma. Returns (figure, saved path)."""
+    gammas = sorted(table["gamma"].unique())
+    mid = table[(table["alpha"].sub(0.5).abs() < 1e-9) & (table["gamma"] == gammas[len(gammas) // 2])]
+    keep = mid.nsmallest(top, "opt")["variant"].tolist()
+    t = table[table["variant"].isin(keep)]
+    g = sns.relplot(data=t, x="alpha", y="rank", hue="variant", col="gamma", kind="line", marker="o",
+                    height=3.2, aspect=0.9, facet_kws={"sharey": True})
+    for ax in g.axes.flat:
+        ax.invert_yaxis()
+        ax.set_xlabel("alpha (time weight); beta = 1 - alpha")
+    g.figure.suptitle("Ranking sensitivity to the objective's weights", y=1.03)
+    return g.figure, save(g.figure, study, name)
+
+
+def break_even(table, study: str, name: str = "break_even"):
+    """Bar chart of break-even tokens per variant (log scale); variants that never pay back are
+    listed in the title. Returns (figure, saved path)."""
+    import numpy as np
+
+    finite = table[np.isfinite(table["break_even_tokens"])]
+    never = table.loc[~np.isfinite(table["break_even_tokens"]), "variant"].tolist()
+    fig, ax = plt.subplots(figsize=(7.5, 0.35 * max(3, len(finite)) + 1))
+    sns.barplot(data=finite, y="variant", x="break_even_tokens", ax=ax, color="C2")
+    ax.set_xscale("log")
+    ax.set(xlabel="inference tokens until the compression cost is paid back (log scale)", ylabel="",
+           title="Break-even" + (f"; never pays back: {', '.join(never)}" if never else ""))
+    fig.tight_layout()
+    return fig, save(fig, study, name)

@@ -176,18 +176,19 @@ def quantize_in_memory(model, config: QuantConfig, device: str = "cpu") -> torch
 
 def guard_cpu_4bit(model) -> list[str]:
     """Send 4-bit layers whose input width is not a multiple of their quantization block size
-    (64) to bitsandbytes' generic CPU path; returns their names.
+    (64) or whose output width is not a multiple of 32 to bitsandbytes' generic CPU path;
+    returns their names.
 
     bitsandbytes 0.50.2 repacks 4-bit weights for its AVX512-BF16 CPU kernel at the first forward
     pass, and that repacking fails for such shapes (they occur after head or width pruning, e.g.
-    7 heads x 32 dims = 224 inputs). The generic path (dequantize, then matmul) gives the same
+    7 heads x 32 dims = 224 inputs, or 3 x 3 heads x 16 dims = 144 outputs). The generic path (dequantize, then matmul) gives the same
     4-bit weights; the flag used is bitsandbytes' own `support_avx512bf16_for_cpu`.
     """
     names = []
     for name, m in model.named_modules():
         if type(m).__name__ == "Linear4bit" and getattr(m, "support_avx512bf16_for_cpu", False):
             blocksize = getattr(getattr(m.weight, "quant_state", None), "blocksize", 64)
-            if m.in_features % blocksize:
+            if m.in_features % blocksize or m.out_features % 32:
                 m.support_avx512bf16_for_cpu = False
                 names.append(name)
     return names

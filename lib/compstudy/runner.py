@@ -47,6 +47,7 @@ class Study:
     name: str
     notebooks: list[NotebookRun]
     config_path: Path | None = None
+    complete: bool = True  # False when --only selected a subset of the config's notebooks
 
 
 def notebook_parameters(path: str | Path) -> dict:
@@ -117,7 +118,7 @@ def load_study(config_path: str | Path, overrides: dict | None = None, only: lis
         if not keep:
             raise ConfigError(f"--only {only} matches none of {[r.path.name for r in runs]}")
         runs = keep
-    return Study(shared["study"], runs, config_path)
+    return Study(shared["study"], runs, config_path, complete=not only)
 
 
 def _kernel_name() -> str | None:
@@ -161,8 +162,33 @@ def run_study(study: Study, progress: bool = True) -> list[Path]:
             ) from None
         executed.append(output)
         print(f"    done in {time.perf_counter() - t0:.1f} s -> {output}", flush=True)
-    print(f"study {study.name!r}: {len(executed)} notebook(s) in {time.perf_counter() - t_study:.1f} s", flush=True)
+    wall = time.perf_counter() - t_study
+    print(f"study {study.name!r}: {len(executed)} notebook(s) in {wall:.1f} s", flush=True)
+    if study.complete:
+        from .report import write_provenance
+
+        print(f"provenance: {write_provenance(study.name, study.config_path, wall)}", flush=True)
+    _print_outcome(study.name)
     return executed
+
+
+def _print_outcome(study: str, top: int = 5) -> None:
+    """Where the report is, and the top of the ranking (when the comparison notebook wrote one)."""
+    from .report import build_report
+
+    try:
+        report = build_report(study)
+        print(f"report: {report}", flush=True)
+    except Exception as exc:  # the measurements are written; a rendering failure must not hide them
+        print(f"report could not be rendered: {type(exc).__name__}: {exc}", flush=True)
+    ranking = paths.results_dir(study) / "ranking.csv"
+    if ranking.exists():
+        import pandas as pd
+
+        r = pd.read_csv(ranking)
+        cols = [c for c in ("rank", "variant", "P_c", "T_c", "E_c", "opt", "opt_lo", "opt_hi", "within_noise") if c in r]
+        print(f"ranking ({ranking}), top {top}:", flush=True)
+        print(r[cols].head(top).round(3).to_string(index=False), flush=True)
 
 
 def _parse_value(text: str):

@@ -114,3 +114,199 @@ def describe_changes(table: pd.DataFrame, what: str, base: str = "Base") -> list
             verdict = " — faster than Base" if row["runtime_s_change_pct"] < 0 else " — slower than Base"
         lines.append(f"{row['variant']} ({what}{where}): " + ", ".join(parts) + verdict)
     return lines
+
+
+# --------------------------------------------------------------------------------------------
+# The optimization equation (Wallace et al. 2025) and the ranking
+
+EQUATION_NOTE = (
+    "opt = P_c^gamma * (alpha * T_c + beta * E_c), lower is better (Wallace et al., ICPE 2025; gamma = 1.5 "
+    "there). The paper's text defining P_c, T_c and E_c is not available to this study; we read them as ratios "
+    "to the base measured under the same conditions (P_c = ppl / ppl_base, T_c = runtime / runtime_base, "
+    "E_c = energy / energy_base; medians over repeats, averaged over datasets as the paper averages its changes). "
+    "This reading is a reconstruction. It stays defined when a change is negative, and on the paper's own "
+    "tables it reproduces the paper's conclusions (alpha = beta = 0.5: Distil4b 0.811 and Base4b 0.818 lead, "
+    "Base 1.000, Base8b 1.746).")
+
+
+def opt(P, T, E, alpha: float = 0.5, beta: float = 0.5, gamma: float = 1.5):
+    """The paper's objective `P^gamma * (alpha * T + beta * E)` on ratios to the base (see
+    `EQUATION_NOTE`); works on floats, arrays and Series. Lower is better; the base scores
+    alpha + beta.
+
+    Raises ValueError if a weight is negative or gamma is not positive.
+    """
+    if alpha < 0 or beta < 0:
+        raise ValueError(f"alpha and beta must be >= 0, got {alpha}, {beta}")
+    if not gamma > 0:
+        raise ValueError(f"gamma must be > 0, got {gamma}")
+    return P ** gamma * (alpha * T + beta * E)
+
+
+GROUP_KEYS = ("notebook", "batch_size", "dataset", "tokens_scored")
+
+
+def ratio_table(df: pd.DataFrame, base: str = "Base", keys=GROUP_KEYS) -> pd.DataFrame:
+    """Per (variant, *keys): P_c, T_c, E_c = median metric / median metric of `base` measured
+    under the same keys (same notebook run, batch size, dataset and number of tokens). Rows
+    without a matching base are dropped; the dropped variants are listed in `attrs["unmatched"]`.
+
+    Raises ValueError naming the keys if `base` was never measured.
+    """
+    keys = [k for k in keys if k in df.columns]
+    med = df.groupby(["variant", *keys], dropna=False)[["perplexity", "runtime_s", "energy_kwh"]].median().reset_index()
+    b = med[med["variant"] == base]
+    if b.empty:
+        raise ValueError(f"no measurement of the base variant {base!r}: every ratio needs it (variants present: "
+                         f"{sorted(med['variant'].unique())}); measure {base!r} under the same {keys}")
+    merged = med.merge(b.drop(columns="variant"), on=keys, suffixes=("", "_base"), how="left")
+    unmatched = sorted(merged.loc[merged["perplexity_base"].isna(), "variant"].unique())
+    merged = merged.dropna(subset=["perplexity_base"]).copy()
+    merged["P_c"] = merged["perplexity"] / merged["perplexity_base"]
+    merged["T_c"] = merged["runtime_s"] / merged["runtime_s_base"]
+    merged["E_c"] = merged["energy_kwh"] / merged["energy_kwh_base"]
+    merged.attrs["unmatched"] = unmatched
+    return merged
+
+
+def ranking(df: pd.DataFrame, alpha: float = 0.5, beta: float = 0.5, gamma: float = 1.5, base: str = "Base",
+            keys=GROUP_KEYS, n_boot: int = 300, seed: int = 0, ratios: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rank variants by `opt`, lower first, with bootstrap intervals.
+
+    P_c, T_c, E_c are the mean over every (notebook, batch size, dataset) where the variant was
+    measured of its ratio to the base measured there (`ratio_table`). Intervals: the repeats of the
+    variant and of its base are resampled with replacement `n_boot` times and the ratios of
+    medians recomputed; `opt_lo` / `opt_hi` are the 2.5 / 97.5 percentiles. `within_noise` marks a
+    variant whose interval overlaps the next-ranked variant's: their order is not established.
+
+    Returns one row per variant: P_c, T_c, E_c (and intervals), opt, opt_lo, opt_hi, rank,
+    within_noise, n_conditions, energy_method.
+    """
+    import numpy as np
+
+    ratios = ratio_table(df, base, keys) if ratios is None else ratios
+    keys = [k for k in keys if k in df.columns]
+    rng = np.random.default_rng(seed)
+    groups = {k: g for k, g in df.groupby(["variant", *keys], dropna=False)}
+    boot_rows = []
+    for _, r in ratios.iterrows():
+        k = tuple(r[c] for c in ["variant", *keys])
+        kb = (base, *k[1:])
+        v, b = groups[k], groups[kb]
+        for name, col in (("T_c", "runtime_s"), ("E_c", "energy_kwh")):
+            xv, xb = v[col].to_numpy(), b[col].to_numpy()
+            iv = rng.integers(0, len(xv), (n_boot, len(xv)))
+            ib = rng.integers(0, len(xb), (n_boot, len(xb)))
+            boot_rows.append((r["variant"], k[1:], name, np.median(xv[iv], 1) / np.median(xb[ib], 1)))
+    boots: dict = {}
+    for variant, cond, name, arr in boot_rows:
+        boots.setdefault(variant, {}).setdefault(name, []).append(arr)
+    out = []
+    for variant, g in ratios.groupby("variant", sort=False):
+        P, T, E = g["P_c"].mean(), g["T_c"].mean(), g["E_c"].mean()
+        tb = np.mean(boots[variant]["T_c"], axis=0)
+        eb = np.mean(boots[variant]["E_c"], axis=0)
+        ob = opt(P, tb, eb, alpha, beta, gamma)
+        out.append({"variant": variant, "P_c": P, "T_c": T, "E_c": E,
+                    "T_c_lo": np.percentile(tb, 2.5), "T_c_hi": np.percentile(tb, 97.5),
+                    "E_c_lo": np.percentile(eb, 2.5), "E_c_hi": np.percentile(eb, 97.5),
+                    "opt": opt(P, T, E, alpha, beta, gamma), "opt_lo": np.percentile(ob, 2.5),
+                    "opt_hi": np.percentile(ob, 97.5), "n_conditions": len(g)})
+    rank = pd.DataFrame(out).sort_values("opt").reset_index(drop=True)
+    rank.insert(0, "rank", range(1, len(rank) + 1))
+    nxt_lo = rank["opt_lo"].shift(-1)
+    prev_hi = rank["opt_hi"].shift(1)
+    rank["within_noise"] = (rank["opt_hi"] >= nxt_lo) | (rank["opt_lo"] <= prev_hi)
+    if "energy_method" in df.columns:
+        methods = df.groupby("variant")["energy_method"].agg(lambda s: ", ".join(sorted(set(s))))
+        rank["energy_method"] = rank["variant"].map(methods)
+    rank.attrs["unmatched"] = ratios.attrs.get("unmatched", [])
+    return rank
+
+
+def paper_ranking(model: str = "gpt2", alpha: float = 0.5, beta: float = 0.5, gamma: float = 1.5) -> pd.DataFrame:
+    """The equation on the paper's own numbers: per variant, P_c, T_c, E_c as the mean over the
+    paper's datasets of the ratio to its Base, then `opt`, ranked (no intervals: one number per
+    cell in the paper's tables)."""
+    paper = load_paper()
+    paper = paper[paper["model"] == model]
+    base = paper[paper["variant"] == "Base"].set_index("dataset")
+    r = paper.assign(P_c=paper["perplexity"] / paper["dataset"].map(base["perplexity"]),
+                     T_c=paper["runtime_s"] / paper["dataset"].map(base["runtime_s"]),
+                     E_c=paper["energy_kwh"] / paper["dataset"].map(base["energy_kwh"]))
+    g = r.groupby("variant", sort=False)[["P_c", "T_c", "E_c"]].mean().reset_index()
+    g["opt"] = opt(g["P_c"], g["T_c"], g["E_c"], alpha, beta, gamma)
+    g = g.sort_values("opt").reset_index(drop=True)
+    g.insert(0, "rank", range(1, len(g) + 1))
+    return g
+
+
+def energy_is_estimated(df: pd.DataFrame) -> bool:
+    """True when no row's energy was measured by a hardware counter."""
+    return not df["energy_method"].isin(["measured", "partly measured"]).any()
+
+
+def estimated_energy_note(df: pd.DataFrame) -> str:
+    """The sentence the comparison prints about E_c; empty when energy was measured."""
+    if not energy_is_estimated(df):
+        return ""
+    return ("Energy in these measurements was ESTIMATED by codecarbon (no RAPL or NVML counter): power was "
+            "modelled, not read, so E_c is T_c scaled by a nearly constant factor, and the objective's energy "
+            "term repeats its time term. Rankings here weigh runtime twice; they say nothing independent about "
+            "energy. Rerun on a machine with RAPL or an NVIDIA GPU for measured energy.")
+
+
+def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.Series:
+    """Boolean Series: rows not dominated when both `x` and `y` are minimised (another row is at
+    least as good on both and strictly better on one)."""
+    xs, ys = df[x].to_numpy(), df[y].to_numpy()
+    keep = []
+    for i in range(len(df)):
+        dominated = ((xs <= xs[i]) & (ys <= ys[i]) & ((xs < xs[i]) | (ys < ys[i]))).any()
+        keep.append(not dominated)
+    return pd.Series(keep, index=df.index)
+
+
+def sensitivity(df: pd.DataFrame, alphas=None, gammas=(0.5, 1.0, 1.5, 2.0, 3.0), base: str = "Base",
+                ratios: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rank of every variant as the weights move: alpha from 0 to 1 with beta = 1 - alpha (at each
+    gamma). Returns rows (gamma, alpha, variant, opt, rank)."""
+    import numpy as np
+
+    alphas = np.linspace(0, 1, 11) if alphas is None else alphas
+    ratios = ratio_table(df, base) if ratios is None else ratios
+    g = ratios.groupby("variant", sort=False)[["P_c", "T_c", "E_c"]].mean().reset_index()
+    rows = []
+    for gamma in gammas:
+        for a in alphas:
+            scores = opt(g["P_c"], g["T_c"], g["E_c"], float(a), 1 - float(a), gamma)
+            ranks = scores.rank(method="min")
+            rows += [{"gamma": gamma, "alpha": float(a), "variant": v, "opt": s, "rank": int(r)}
+                     for v, s, r in zip(g["variant"], scores, ranks)]
+    return pd.DataFrame(rows)
+
+
+def break_even(df: pd.DataFrame, base: str = "Base", keys=GROUP_KEYS) -> pd.DataFrame:
+    """Tokens of inference after which a variant's compression cost is paid back by its energy
+    savings: `cost_kwh / (E_base - E_variant) per token`, per variant (mean over conditions of the
+    per-token saving; median energies over repeats). `never` when it saves no energy per token.
+
+    `cost_kwh` is the energy spent producing the variant from the baseline (distillation,
+    fine-tuning, calibration, quantization); the baseline's own training is not charged to it.
+    """
+    import numpy as np
+
+    keys = [k for k in keys if k in df.columns]
+    ratios = ratio_table(df, base, keys)
+    cols = ["cost_kwh", "cost_s"] + ([] if "tokens_scored" in keys else ["tokens_scored"])
+    tok = df.groupby(["variant", *keys], dropna=False)[cols].median().reset_index()
+    m = ratios.merge(tok, on=["variant", *keys])
+    m["saved_kwh_per_token"] = (m["energy_kwh_base"] - m["energy_kwh"]) / m["tokens_scored"]
+    g = m.groupby("variant", sort=False).agg(cost_kwh=("cost_kwh", "max"), cost_s=("cost_s", "max"),
+                                              saved_kwh_per_token=("saved_kwh_per_token", "mean")).reset_index()
+    g = g[g["variant"] != base]
+    g["break_even_tokens"] = np.where(g["saved_kwh_per_token"] > 0, g["cost_kwh"] / g["saved_kwh_per_token"], np.inf)
+    g["pays_back"] = np.where(np.isfinite(g["break_even_tokens"]), "after " +
+                              g["break_even_tokens"].map(lambda t: f"{t:,.0f}" if np.isfinite(t) else "") + " tokens",
+                              "never")
+    return g.sort_values("break_even_tokens").reset_index(drop=True)

@@ -1,0 +1,78 @@
+"""The study's report: every executed notebook of `runs/<study>/` rendered into one HTML page."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from . import paths
+
+
+def build_report(study: str, out: str | Path | None = None) -> Path:
+    """Concatenate the executed notebooks of `runs/<study>/` (in file-name order) under a title
+    cell and render them to `runs/<study>/report.html` with nbconvert; returns the path.
+
+    Raises FileNotFoundError if the study has no executed notebooks.
+    """
+    import nbformat
+    from nbconvert import HTMLExporter
+    from nbformat.v4 import new_markdown_cell, new_notebook
+
+    from .measure import environment
+
+    folder = paths.runs_dir(study)
+    notebooks = sorted(p for p in folder.glob("*.ipynb"))
+    if not notebooks:
+        raise FileNotFoundError(f"no executed notebooks in {folder}: run the study first")
+    env = environment()
+    merged = new_notebook()
+    merged.metadata = nbformat.read(notebooks[0], as_version=4).metadata
+    merged.cells.append(new_markdown_cell(
+        f"# Study `{study}`: report\n\nRendered {time.strftime('%Y-%m-%d %H:%M %Z')} from the executed notebooks "
+        f"in `runs/{study}/`; commit `{env['git_commit']}`, CPU {env['cpu']}.\n\n"
+        + "\n".join(f"- {p.stem}" for p in notebooks)))
+    for p in notebooks:
+        nb = nbformat.read(p, as_version=4)
+        merged.cells.append(new_markdown_cell(f"---\n\n*Notebook `{p.name}`*"))
+        merged.cells.extend(nb.cells)
+    for i, cell in enumerate(merged.cells):
+        cell["id"] = f"r{i}"
+    body, _ = HTMLExporter().from_notebook_node(merged)
+    out = Path(out) if out else folder / "report.html"
+    out.write_text(body, encoding="utf-8")
+    return out
+
+
+def write_provenance(study: str, config_path: str | Path | None, wall_s: float) -> Path:
+    """`results/<study>/PROVENANCE.md`: the commit, hardware, software, config and wall time that
+    produced the study's results and figures (committed with them for the default study)."""
+    import platform
+
+    from .measure import environment
+
+    env = environment("cuda" if _cuda() else "cpu")
+    folder = paths.results_dir(study)
+    folder.mkdir(parents=True, exist_ok=True)
+    figures = sorted(p.name for p in paths.figures_dir(study).glob("*.png"))
+    lines = [
+        f"# Provenance of `results/{study}/` and `figures/{study}/`", "",
+        f"- produced: {time.strftime('%Y-%m-%d %H:%M %Z')} by `python -m compstudy run {config_path}`",
+        f"- commit: `{env['git_commit']}` (a `-dirty` suffix means uncommitted changes were present)",
+        f"- study wall time: {wall_s:.0f} s",
+        f"- hardware: CPU {env['cpu']} ({env['cpu_threads']} torch threads), GPU {env['gpu'] or 'none'}, "
+        f"{platform.system()} {platform.machine()}",
+        f"- software: Python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
+        f"bitsandbytes {env['bitsandbytes']}, codecarbon {env['codecarbon']}",
+        "- energy: see the `energy_method` column of measurements.csv and notebook 05's note",
+        "", "Figures:", *[f"- `figures/{study}/{f}`" for f in figures],
+    ]
+    if config_path and Path(config_path).exists():
+        lines += ["", "Config:", "", "```yaml", Path(config_path).read_text().strip(), "```"]
+    out = folder / "PROVENANCE.md"
+    out.write_text("\n".join(lines) + "\n")
+    return out
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -1,0 +1,100 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from compstudy import score
+
+
+def _rows(variant, ppl, runtimes, energies, dataset="d", notebook="n", cost=0.0, tokens=1000):
+    return [{"variant": variant, "dataset": dataset, "notebook": notebook, "batch_size": 8, "tokens_scored": tokens,
+             "repeat": i, "perplexity": ppl, "runtime_s": t, "energy_kwh": e, "cost_kwh": cost, "cost_s": 10 * cost,
+             "energy_method": "estimated"} for i, (t, e) in enumerate(zip(runtimes, energies))]
+
+
+@pytest.fixture
+def study():
+    rows = (_rows("Base", 10.0, [2.0, 2.0, 2.2], [4.0, 4.0, 4.4]) +
+            _rows("Q", 11.0, [1.0, 1.0, 1.1], [1.0, 1.0, 1.1], cost=1e-3) +
+            _rows("Slow", 10.0, [4.0, 4.0, 4.0], [8.0, 8.0, 8.0], cost=2e-3) +
+            _rows("Base", 20.0, [1.0, 1.0, 1.0], [2.0, 2.0, 2.0], dataset="e") +
+            _rows("Q", 30.0, [0.5, 0.5, 0.5], [0.5, 0.5, 0.5], dataset="e", cost=1e-3))
+    return pd.DataFrame(rows)
+
+
+def test_equation_against_hand_computation():
+    assert score.opt(1.0, 1.0, 1.0) == 1.0
+    assert score.opt(1.1, 0.5, 0.25, 0.5, 0.5, 1.5) == pytest.approx(1.1 ** 1.5 * 0.375)
+    assert score.opt(0.9, 2.0, 1.0, 1.0, 0.0, 2.0) == pytest.approx(0.81 * 2.0)
+    with pytest.raises(ValueError, match="gamma must be > 0"):
+        score.opt(1, 1, 1, gamma=0)
+    with pytest.raises(ValueError, match="alpha and beta must be >= 0"):
+        score.opt(1, 1, 1, alpha=-1)
+
+
+def test_ratios_and_ranking_against_hand_computation(study):
+    r = score.ratio_table(study).set_index(["variant", "dataset"])
+    assert r.loc[("Q", "d"), "P_c"] == pytest.approx(1.1)
+    assert r.loc[("Q", "d"), "T_c"] == pytest.approx(0.5)       # medians 1.0 / 2.0
+    assert r.loc[("Q", "e"), "E_c"] == pytest.approx(0.25)
+    rank = score.ranking(study, n_boot=200).set_index("variant")
+    P, T, E = (1.1 + 1.5) / 2, 0.5, (0.25 + 0.25) / 2
+    assert rank.loc["Q", "opt"] == pytest.approx(P ** 1.5 * (0.5 * T + 0.5 * E))
+    assert rank.loc["Base", "opt"] == pytest.approx(1.0)
+    assert rank.loc["Slow", "opt"] == pytest.approx(2.0)
+    assert list(rank.sort_values("rank").index) == ["Q", "Base", "Slow"]
+    assert rank.loc["Q", "opt_lo"] <= rank.loc["Q", "opt"] <= rank.loc["Q", "opt_hi"]
+
+
+def test_rank_differences_inside_the_noise_are_flagged():
+    rows = (_rows("Base", 10.0, [1.0, 1.5, 0.7, 1.2], [1.0, 1.5, 0.7, 1.2]) +
+            _rows("A", 10.0, [0.95, 1.4, 0.8, 1.1], [0.95, 1.4, 0.8, 1.1]) +
+            _rows("Far", 10.0, [0.1, 0.1, 0.1, 0.1], [0.1, 0.1, 0.1, 0.1]))
+    rank = score.ranking(pd.DataFrame(rows), n_boot=300).set_index("variant")
+    assert rank.loc["A", "within_noise"] and rank.loc["Base", "within_noise"]
+    assert not rank.loc["Far", "within_noise"]
+
+
+def test_paper_validation_headline_changes():
+    ch = score.paper_changes("gpt2").set_index("variant")
+    assert ch.loc["Base4b", ["perplexity_change_pct", "runtime_s_change_pct", "energy_kwh_change_pct"]].round(2).tolist() == [3.79, 4.86, -50.21]
+    assert ch.loc["Base8b", ["perplexity_change_pct", "runtime_s_change_pct", "energy_kwh_change_pct"]].round(2).tolist() == [0.31, 203.78, -56.28]
+    large = score.paper_changes("gpt2-large").set_index("variant")
+    assert large.loc["Base8b", ["perplexity_change_pct", "runtime_s_change_pct", "energy_kwh_change_pct"]].round(2).tolist() == [-0.04, 83.59, -69.17]
+
+
+def test_paper_validation_ranking():
+    r = score.paper_ranking("gpt2", 0.5, 0.5, 1.5).set_index("variant")
+    assert round(r.loc["Distil4b", "opt"], 3) == 0.811 and round(r.loc["Base4b", "opt"], 3) == 0.818
+    assert r.loc["Distil4b", "rank"] == 1 and r.loc["Base4b", "rank"] == 2
+    assert round(r.loc["Base", "opt"], 3) == 1.0 and round(r.loc["Base8b", "opt"], 3) == 1.746
+    assert r.loc["Base", "rank"] < r.loc["Base8b", "rank"]
+
+
+def test_pareto_front_on_a_hand_made_set():
+    df = pd.DataFrame({"v": list("ABCDE"), "ppl": [1, 2, 3, 2, 1], "energy": [5, 3, 1, 4, 6]})
+    front = score.pareto_front(df, "ppl", "energy")
+    assert df.loc[front, "v"].tolist() == ["A", "B", "C"]  # D dominated by B, E by A
+
+
+def test_break_even_including_never(study):
+    be = score.break_even(study).set_index("variant")
+    saved_d = (4.0 - 1.0) / 1000
+    saved_e = (2.0 - 0.5) / 1000
+    assert be.loc["Q", "break_even_tokens"] == pytest.approx(1e-3 / ((saved_d + saved_e) / 2))
+    assert be.loc["Slow", "pays_back"] == "never" and math.isinf(be.loc["Slow", "break_even_tokens"])
+
+
+def test_missing_base_fails_with_a_clear_message(study):
+    with pytest.raises(ValueError, match="no measurement of the base variant 'Base'.*variants present: \\['Q', 'Slow'\\]"):
+        score.ranking(study[study["variant"] != "Base"])
+    unmatched = pd.concat([study, pd.DataFrame(_rows("Lonely", 5.0, [1.0], [1.0], notebook="other"))])
+    assert score.ranking(unmatched, n_boot=10).attrs["unmatched"] == ["Lonely"]
+
+
+def test_sensitivity_and_estimated_note(study):
+    s = score.sensitivity(study, alphas=np.array([0.0, 1.0]), gammas=(1.0,))
+    assert set(s["variant"]) == {"Base", "Q", "Slow"} and len(s) == 6
+    assert "ESTIMATED" in score.estimated_energy_note(study)
+    assert score.estimated_energy_note(study.assign(energy_method="measured")) == ""
