@@ -31,5 +31,8 @@ def test_pretrained_loading_path_on_a_local_gpt2_checkpoint(tiny_baseline, tmp_p
     ids = torch.randint(0, 500, (1, 20))
     with torch.no_grad():
         assert torch.equal(base.model(input_ids=ids).logits, tiny_baseline.model(input_ids=ids).logits)
-    assert base.cost["seconds"] == 0.0 and base.key == f"pretrained:{folder}"
+    assert base.cost["seconds"] == 0.0 and base.key.startswith("pretrained-") and base.path.exists()
+    from compstudy import quantize
+    q = quantize.get_quantized(base, quantize.QuantConfig("nf4"), device="cpu")  # later steps need a folder
+    assert quantize.check_quantized(q.model, quantize.QuantConfig("nf4"))["Linear4bit"] == 8
     assert type(load_model(folder)).__name__ == "GPT2LMHeadModel"

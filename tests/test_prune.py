@@ -147,3 +147,18 @@ def test_impossible_requests_fail_early():
             PruneConfig(**bad)
     with pytest.raises(ValueError, match="sparsity must be in \\[0, 1\\)"):
         prune.magnitude_prune(torch.nn.Linear(2, 2), 1.0)
+
+
+def test_sparsity_sweep_includes_the_unpruned_model_and_the_fine_tuning_control(tiny_baseline):
+    from compstudy import measure, results
+
+    cfg = PruneConfig("magnitude", 0.0, calibration_batches=2, calibration_batch_size=4, calibration_seq_len=32)
+    sweep = prune.sparsity_sweep(tiny_baseline, [0.5], ["layer"], 1024, CORPORA, study="sweep-test",
+                                 datasets=["tinyshakespeare:test"], notebook="t", device="cpu", base_config=cfg,
+                                 eval_config=measure.EvalConfig(max_tokens=512, repeats=1, device="cpu"))
+    assert list(sweep["variant"]) == ["Base", "Mag0+ft", "Mag50", "Mag50+ft"]
+    assert sweep.set_index("variant").loc["Base", "reached_sparsity"] == 0
+    recorded = results.load("sweep-test")
+    assert set(recorded["variant"]) == set(sweep["variant"]) and recorded["tokens_scored"].nunique() == 1
+    with pytest.raises(ValueError, match="sparsity must be in \\[0, 1\\), got 1.5"):
+        prune.sparsity_sweep(tiny_baseline, [1.5], ["layer"], 0, CORPORA, study="x", datasets=[], eval_config=None)

@@ -134,7 +134,8 @@ def _baseline_params(config: BaselineConfig, tok_key: str) -> dict:
 def get_baseline(config: BaselineConfig, progress: bool = True) -> Artifact:
     """Build (train) or reuse the baseline described by `config`.
 
-    Pretrained (`config.model` set): loaded with `from_pretrained`, not cached, cost 0.
+    Pretrained (`config.model` set): loaded with `from_pretrained` (hub name or folder), saved once
+    into the cache so that later steps have a folder to load from; cost 0 (not trained here).
     From scratch: tokenizer then model are built, trained with `compstudy.train.train`, saved
     with their recipe (parameters, cost, final validation loss) and history; later calls with the
     same parameters load them.
@@ -145,10 +146,15 @@ def get_baseline(config: BaselineConfig, progress: bool = True) -> Artifact:
 
     device = resolve_device(config.device)
     if config.model is not None:
-        tokenizer = data.load_tokenizer(config.model)
-        model = load_model(config.model, device=device)
-        return Artifact(model, tokenizer, key=f"pretrained:{config.model}", path=None,
-                        recipe={"cost": {"seconds": 0.0, "energy_kwh": 0.0, "method": "pretrained"}})
+        # a local copy in the cache gives every later step (quantize, prune, distill) a folder
+        key = cache.key("pretrained", {"model": str(config.model)})
+        if not cache.exists(key):
+            model = load_model(config.model, device="cpu")
+            with cache.build(key, {"model": str(config.model)}) as (folder, recipe):
+                save_model(model, data.load_tokenizer(config.model), folder)
+                recipe["cost"] = {"seconds": 0.0, "energy_kwh": 0.0, "method": "pretrained (not trained here)"}
+                recipe["size"] = model_size(model)
+        return load_artifact(key, device)
     tokenizer, tok_key = get_tokenizer(config)
     params = _baseline_params(config, tok_key)
     key = cache.key("baseline", params)

@@ -50,13 +50,14 @@ def training_curves(histories: dict, study: str, name: str = "training_curves", 
 
 
 def tradeoff(table, x: str, y: str, study: str, name: str, hue: str = "variant", style: str | None = None,
-             title: str = "", xlabel: str | None = None, ylabel: str | None = None, zero_lines: bool = True):
-    """Scatter of one change against another, one labelled point per row of `table`.
-    Returns (figure, saved path)."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    sns.scatterplot(data=table, x=x, y=y, hue=hue, style=style, s=90, ax=ax)
+             title: str = "", xlabel: str | None = None, ylabel: str | None = None, zero_lines: bool = True,
+             label: str = "variant"):
+    """Scatter of one change against another, one point per row of `table` annotated with its
+    `label` column. Returns (figure, saved path)."""
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    sns.scatterplot(data=table, x=x, y=y, hue=hue, style=style, s=70, ax=ax)
     for _, row in table.iterrows():
-        ax.annotate(str(row[hue]), (row[x], row[y]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.annotate(str(row[label]), (row[x], row[y]), textcoords="offset points", xytext=(4, 3), fontsize=7)
     if zero_lines:
         ax.axhline(0, color="grey", lw=0.8)
         ax.axvline(0, color="grey", lw=0.8)
@@ -140,7 +141,7 @@ def sensitivity(table, study: str, name: str = "sensitivity", top: int = 8):
                     height=3.2, aspect=0.9, facet_kws={"sharey": True})
     for ax in g.axes.flat:
         ax.invert_yaxis()
-        ax.set_xlabel("alpha (time weight); beta = 1 - alpha")
+        ax.set_xlabel("alpha (beta = 1 - alpha)")
     g.figure.suptitle("Ranking sensitivity to the objective's weights", y=1.03)
     return g.figure, save(g.figure, study, name)
 

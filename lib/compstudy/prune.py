@@ -648,6 +648,11 @@ def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, t
     return one row per (scope, sparsity, fine-tuned, dataset): perplexity, reached sparsity,
     non-zero parameters, bytes dense and as CSR, runtime, cost.
 
+    Sparsity 0 is always included: the unpruned parent, measured with the sweep's settings as
+    `Base` (the reference of the sweep's ratios), and, fine-tuned with the same budget, `Mag0+ft`
+    / `GMag0+ft`: the control that shows how much of a fine-tuned model's perplexity comes from the
+    extra training rather than from the pruning.
+
     Raises ValueError for a sparsity outside [0, 1) or an unknown scope, before any pruning.
     """
     import pandas as pd
@@ -655,15 +660,29 @@ def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, t
     from .measure import measure_variant
 
     base_config = base_config or PruneConfig("magnitude", 0.0)
-    configs = [replace(base_config, kind="magnitude", amount=float(s), allocation=scope, finetune_tokens=ft)
-               for scope in scopes for s in sparsities for ft in sorted({0, int(finetune_tokens)})]
+    for s in sparsities:
+        if not 0 <= s < 1:
+            raise ValueError(f"sparsity must be in [0, 1), got {s}")
+    for scope in scopes:
+        if scope not in ALLOCATIONS:
+            raise ValueError(f"scope must be one of {ALLOCATIONS}, got {scope!r}")
+    # sparsity 0 is the unpruned model (and, fine-tuned, the control for the extra training)
+    levels = sorted({0.0, *map(float, sparsities)})
+    configs = [replace(base_config, kind="magnitude", amount=s, allocation=scope, finetune_tokens=ft)
+               for scope in scopes for s in levels for ft in sorted({0, int(finetune_tokens)})]
     rows = []
     for cfg in configs:
         art = get_pruned(parent, cfg, train_corpora, device=device, progress=False)
-        summary = measure_variant(art, cfg.name, study, datasets, eval_config, notebook=notebook)
+        name = "Base" if cfg.amount == 0 and not cfg.finetune_tokens else cfg.name
+        if name == "Base" and cfg.allocation != scopes[0]:
+            summary = base_summary  # the same unpruned model: measured once
+        else:
+            summary = measure_variant(art, name, study, datasets, eval_config, notebook=notebook)
+        if name == "Base":
+            base_summary = summary
         storage = sparse_storage_bytes(art.model)
         for _, r in summary.iterrows():
-            rows.append({"variant": cfg.name, "scope": cfg.allocation, "sparsity": cfg.amount,
+            rows.append({"variant": name, "scope": cfg.allocation, "sparsity": cfg.amount,
                          "fine_tuned": bool(cfg.finetune_tokens), "dataset": r["dataset"],
                          "perplexity": r["perplexity"], "reached_sparsity": art.recipe["facts"]["sparsity"],
                          "n_params_nonzero": art.recipe["size"]["n_params_nonzero"],
