@@ -89,3 +89,14 @@ def test_head_pruned_models_quantize_in_memory(tiny_baseline):
         with torch.no_grad():
             a, b = art.model(input_ids=ids).logits, fp.model(input_ids=ids).logits
         assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.99
+
+
+def test_llama_goes_through_hybrid_pipelines(tiny_llama):
+    minitron = pipeline.build(tiny_llama, Pipeline.from_name("MLP50+KD", DEFAULTS), CORPORA, device="cpu",
+                              progress=False)
+    assert minitron.model.config.intermediate_size == 96  # 192 -> 96
+    grid = pipeline.build(tiny_llama, Pipeline.from_name("Distil+75+4b", DEFAULTS), CORPORA, device="cpu",
+                          progress=False)
+    assert quantize.check_quantized(grid.model, quantize.QuantConfig("nf4"))["Linear4bit"] == 7  # 1 block x 7
+    with torch.no_grad():
+        assert grid.model(input_ids=torch.randint(0, 500, (1, 8))).logits.shape == (1, 8, 512)
