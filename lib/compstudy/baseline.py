@@ -16,7 +16,7 @@ import torch
 
 from . import cache, data
 from .models import Artifact, ModelShape, build_model, load_artifact, load_model, save_model
-from .train import TrainConfig, train
+from .train import TrainConfig, save_trained, train
 
 
 @dataclass(frozen=True)
@@ -164,11 +164,6 @@ def get_baseline(config: BaselineConfig, progress: bool = True) -> Artifact:
                             eos_token_id=tokenizer.eos_token_id, seed=config.seed)
         result = train(model, train_ids, val_ids, config.train_config, desc="baseline", progress=progress)
         with cache.build(key, params) as (folder, recipe):
-            save_model(model.to("cpu"), tokenizer, folder)
-            result.history.to_csv(folder / "history.csv", index=False)
-            recipe["cost"] = {"seconds": result.cost.seconds, "energy_kwh": result.cost.energy_kwh,
-                              "method": result.cost.method, "detail": result.cost.detail}
-            recipe["final_val_loss"] = result.final_val_loss
-            recipe["size"] = model_size(model)
+            save_trained(folder, recipe, model, tokenizer, result)
             recipe["train_tokens"] = int(len(train_ids))
     return load_artifact(key, device)

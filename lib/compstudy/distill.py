@@ -30,9 +30,9 @@ import torch.nn.functional as F
 
 from . import cache
 from .baseline import training_streams
-from .measure import model_size, resolve_device
-from .models import Artifact, load_artifact, load_model, save_model
-from .train import TrainConfig, lm_loss, train
+from .measure import resolve_device
+from .models import Artifact, load_artifact, load_model
+from .train import TrainConfig, lm_loss, save_trained, train
 
 DIVERGENCES = ("forward", "reverse")
 INITS = ("teacher", "random")
@@ -258,12 +258,7 @@ def get_distilled(teacher: Artifact, config: DistillConfig, train_corpora, val_f
         result = distill(teacher.model, student, train_ids, val_ids, config, device, progress,
                          desc=f"distill a={config.alpha}")
         with cache.build(key, params) as (folder, recipe):
-            save_model(student.to("cpu"), teacher.tokenizer, folder)
-            result.history.to_csv(folder / "history.csv", index=False)
-            recipe["cost"] = {"seconds": result.cost.seconds, "energy_kwh": result.cost.energy_kwh,
-                              "method": result.cost.method, "detail": result.cost.detail}
-            recipe["final_val_loss"] = result.final_val_loss
-            recipe["size"] = model_size(student)
+            save_trained(folder, recipe, student, teacher.tokenizer, result)
         teacher.model.to(device)
     return load_artifact(key, device=device)
 

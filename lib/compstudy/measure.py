@@ -183,6 +183,10 @@ class EnergyReading:
     method: str = "unavailable"
     detail: str = ""
 
+    def as_cost(self) -> dict:
+        """The reading as an artifact recipe's `cost`: seconds, energy_kwh, method, detail."""
+        return {"seconds": self.seconds, "energy_kwh": self.energy_kwh, "method": self.method, "detail": self.detail}
+
 
 class EnergyMeter:
     """codecarbon `OfflineEmissionsTracker` wrapper: `with meter.task(): ...` gives a reading.

@@ -240,9 +240,9 @@ def scratch_like(shape_of: Artifact, tokens: int, train_corpora, lr: float = 2e-
     """
     from . import cache
     from .baseline import training_streams
-    from .measure import model_size, resolve_device
-    from .models import load_artifact, save_model
-    from .train import TrainConfig, train
+    from .measure import resolve_device
+    from .models import load_artifact
+    from .train import TrainConfig, save_trained, train
 
     if shape_of.path is not None and (shape_of.path / prune.HEADS_FILE).exists():
         raise ValueError("scratch_like needs a shape its config describes (width / depth pruned), not head-pruned")
@@ -262,10 +262,5 @@ def scratch_like(shape_of: Artifact, tokens: int, train_corpora, lr: float = 2e-
                                                               seq_len=seq_len, device=device),
                        desc="from scratch", progress=progress)
         with cache.build(key, params) as (folder, recipe):
-            save_model(model.to("cpu"), shape_of.tokenizer, folder)
-            result.history.to_csv(folder / "history.csv", index=False)
-            recipe["cost"] = {"seconds": result.cost.seconds, "energy_kwh": result.cost.energy_kwh,
-                              "method": result.cost.method, "detail": result.cost.detail}
-            recipe["final_val_loss"] = result.final_val_loss
-            recipe["size"] = model_size(model)
+            save_trained(folder, recipe, model, shape_of.tokenizer, result)
     return load_artifact(key, device=device)

@@ -670,12 +670,12 @@ def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, t
     levels = sorted({0.0, *map(float, sparsities)})
     configs = [replace(base_config, kind="magnitude", amount=s, allocation=scope, finetune_tokens=ft)
                for scope in scopes for s in levels for ft in sorted({0, int(finetune_tokens)})]
-    rows = []
+    rows, base_summary = [], None
     for cfg in configs:
         art = get_pruned(parent, cfg, train_corpora, device=device, progress=False)
         name = "Base" if cfg.amount == 0 and not cfg.finetune_tokens else cfg.name
-        if name == "Base" and cfg.allocation != scopes[0]:
-            summary = base_summary  # the same unpruned model: measured once
+        if name == "Base" and base_summary is not None:
+            summary = base_summary  # the same unpruned model in another scope: measured once
         else:
             summary = measure_variant(art, name, study, datasets, eval_config, notebook=notebook)
         if name == "Base":

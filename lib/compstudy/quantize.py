@@ -264,8 +264,7 @@ def get_quantized(parent: Artifact, config: QuantConfig, device: str = "auto") -
             with cache.build(key, params) as (folder, recipe):
                 if not rederive:
                     save_model(model, parent.tokenizer, folder)
-                recipe["cost"] = {"seconds": cost.seconds, "energy_kwh": cost.energy_kwh,
-                                  "method": cost.method, "detail": cost.detail}
+                recipe["cost"] = cost.as_cost()
                 recipe["layers"] = check_quantized(model, config)
                 recipe["cpu_generic_4bit_layers"] = guard_cpu_4bit(model)
                 recipe["size"] = size

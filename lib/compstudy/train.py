@@ -184,3 +184,19 @@ def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor, config: TrainCo
     model.eval()
     df = pd.DataFrame(history)
     return TrainResult(history=df, cost=cost, final_val_loss=float(df["val_loss"].dropna().iloc[-1]))
+
+
+def save_trained(folder, recipe: dict, model, tokenizer, result: TrainResult) -> None:
+    """Write a model trained by `train` into a cache folder being built: weights and tokenizer,
+    `history.csv`, and in the recipe its cost, final validation loss and size (measured before
+    any later forward pass, see `measure.model_size`)."""
+    from pathlib import Path
+
+    from .measure import model_size
+    from .models import save_model
+
+    save_model(model.to("cpu"), tokenizer, folder)
+    result.history.to_csv(Path(folder) / "history.csv", index=False)
+    recipe["cost"] = result.cost.as_cost()
+    recipe["final_val_loss"] = result.final_val_loss
+    recipe["size"] = model_size(model)
