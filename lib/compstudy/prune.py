@@ -346,7 +346,7 @@ def sparse_storage_bytes(model) -> dict:
     """Bytes of the block linear weights stored dense against stored as CSR
     (`torch.Tensor.to_sparse_csr`: values + column indices + row pointers), and of the whole model
     if those weights were CSR and everything else dense. Unstructured sparsity saves memory only
-    in such a format, and only above roughly 50-66 % sparsity (an int64 index per fp32 value)."""
+    in such a format, and only above about two-thirds sparsity (a 64-bit column index per 32-bit value)."""
     dense = csr = 0
     for _, m in block_linear_layers(model):
         w = m.weight.detach()
