@@ -98,3 +98,13 @@ def test_sensitivity_and_estimated_note(study):
     assert set(s["variant"]) == {"Base", "Q", "Slow"} and len(s) == 6
     assert "ESTIMATED" in score.estimated_energy_note(study)
     assert score.estimated_energy_note(study.assign(energy_method="measured")) == ""
+
+
+def test_a_single_repeat_gives_no_interval_and_no_established_rank():
+    rows = (_rows("Base", 10.0, [1.0], [1.0]) + _rows("One", 10.0, [0.5], [0.5]) +
+            _rows("Base", 10.0, [1.0, 1.1, 0.9], [1.0, 1.1, 0.9], notebook="m") +
+            _rows("Many", 10.0, [0.1, 0.11, 0.09], [0.1, 0.11, 0.09], notebook="m"))
+    rank = score.ranking(pd.DataFrame(rows), n_boot=100).set_index("variant")
+    assert math.isnan(rank.loc["One", "opt_lo"]) and rank.loc["One", "within_noise"]
+    assert rank.loc["One", "min_repeats"] == 1 and rank.loc["Many", "min_repeats"] == 3
+    assert not math.isnan(rank.loc["Many", "opt_lo"])

@@ -76,3 +76,17 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def note_partial_run(study: str, notebooks: list[str], wall_s: float) -> Path | None:
+    """Append to an existing `results/<study>/PROVENANCE.md` that some notebooks were re-run
+    (`--only`) at the current commit, so that their outputs keep a provenance; returns its path."""
+    from .measure import environment
+
+    out = paths.results_dir(study) / "PROVENANCE.md"
+    if not out.exists():
+        return None
+    with open(out, "a") as fh:
+        fh.write(f"\n- {time.strftime('%Y-%m-%d %H:%M %Z')}: re-ran {', '.join(notebooks)} alone at commit "
+                 f"`{environment()['git_commit']}` ({wall_s:.0f} s); their outputs replace the earlier ones.\n")
+    return out

@@ -164,10 +164,12 @@ def run_study(study: Study, progress: bool = True) -> list[Path]:
         print(f"    done in {time.perf_counter() - t0:.1f} s -> {output}", flush=True)
     wall = time.perf_counter() - t_study
     print(f"study {study.name!r}: {len(executed)} notebook(s) in {wall:.1f} s", flush=True)
-    if study.complete:
-        from .report import write_provenance
+    from .report import note_partial_run, write_provenance
 
+    if study.complete:
         print(f"provenance: {write_provenance(study.name, study.config_path, wall)}", flush=True)
+    else:
+        note_partial_run(study.name, [r.path.name for r in study.notebooks], wall)
     _print_outcome(study.name)
     return executed
 

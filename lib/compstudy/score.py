@@ -176,11 +176,13 @@ def ranking(df: pd.DataFrame, alpha: float = 0.5, beta: float = 0.5, gamma: floa
     P_c, T_c, E_c are the mean over every (notebook, batch size, dataset) where the variant was
     measured of its ratio to the base measured there (`ratio_table`). Intervals: the repeats of the
     variant and of its base are resampled with replacement `n_boot` times and the ratios of
-    medians recomputed; `opt_lo` / `opt_hi` are the 2.5 / 97.5 percentiles. `within_noise` marks a
-    variant whose interval overlaps the next-ranked variant's: their order is not established.
+    medians recomputed; `opt_lo` / `opt_hi` are the 2.5 / 97.5 percentiles. With fewer than 2
+    repeats of the variant or its base there is nothing to resample: the interval is NaN, not zero.
+    `within_noise` marks a variant whose interval overlaps a neighbour's, or that has or borders a
+    variant without an interval: their order is not established.
 
     Returns one row per variant: P_c, T_c, E_c (and intervals), opt, opt_lo, opt_hi, rank,
-    within_noise, n_conditions, energy_method.
+    within_noise, n_conditions, min_repeats, energy_method.
     """
     import numpy as np
 
@@ -188,11 +190,12 @@ def ranking(df: pd.DataFrame, alpha: float = 0.5, beta: float = 0.5, gamma: floa
     keys = [k for k in keys if k in df.columns]
     rng = np.random.default_rng(seed)
     groups = {k: g for k, g in df.groupby(["variant", *keys], dropna=False)}
-    boot_rows = []
+    boot_rows, min_repeats = [], {}
     for _, r in ratios.iterrows():
         k = tuple(r[c] for c in ["variant", *keys])
         kb = (base, *k[1:])
         v, b = groups[k], groups[kb]
+        min_repeats[r["variant"]] = min(min_repeats.get(r["variant"], 10**9), len(v), len(b))
         for name, col in (("T_c", "runtime_s"), ("E_c", "energy_kwh")):
             xv, xb = v[col].to_numpy(), b[col].to_numpy()
             iv = rng.integers(0, len(xv), (n_boot, len(xv)))
@@ -207,16 +210,18 @@ def ranking(df: pd.DataFrame, alpha: float = 0.5, beta: float = 0.5, gamma: floa
         tb = np.mean(boots[variant]["T_c"], axis=0)
         eb = np.mean(boots[variant]["E_c"], axis=0)
         ob = opt(P, tb, eb, alpha, beta, gamma)
+        q = (lambda a, pct: np.percentile(a, pct)) if min_repeats[variant] >= 2 else (lambda a, pct: np.nan)
         out.append({"variant": variant, "P_c": P, "T_c": T, "E_c": E,
-                    "T_c_lo": np.percentile(tb, 2.5), "T_c_hi": np.percentile(tb, 97.5),
-                    "E_c_lo": np.percentile(eb, 2.5), "E_c_hi": np.percentile(eb, 97.5),
-                    "opt": opt(P, T, E, alpha, beta, gamma), "opt_lo": np.percentile(ob, 2.5),
-                    "opt_hi": np.percentile(ob, 97.5), "n_conditions": len(g)})
+                    "T_c_lo": q(tb, 2.5), "T_c_hi": q(tb, 97.5), "E_c_lo": q(eb, 2.5), "E_c_hi": q(eb, 97.5),
+                    "opt": opt(P, T, E, alpha, beta, gamma), "opt_lo": q(ob, 2.5), "opt_hi": q(ob, 97.5),
+                    "n_conditions": len(g), "min_repeats": min_repeats[variant]})
     rank = pd.DataFrame(out).sort_values("opt").reset_index(drop=True)
     rank.insert(0, "rank", range(1, len(rank) + 1))
     nxt_lo = rank["opt_lo"].shift(-1)
     prev_hi = rank["opt_hi"].shift(1)
-    rank["within_noise"] = (rank["opt_hi"] >= nxt_lo) | (rank["opt_lo"] <= prev_hi)
+    # no interval (a single repeat) means the order is not established either
+    rank["within_noise"] = ((rank["opt_hi"] >= nxt_lo) | (rank["opt_lo"] <= prev_hi) | rank["opt_lo"].isna()
+                            | nxt_lo.isna() & (rank.index < len(rank) - 1) | prev_hi.isna() & (rank.index > 0))
     if "energy_method" in df.columns:
         methods = df.groupby("variant")["energy_method"].agg(lambda s: ", ".join(sorted(set(s))))
         rank["energy_method"] = rank["variant"].map(methods)
