@@ -67,12 +67,18 @@ def as_params(config) -> dict:
     return json.loads(json.dumps(asdict(config) if is_dataclass(config) else dict(config), default=str))
 
 
-def from_params(cls, params: dict):
-    """Build dataclass `cls` from the entries of `params` whose names are fields of `cls`.
+def from_params(cls, params: dict, names: dict | None = None, **changes):
+    """Build dataclass `cls` from the entries of a notebook's `params`.
 
-    Used by notebooks: `BaselineConfig.from_params(globals())` picks the baseline's settings
-    from the notebook's parameters. Other entries are ignored. Lists become tuples.
+    Args:
+        names: notebook parameter name -> field name; None = every field of `cls` under its own
+            name. Entries of `params` not named are ignored.
+        changes: field values that override what `params` gives.
+
+    Used by notebooks, e.g. `BaselineConfig.from_params(globals())`. Lists become tuples.
     """
-    names = {f.name for f in fields(cls)}
-    picked = {k: (tuple(v) if isinstance(v, list) else v) for k, v in params.items() if k in names}
+    names = names or {f.name: f.name for f in fields(cls)}
+    picked = {field: (tuple(params[name]) if isinstance(params[name], list) else params[name])
+              for name, field in names.items() if name in params}
+    picked.update(changes)
     return cls(**picked)

@@ -95,11 +95,9 @@ class DistillConfig:
         names = {"student_layers": "n_layer", "student_embd": "n_embd", "temperature": "temperature",
                  "alpha": "alpha", "divergence": "divergence", "distill_tokens": "tokens",
                  "distill_lr": "lr", "batch_size": "batch_size", "seq_len": "seq_len", "seed": "seed"}
-        picked = {f: params[n] for n, f in names.items() if n in params}
-        if picked.get("n_embd"):
-            picked["init"] = "random"
-        picked.update(changes)
-        return cls(**picked)
+        if params.get("student_embd"):
+            changes = {"init": "random", **changes}
+        return cache.from_params(cls, params, names, **changes)
 
     def check_against(self, teacher) -> None:
         """Raise ValueError if the student would be deeper or wider than `teacher`."""

@@ -89,9 +89,9 @@ class EvalConfig:
     def from_params(cls, params: dict, **changes) -> "EvalConfig":
         """Build from notebook parameters named as in `PARAMS` (eval_context, eval_stride,
         eval_batch_size, eval_max_tokens, repeats, device); `changes` override fields."""
-        picked = {field: params[name] for name, field in cls.PARAMS.items() if name in params}
-        picked.update(changes)
-        return cls(**picked)
+        from .cache import from_params
+
+        return from_params(cls, params, cls.PARAMS, **changes)
 
 
 def resolve_device(device: str) -> str:

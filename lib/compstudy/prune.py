@@ -532,9 +532,7 @@ class PruneConfig:
         (kind, amount, allocation, finetune_tokens)."""
         names = {"head_importance": "importance", "head_allocation": "allocation",
                  "calibration_batches": "calibration_batches", "finetune_lr": "finetune_lr", "seed": "seed"}
-        picked = {f: params[n] for n, f in names.items() if n in params}
-        picked.update(changes)
-        return cls(**picked)
+        return cache.from_params(cls, params, names, **changes)
 
     @property
     def name(self) -> str:

@@ -111,26 +111,18 @@ def quantize_model(path, config: QuantConfig, device: str = "cpu") -> torch.nn.M
     if config.method == "dynamic-int8" and device != "cpu":
         raise ValueError("method 'dynamic-int8' runs on CPU only; use device='cpu' or a bitsandbytes method")
     bnb = config.bnb_config()
-    if bnb is not None:
-        kwargs = {"device_map": {"": device}} if device.startswith("cuda") else {}
-        model = load_model(path, quantization_config=bnb, **kwargs)
-    elif config.method == "bf16":
-        model = load_model(path, dtype=torch.bfloat16, device=device)
-    else:
-        model = load_model(path, device="cpu")
-        conv1d_to_linear(model)
-        with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao,
-            warnings.simplefilter("ignore")  # whose PyPI wheel is a CUDA build; it still works in 2.13
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
-        model._compstudy_dtype = "float32+dynamic-int8"
+    if bnb is None:  # bf16, dynamic-int8: a cast or a module swap of the loaded float model
+        return quantize_in_memory(load_model(path, device="cpu"), config, device)
+    kwargs = {"device_map": {"": device}} if device.startswith("cuda") else {}
+    model = load_model(path, quantization_config=bnb, **kwargs)
     check_quantized(model, config)
     guard_cpu_4bit(model)
     return model.eval()
 
 
 def quantize_in_memory(model, config: QuantConfig, device: str = "cpu") -> torch.nn.Module:
-    """Quantize an already-loaded model by `config`, for models `from_pretrained` cannot rebuild
-    (head-pruned ones). bitsandbytes methods replace every linear layer of the transformer blocks
+    """Quantize an already-loaded model by `config`: the path of bf16 and dynamic-int8 always, and
+    of bitsandbytes methods for models `from_pretrained` cannot rebuild (head-pruned ones). bitsandbytes methods replace every linear layer of the transformer blocks
     by `bnb.nn.Linear8bitLt` / `bnb.nn.Linear4bit` (quantized when moved to `device`), keeping
     the LM head in full precision as transformers does; bf16 casts; dynamic-int8 as in
     `quantize_model`. Returns the model (possibly a new object), checked by `check_quantized`."""
@@ -138,8 +130,8 @@ def quantize_in_memory(model, config: QuantConfig, device: str = "cpu") -> torch
         model = model.to(device=device, dtype=torch.bfloat16)
     elif config.method == "dynamic-int8":
         conv1d_to_linear(model)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao,
+            warnings.simplefilter("ignore")  # whose PyPI wheel is a CUDA build; it still works in 2.13
             model = torch.ao.quantization.quantize_dynamic(model.to("cpu"), {torch.nn.Linear}, dtype=torch.qint8)
         model._compstudy_dtype = "float32+dynamic-int8"
     else:
