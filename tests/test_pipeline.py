@@ -22,7 +22,8 @@ def test_the_paper_grid_has_the_papers_names():
 
 
 @pytest.mark.parametrize("name", pipeline.paper_grid() + ["Depth50+KD", "MLP25+KD", "Depth50+75+MLP50+ft",
-                                                          "GMag50+4b", "Mag30+ft+8b", "AH90+KD+4bdq", "Basedq8"])
+                                                          "GMag50+4b", "Mag30+ft+8b", "AH90+KD+4bdq", "Basedq8",
+                                                          "Emb66+KD", "Emb75+90+MLP50+KD+4b"])
 def test_names_round_trip(name):
     assert Pipeline.from_name(name, DEFAULTS).name == name
 
@@ -80,6 +81,28 @@ def test_minitron_and_target_shape_students_have_the_target_shape(tiny_baseline)
     assert scratch.model.config.n_layer == 1 and scratch.recipe["size"]["n_params"] == depth_kd.recipe["size"]["n_params"]
 
 
+def test_minitron_embedding_and_head_width_students_keep_their_shape(tiny_baseline):
+    """Width pruning over all of Minitron's axes: embedding channels, then heads and MLP neurons,
+    then distillation from the unpruned teacher; the student, its from-scratch control and its
+    quantized form all have that shape."""
+    from compstudy import prune
+
+    kd = pipeline.build(tiny_baseline, Pipeline.from_name("Emb75+50+MLP50+KD", DEFAULTS), CORPORA, device="cpu",
+                        progress=False)
+    assert [c["step"] for c in kd.recipe["steps"]] == ["prune", "prune", "prune", "kd"]
+    assert kd.model.config.n_embd == 48 and prune.head_counts(kd.model) == [1, 1]
+    assert kd.model.transformer.h[0].mlp.c_fc.weight.shape == (48, 128) and kd.history is not None
+    scratch = pipeline.scratch_like(kd, 2048, CORPORA, device="cpu", progress=False, **SMALL)
+    assert scratch.recipe["size"]["n_params"] == kd.recipe["size"]["n_params"]
+    assert prune.shape_record(scratch.model) == prune.shape_record(kd.model)
+    quantized = pipeline.build(tiny_baseline, Pipeline.from_name("Emb75+50+MLP50+KD+8b", DEFAULTS), CORPORA,
+                               device="cpu", progress=False)
+    assert quantize.check_quantized(quantized.model, quantize.QuantConfig("int8"))["Linear8bitLt"] == 8
+    with pytest.raises(ValueError, match="distil before pruning"):
+        pipeline.build(tiny_baseline, Pipeline.from_name("Emb75+Distil", DEFAULTS), CORPORA, device="cpu",
+                       progress=False)
+
+
 def test_head_pruned_models_quantize_in_memory(tiny_baseline):
     for suffix, kind in (("8b", "Linear8bitLt"), ("4b", "Linear4bit")):
         art = pipeline.build(tiny_baseline, Pipeline.from_name(f"AH75+{suffix}", DEFAULTS), CORPORA, device="cpu")
@@ -95,6 +118,10 @@ def test_llama_goes_through_hybrid_pipelines(tiny_llama):
     minitron = pipeline.build(tiny_llama, Pipeline.from_name("MLP50+KD", DEFAULTS), CORPORA, device="cpu",
                               progress=False)
     assert minitron.model.config.intermediate_size == 96  # 192 -> 96
+    narrow = pipeline.build(tiny_llama, Pipeline.from_name("Emb50+KD", DEFAULTS), CORPORA, device="cpu",
+                            progress=False)
+    assert narrow.model.config.hidden_size == 32 and narrow.model.model.layers[0].self_attn.q_proj.weight.shape == (64, 32)
+    assert not (narrow.path / "pruned_shape.json").exists()  # Llama's config (explicit head_dim) describes it
     grid = pipeline.build(tiny_llama, Pipeline.from_name("Distil+75+4b", DEFAULTS), CORPORA, device="cpu",
                           progress=False)
     assert quantize.check_quantized(grid.model, quantize.QuantConfig("nf4"))["Linear4bit"] == 7  # 1 block x 7

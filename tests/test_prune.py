@@ -28,7 +28,7 @@ def test_pruning_nothing_leaves_outputs_unchanged(fixture, request, batches):
     art = request.getfixturevalue(fixture)
     ref = _logits(art.model)
     for cfg in [PruneConfig("heads", 1.0), PruneConfig("magnitude", 0.0), PruneConfig("width", 1.0),
-                PruneConfig("depth", 1.0)]:
+                PruneConfig("depth", 1.0), PruneConfig("embedding", 1.0)]:
         model = _fresh(art)
         prune.apply(model, cfg, batches)
         prune.make_permanent(model)
@@ -111,8 +111,8 @@ def test_masks_are_permanent_and_round_trip_is_exact(tiny_baseline, tmp_path):
 
 @pytest.mark.parametrize("fixture", ["tiny_baseline", "tiny_llama"])
 @pytest.mark.parametrize("cfg", [PruneConfig("heads", 0.75), PruneConfig("magnitude", 0.6, allocation="layer"),
-                                 PruneConfig("width", 0.5), PruneConfig("depth", 0.5)],
-                         ids=["heads", "magnitude", "width", "depth"])
+                                 PruneConfig("width", 0.5), PruneConfig("depth", 0.5), PruneConfig("embedding", 0.75)],
+                         ids=["heads", "magnitude", "width", "depth", "embedding"])
 def test_pruned_artifacts_save_and_reload_with_identical_logits(fixture, request, cfg):
     art = request.getfixturevalue(fixture)
     small = PruneConfig(**{**cfg.__dict__, "calibration_batches": 2, "calibration_batch_size": 4,
@@ -125,6 +125,49 @@ def test_pruned_artifacts_save_and_reload_with_identical_logits(fixture, request
         assert sum(prune.head_counts(again.model)) == 3
     if cfg.kind == "depth":
         assert again.model.config.num_hidden_layers == 1
+    if cfg.kind == "embedding":
+        assert again.model.config.hidden_size == 48 and again.model.get_input_embeddings().weight.shape == (512, 48)
+        # GPT-2 derives its attention width from n_embd, so its config alone cannot rebuild the model
+        assert (pruned.path / prune.SHAPE_FILE).exists() == (fixture == "tiny_baseline")
+
+
+@pytest.mark.parametrize("fixture", ["tiny_baseline", "tiny_llama"])
+def test_embedding_channel_pruning_shapes_parameters_and_selection(fixture, request, batches):
+    model = _fresh(request.getfixturevalue(fixture))
+    scores = prune.embedding_channel_importance(model, batches)
+    assert scores.shape == (64,) and (scores >= 0).all()
+    per_channel = prune.params_per_embedding_channel(model)
+    before = sum(p.numel() for p in model.parameters())
+    heads_before, inner_before = prune.head_counts(model), prune._out_features(prune._mlp_up(prune.blocks(model)[0]))
+    # the 16 channels of lowest importance go; the kept ones keep their order
+    importance = torch.arange(64.0).flip(0)
+    embeddings = model.get_input_embeddings().weight.detach().clone()
+    prune.prune_embedding_channels(model, 0.75, importance)
+    assert torch.equal(model.get_input_embeddings().weight, embeddings[:, :48])
+    assert before - sum(p.numel() for p in model.parameters()) == 16 * per_channel
+    assert prune.head_counts(model) == heads_before  # heads and MLP neurons keep their sizes
+    assert prune._out_features(prune._mlp_up(prune.blocks(model)[0])) == inner_before
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # still tied
+    assert _logits(model).shape == (2, 24, 512)
+    assert prune.embedding_keep_for_params(_fresh(request.getfixturevalue(fixture)), 16 * per_channel) == 0.75
+    with pytest.raises(ValueError, match="importance must have shape \\(48,\\)"):
+        prune.prune_embedding_channels(model, 0.5, importance)
+    with pytest.raises(ValueError, match="cannot remove"):
+        prune.embedding_keep_for_params(model, 10**9)
+
+
+def test_head_and_embedding_pruning_combine_and_reload(tiny_baseline, tmp_path):
+    from compstudy.models import save_model
+
+    model = _fresh(tiny_baseline)
+    prune.prune_heads(model, {1: [0]})
+    prune.prune_embedding_channels(model, 0.5, torch.rand(64))
+    save_model(model, None, tmp_path)
+    assert prune.shape_record(model) == {"heads_per_layer": [2, 1], "attention_width": 64}
+    again = prune.load_pruned(tmp_path)
+    assert torch.equal(_logits(again), _logits(model))
+    with pytest.raises(ValueError, match="does not fit the config"):
+        prune.build_pruned_shape(again.config, {"heads_per_layer": [3, 1], "attention_width": 64})
 
 
 def test_fine_tuning_keeps_pruned_weights_zero(tiny_baseline):
@@ -141,6 +184,7 @@ def test_impossible_requests_fail_early():
                        (dict(kind="magnitude", amount=1.0), "sparsity .* \\[0, 1\\)"),
                        (dict(kind="magnitude", amount=-0.1), "sparsity"),
                        (dict(kind="width", amount=0), "keep fraction"), (dict(kind="rows"), "kind must be one of"),
+                       (dict(kind="embedding", amount=1.5), "embedding pruning: keep fraction"),
                        (dict(importance="taylor"), "importance must be one of"),
                        (dict(allocation="block"), "allocation must be one of")]:
         with pytest.raises(ValueError, match=match):

@@ -164,11 +164,18 @@ def make_student(teacher, config: DistillConfig) -> torch.nn.Module:
     """A student of the teacher's family: `config.n_layer` blocks (default half), width
     `config.n_embd` (default the teacher's), initialised from the teacher or randomly.
 
-    Raises ValueError (via `check_against`) if the student would be deeper or wider.
+    Raises ValueError (via `check_against`) if the student would be deeper or wider, or if the
+    teacher has a pruned shape its config does not describe (heads differing per layer, a GPT-2
+    with pruned embedding channels): distil first, then prune (`Distil+90`, not `AH90+Distil`).
     """
     from transformers import AutoModelForCausalLM
 
+    from .prune import shape_record
+
     config.check_against(teacher)
+    if shape_record(teacher) is not None:
+        raise ValueError("cannot build a student from a head-pruned or embedding-pruned teacher (its config does "
+                         "not describe its shape): distil before pruning, e.g. Distil+90 rather than AH90+Distil")
     depth = config.n_layer or (_depth(teacher) + 1) // 2
     cfg = teacher.config.__class__.from_dict(teacher.config.to_dict())
     if hasattr(cfg, "n_layer"):

@@ -8,6 +8,7 @@ Any other causal LM loads by hub name or local path with `AutoModelForCausalLM`.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -109,10 +110,21 @@ def load_model(name_or_path: str | Path, dtype: torch.dtype | str | None = None,
 
 
 def save_model(model, tokenizer, path: str | Path) -> Path:
-    """Save model (safetensors), config and tokenizer together in `path`; returns `path`."""
+    """Save model (safetensors), config and tokenizer together in `path`; returns `path`.
+
+    A pruned model whose shape its config cannot describe (heads differing per layer, a GPT-2
+    whose hidden size was pruned) also gets `pruned_shape.json` (`prune.shape_record`), and
+    `load_artifact` reloads it with `prune.load_pruned`; `from_pretrained` alone fails on it
+    with a size mismatch.
+    """
+    from .prune import SHAPE_FILE, shape_record
+
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(path), safe_serialization=True)
+    record = shape_record(model)
+    if record is not None:
+        (path / SHAPE_FILE).write_text(json.dumps(record))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(path))
     return path
@@ -180,10 +192,10 @@ def load_artifact(key: str, device: str = "cpu", **load_kwargs) -> Artifact:
 
     folder = cache.path_of(key)
     history = pd.read_csv(folder / "history.csv") if (folder / "history.csv").exists() else None
-    if (folder / "pruned_heads.json").exists():  # heads differ per layer: from_pretrained cannot rebuild it
-        from .prune import load_head_pruned
+    from .prune import SHAPE_FILE, load_pruned
 
-        model = load_head_pruned(folder, device=device)
+    if (folder / SHAPE_FILE).exists():  # a pruned shape its config cannot describe
+        model = load_pruned(folder, device=device)
     else:
         model = load_model(folder, device=device, **load_kwargs)
     recipe = cache.read_recipe(key)

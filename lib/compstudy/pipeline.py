@@ -8,7 +8,7 @@ and its name is the paper's: `Distil+90+4b`. The grammar (tokens joined by `+`):
 | `Base` | nothing (the baseline) |
 | `Distil` | distill a half-depth student from the current model (`distill.DistillConfig`) |
 | `AH90`, `AH80` (first) or `90`, `80` (later) | keep 90 % / 80 % of attention heads (`prune`, kind heads) |
-| `MLP75`, `Depth50`, `Mag50`, `GMag50` | width / depth / magnitude pruning (`prune.PruneConfig.name`) |
+| `MLP75`, `Emb75`, `Depth50`, `Mag50`, `GMag50` | MLP-neuron / embedding-channel / depth / magnitude pruning (`prune.PruneConfig.name`) |
 | `ft` | fine-tune the previous pruning step (its `finetune_tokens`) |
 | `KD` | Minitron: retrain the current (pruned) model as a student of the unpruned baseline |
 | `8b`, `4b`, `4bfp4`, `bf16`, `dq8`, ... | quantize (`quantize.QuantConfig.from_name`); glued to `Base`/`Distil` (`Base8b`, `Distil4b`), after `+` otherwise (`AH90+4b`) |
@@ -75,7 +75,7 @@ class Step:
         return False
 
 
-_PRUNE_TOKEN = re.compile(r"^(AH|MLP|Depth|GMag|Mag)(\d+)$")
+_PRUNE_TOKEN = re.compile(r"^(AH|MLP|Emb|Depth|GMag|Mag)(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def _quant(token: str, name: str) -> QuantConfig:
         return QuantConfig.from_name(token)
     except ValueError as exc:
         raise ValueError(f"{name!r}: token {token!r} is not a step. Grammar: Base|Distil[quant], AH<pct>, "
-                         f"<pct> (heads), MLP<pct>, Depth<pct>, Mag<pct>, GMag<pct>, ft, KD, Distil, and a "
+                         f"<pct> (heads), MLP<pct>, Emb<pct>, Depth<pct>, Mag<pct>, GMag<pct>, ft, KD, Distil, and a "
                          f"final quantization ({exc})") from None
 
 
@@ -179,8 +179,8 @@ def _prune_step(token: str, defaults: StepDefaults, name: str, first: bool) -> S
     m = _PRUNE_TOKEN.match(token)
     if not m:
         raise ValueError(f"{name!r}: first token {token!r} must be Base, Distil (each optionally with a "
-                         f"quantization suffix, e.g. Base4b), AH<pct>, MLP<pct>, Depth<pct>, Mag<pct> or GMag<pct>")
-    kind = {"AH": "heads", "MLP": "width", "Depth": "depth", "Mag": "magnitude", "GMag": "magnitude"}[m.group(1)]
+                         f"quantization suffix, e.g. Base4b), AH<pct>, MLP<pct>, Emb<pct>, Depth<pct>, Mag<pct> or GMag<pct>")
+    kind = {"AH": "heads", "MLP": "width", "Emb": "embedding", "Depth": "depth", "Mag": "magnitude", "GMag": "magnitude"}[m.group(1)]
     allocation = ("global" if m.group(1) == "GMag" else "layer") if kind == "magnitude" else defaults.prune.allocation
     return Step("prune", replace(defaults.prune, kind=kind, amount=int(m.group(2)) / 100, allocation=allocation,
                                  finetune_tokens=0))
@@ -230,13 +230,54 @@ def paper_grid(bases=("Base", "Distil"), heads=(None, 90, 80), quants=(None, "8b
     return names
 
 
+WIDTH_AXES = ("MLP", "Emb", "Emb+MLP")
+
+
+def check_width_axes(axes) -> tuple:
+    """Validate a list of width-pruning recipes (each one of `WIDTH_AXES`); returns them as a tuple.
+
+    Raises ValueError naming the bad entry and the allowed values."""
+    for a in axes:
+        if a not in WIDTH_AXES:
+            raise ValueError(f"width axes {a!r} unknown; allowed: {WIDTH_AXES}")
+    return tuple(axes)
+
+
+def width_name_for_params(base: Artifact, n_params_removed: int, axes: str, defaults: StepDefaults,
+                          train_corpora, device: str = "auto") -> str:
+    """The pipeline name of a width pruning of `base` that removes about `n_params_removed`
+    parameters, to compare width against depth at equal parameter count (Minitron,
+    Muralidharan et al. 2024, compares both axes at a fixed parameter budget):
+
+    - `MLP`: MLP neurons only (`prune.mlp_keep_for_params`), e.g. `MLP50`;
+    - `Emb`: embedding channels only (`prune.embedding_keep_for_params`), e.g. `Emb66`;
+    - `Emb+MLP`: half through embedding channels, the rest through the MLP neurons of the
+      narrowed model (its `Emb` step is built, and cached, to count them), e.g. `Emb83+MLP70`.
+
+    Keep percentages are whole numbers (they are in the name), so the parameter count matches
+    to within one percent of the pruned axis; the notebooks print the counts reached.
+
+    Raises ValueError for unknown `axes` or more parameters than the axes hold, before any pruning.
+    """
+    check_width_axes([axes])
+    if axes == "MLP":
+        return f"MLP{round(100 * prune.mlp_keep_for_params(base.model, n_params_removed))}"
+    if axes == "Emb":
+        return f"Emb{round(100 * prune.embedding_keep_for_params(base.model, n_params_removed))}"
+    emb_name = f"Emb{round(100 * prune.embedding_keep_for_params(base.model, n_params_removed // 2))}"
+    narrowed = build(base, Pipeline.from_name(emb_name, defaults), train_corpora, device=device, progress=False)
+    rest = n_params_removed - (base.recipe["size"]["n_params"] - narrowed.recipe["size"]["n_params"])
+    return f"{emb_name}+MLP{round(100 * prune.mlp_keep_for_params(narrowed.model, max(rest, 0)))}"
+
+
 def scratch_like(shape_of: Artifact, tokens: int, train_corpora, lr: float = 2e-3, seed: int = 0,
                  batch_size: int = 16, seq_len: int = 128, device: str = "auto", progress: bool = True) -> Artifact:
     """A model with the same architecture (config) as `shape_of`, randomly initialised and trained
     from scratch on labels with the study's loop for `tokens` tokens: the control that tells
     whether pruning + distillation beat simply training the small shape. Cached.
 
-    Raises ValueError for head-pruned shapes (their config does not describe them).
+    Shapes their config cannot describe (head-pruned, GPT-2 with pruned embedding channels) are
+    built by `prune.build_pruned_shape` from the pruned model's `prune.shape_record`.
     """
     from . import cache
     from .baseline import training_streams
@@ -244,11 +285,10 @@ def scratch_like(shape_of: Artifact, tokens: int, train_corpora, lr: float = 2e-
     from .models import load_artifact
     from .train import TrainConfig, save_trained, train
 
-    if shape_of.path is not None and (shape_of.path / prune.HEADS_FILE).exists():
-        raise ValueError("scratch_like needs a shape its config describes (width / depth pruned), not head-pruned")
     device = resolve_device(device)
     config = shape_of.model.config
-    params = {"config": config.to_json_string(), "tokens": tokens, "corpora": list(train_corpora), "lr": lr,
+    record = prune.shape_record(shape_of.model)
+    params = {"config": config.to_json_string(), "shape": record, "tokens": tokens, "corpora": list(train_corpora), "lr": lr,
               "seed": seed, "batch_size": batch_size, "seq_len": seq_len}
     key = cache.key("scratch", params)
     if not cache.exists(key):
@@ -256,7 +296,8 @@ def scratch_like(shape_of: Artifact, tokens: int, train_corpora, lr: float = 2e-
         import torch
 
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config.__class__.from_dict(config.to_dict()))
+        config = config.__class__.from_dict(config.to_dict())
+        model = prune.build_pruned_shape(config, record) if record else AutoModelForCausalLM.from_config(config)
         train_ids, val_ids = training_streams(shape_of.tokenizer, train_corpora, 0.05)
         result = train(model, train_ids, val_ids, TrainConfig(tokens=tokens, lr=lr, seed=seed, batch_size=batch_size,
                                                               seq_len=seq_len, device=device),

@@ -1,5 +1,5 @@
-"""Pruning: attention heads, unstructured magnitude, MLP width and depth, with optional
-post-pruning fine-tuning. GPT-2 and Llama.
+"""Pruning: attention heads, unstructured magnitude, MLP width, embedding channels and depth,
+with optional post-pruning fine-tuning. GPT-2 and Llama.
 
 | kind        | what is removed | importance | reference |
 |-------------|-----------------|------------|-----------|
@@ -7,17 +7,20 @@ post-pruning fine-tuning. GPT-2 and Llama.
 | `magnitude` | individual weights (set to zero, masks made permanent) | |w|, per layer (`torch.nn.utils.prune.l1_unstructured`) or across all block layers (`global_unstructured`) | Gholami & Omar 2023; the paper's magnitude pruning |
 | `width`     | MLP neurons, the same number in every block | mean |activation| of the neuron on a calibration set (Minitron, Muralidharan et al. 2024) | |
 | `depth`     | whole transformer blocks | Block Importance, 1 - cos(block input, block output), on a calibration set (used by Minitron for depth; Men et al. 2024) | |
+| `embedding` | embedding channels: the hidden size of the residual stream, in every embedding, norm and projection | mean |LayerNorm output| of the channel, summed over the norms (Minitron) | |
 
 Pruning is applied to the linear layers of the transformer blocks; embeddings and the LM head
-are kept. Fine-tuning after pruning uses the study's training loop; for magnitude pruning the
-masks stay attached during fine-tuning, so pruned weights stay zero.
+are kept, except by `embedding`, which narrows them. Fine-tuning after pruning uses the study's
+training loop; for magnitude pruning the masks stay attached during fine-tuning, so pruned
+weights stay zero.
 
-Saving: width- and depth-pruned models have a uniform shape that `from_pretrained` rebuilds from
-their config. Head-pruned models have a different number of heads per layer, which transformers
-5 cannot express (it removed `prune_heads`, and `config.pruned_heads` is ignored on load): they are
-saved as their weights plus `pruned_heads.json` (heads per layer) and reloaded by
-`load_head_pruned` (which
-`compstudy.models.load_artifact` calls), never by `from_pretrained` alone.
+Saving: width-, depth- and magnitude-pruned models have a uniform shape that `from_pretrained`
+rebuilds from their config. Two shapes a config cannot express are saved as their weights plus
+`pruned_shape.json` (`shape_record`) and reloaded by `load_pruned` (which
+`compstudy.models.load_artifact` calls), never by `from_pretrained` alone: head-pruned models
+(different heads per layer; transformers 5 removed `prune_heads` and ignores
+`config.pruned_heads`) and GPT-2 models whose embedding channels were pruned (GPT-2 ties the
+attention width to n_embd).
 """
 from __future__ import annotations
 
@@ -34,10 +37,10 @@ from .measure import EnergyMeter, model_size, resolve_device
 from .models import Artifact, load_artifact, save_model
 from .train import TrainConfig, train
 
-KINDS = ("heads", "magnitude", "width", "depth")
+KINDS = ("heads", "magnitude", "width", "depth", "embedding")
 HEAD_IMPORTANCE = ("gradient", "magnitude")
 ALLOCATIONS = ("global", "layer")
-HEADS_FILE = "pruned_heads.json"
+SHAPE_FILE = "pruned_shape.json"
 
 
 # --------------------------------------------------------------------------------------------
@@ -66,6 +69,10 @@ def _mlp_down(block):
     return block.mlp.c_proj if hasattr(block.mlp, "c_proj") else block.mlp.down_proj
 
 
+def _mlp_up(block):
+    return block.mlp.c_fc if hasattr(block.mlp, "c_fc") else block.mlp.up_proj
+
+
 def head_dim(model) -> int:
     return getattr(_attn(blocks(model)[0]), "head_dim")
 
@@ -77,8 +84,13 @@ def head_counts(model) -> list[int]:
 
 
 def _in_features(layer) -> int:
-    w = layer.weight
-    return w.shape[0] if type(layer).__name__ == "Conv1D" else w.shape[1]
+    if type(layer).__name__ == "Conv1D":  # weight [in, out]
+        return layer.weight.shape[0]
+    return layer.in_features  # nn.Linear and the bitsandbytes layers (their packed weights hide it)
+
+
+def _out_features(layer) -> int:
+    return layer.weight.shape[1] if type(layer).__name__ == "Conv1D" else layer.out_features
 
 
 def block_linear_layers(model) -> list[tuple[str, torch.nn.Module]]:
@@ -268,6 +280,7 @@ def _slice_conv1d(layer, out_idx=None, in_idx=None):
             layer.nf = len(out_idx)
         if in_idx is not None:
             w = w[in_idx, :]
+            layer.nx = len(in_idx)
         layer.weight = torch.nn.Parameter(w.clone())
 
 
@@ -474,6 +487,147 @@ def prune_layers(model, n_keep: int, importance: torch.Tensor):
 
 
 # --------------------------------------------------------------------------------------------
+# Embedding channels (the hidden size of the residual stream)
+
+
+def _norm_layers(model) -> list[torch.nn.Module]:
+    """Every LayerNorm (GPT-2) or RMSNorm (Llama) of the model: two per block and the final one."""
+    return [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm) or type(m).__name__.endswith("RMSNorm")]
+
+
+def residual_stream_layers(model) -> list[tuple[str, torch.nn.Module]]:
+    """Every module whose weights touch the residual stream, with its role, in model order:
+    `embedding` (token and, for GPT-2, position tables: weight [rows, hidden]), `norm`
+    (LayerNorm / RMSNorm), `reads` (a linear layer whose input is the residual stream: q/k/v,
+    MLP up / gate, and an untied LM head) and `writes` (one whose output is added to it: the
+    attention output projection and the MLP down projection). Pruning an embedding channel
+    removes one column / row / entry of each. A tied LM head shares the token table and is not
+    listed twice."""
+    is_gpt2 = hasattr(model, "transformer")
+    inner = model.transformer if is_gpt2 else model.model
+    out = [("embedding", model.get_input_embeddings())]
+    if is_gpt2:
+        out.append(("embedding", inner.wpe))
+    for block in blocks(model):
+        a, mlp = _attn(block), block.mlp
+        if is_gpt2:
+            out += [("norm", block.ln_1), ("reads", a.c_attn), ("writes", a.c_proj),
+                    ("norm", block.ln_2), ("reads", mlp.c_fc), ("writes", mlp.c_proj)]
+        else:
+            out += [("norm", block.input_layernorm), ("reads", a.q_proj), ("reads", a.k_proj), ("reads", a.v_proj),
+                    ("writes", a.o_proj), ("norm", block.post_attention_layernorm), ("reads", mlp.gate_proj),
+                    ("reads", mlp.up_proj), ("writes", mlp.down_proj)]
+    out.append(("norm", inner.ln_f if is_gpt2 else inner.norm))
+    head = model.get_output_embeddings()
+    if head.weight is not model.get_input_embeddings().weight:
+        out.append(("reads", head))
+    return out
+
+
+def params_per_embedding_channel(model) -> int:
+    """Parameters removed with each embedding channel: a row of every embedding table, the
+    channel's weight (and bias) in every norm, one input column of every layer reading the
+    residual stream, one output row (and bias) of every layer writing it."""
+    n = 0
+    for role, m in residual_stream_layers(model):
+        if role == "embedding":
+            n += m.weight.shape[0]
+        elif role == "norm":
+            n += 1 + (getattr(m, "bias", None) is not None)
+        elif role == "reads":
+            n += _out_features(m)
+        else:
+            n += _in_features(m) + (m.bias is not None)
+    return n
+
+
+def embedding_keep_for_params(model, n_params_removed: int) -> float:
+    """The embedding-channel keep fraction that removes `n_params_removed` parameters from
+    `model` (`params_per_embedding_channel` times the channels removed), to compare it with
+    depth and MLP pruning at equal parameter count. Raises ValueError if the model does not hold
+    that many."""
+    per_channel, hidden = params_per_embedding_channel(model), model.config.hidden_size
+    if not 0 <= n_params_removed < per_channel * hidden:
+        raise ValueError(f"cannot remove {n_params_removed} parameters through embedding channels "
+                         f"({hidden} channels of {per_channel} parameters)")
+    return 1 - n_params_removed / (per_channel * hidden)
+
+
+def embedding_channel_importance(model, batches) -> torch.Tensor:
+    """Importance of every embedding channel, [hidden]: the mean |output| of the channel in
+    each LayerNorm / RMSNorm over the calibration tokens, summed over the norms (Minitron,
+    Muralidharan et al. 2024: embedding channels are scored by their LayerNorm activations)."""
+    sums, count = [], [0]
+    hooks = []
+    for norm in _norm_layers(model):
+        def hook(module, args, output):
+            sums.append(output.detach().abs().float().reshape(-1, output.shape[-1]).sum(0))
+        hooks.append(norm.register_forward_hook(hook))
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                model(input_ids=batch.to(device))
+                count[0] += batch.numel()
+    finally:
+        for h in hooks:
+            h.remove()
+    return (torch.stack(sums).sum(0) / count[0]).cpu()
+
+
+def prune_embedding_channels(model, keep: float, importance: torch.Tensor):
+    """Keep the round(keep * hidden) most important embedding channels, in place: the residual
+    stream, every embedding table, norm, and the matching column / row of every layer that reads
+    or writes it shrink (`residual_stream_layers`); attention heads and MLP neurons keep their
+    sizes. The norms then normalise over the kept channels only, so outputs change even for the
+    kept ones: Minitron distils afterwards (`KD`). Returns the model.
+
+    The config's hidden size becomes the kept width. A Llama config then still describes the
+    model (its head_dim is explicit); a GPT-2 config cannot (GPT-2 ties the attention width to
+    n_embd), so `models.save_model` records the attention width in `pruned_shape.json`.
+
+    Raises ValueError if `keep` is not in (0, 1] or `importance` does not have one score per channel.
+    """
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep fraction must be in (0, 1], got {keep}")
+    hidden = model.config.hidden_size
+    if tuple(importance.shape) != (hidden,):
+        raise ValueError(f"importance must have shape ({hidden},), got {tuple(importance.shape)}")
+    n_keep = max(1, round(keep * hidden))
+    idx = importance.argsort(descending=True)[:n_keep].sort().values
+    _slice_residual_stream(model, idx)
+    return model
+
+
+def _slice_residual_stream(model, idx: torch.Tensor) -> None:
+    tied = model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    inner_size = _out_features(_mlp_up(blocks(model)[0]))
+    head_dim_ = head_dim(model)
+    with torch.no_grad():
+        for role, m in residual_stream_layers(model):
+            if role == "embedding":
+                m.weight = torch.nn.Parameter(m.weight[:, idx].clone())
+                m.embedding_dim = len(idx)
+            elif role == "norm":
+                m.weight = torch.nn.Parameter(m.weight[idx].clone())
+                if getattr(m, "bias", None) is not None:
+                    m.bias = torch.nn.Parameter(m.bias[idx].clone())
+                if hasattr(m, "normalized_shape"):
+                    m.normalized_shape = (len(idx),)
+            else:
+                slicer = _slice_conv1d if type(m).__name__ == "Conv1D" else _slice_linear
+                slicer(m, in_idx=idx) if role == "reads" else slicer(m, out_idx=idx)
+    if tied:
+        model.get_output_embeddings().weight = model.get_input_embeddings().weight
+        model.get_output_embeddings().in_features = len(idx)
+    c = model.config
+    if hasattr(c, "n_inner"):
+        c.n_embd, c.n_inner = len(idx), inner_size
+    else:
+        c.hidden_size, c.head_dim = len(idx), head_dim_
+
+
+# --------------------------------------------------------------------------------------------
 # Recipes, caching, save/reload
 
 
@@ -482,8 +636,9 @@ class PruneConfig:
     """A pruning recipe.
 
     Attributes:
-        kind: "heads", "magnitude", "width" or "depth".
-        amount: heads / width: fraction of heads / MLP neurons KEPT, in (0, 1];
+        kind: "heads", "magnitude", "width" (MLP neurons), "depth" (blocks) or "embedding"
+            (embedding channels: the hidden size).
+        amount: heads / width / embedding: fraction of heads / MLP neurons / channels KEPT, in (0, 1];
             magnitude: SPARSITY (fraction of weights zeroed), in [0, 1);
             depth: fraction of blocks kept, in (0, 1] (at least one block).
         importance: heads only: "gradient" (Michel et al.) or "magnitude".
@@ -536,10 +691,10 @@ class PruneConfig:
 
     @property
     def name(self) -> str:
-        """Variant name: AH90 / AH80 (the paper's), Mag50 / GMag50, MLP75, Depth67; +ft if fine-tuned."""
+        """Variant name: AH90 / AH80 (the paper's), Mag50 / GMag50, MLP75, Depth67, Emb75; +ft if fine-tuned."""
         pct = round(100 * self.amount)
         base = {"heads": f"AH{pct}", "magnitude": f"{'G' if self.allocation == 'global' else ''}Mag{pct}",
-                "width": f"MLP{pct}", "depth": f"Depth{pct}"}[self.kind]
+                "width": f"MLP{pct}", "depth": f"Depth{pct}", "embedding": f"Emb{pct}"}[self.kind]
         return base + ("+ft" if self.finetune_tokens else "")
 
 
@@ -561,6 +716,10 @@ def apply(model, config: PruneConfig, batches) -> dict:
     elif config.kind == "width":
         scores = mlp_neuron_importance(model, batches)
         prune_mlp(model, config.amount, scores)
+    elif config.kind == "embedding":
+        scores = embedding_channel_importance(model, batches)
+        prune_embedding_channels(model, config.amount, scores)
+        facts.update(importance=scores.tolist(), hidden_size=model.config.hidden_size)
     else:
         scores = block_importance(model, batches)
         n_keep = max(1, round(config.amount * len(blocks(model))))
@@ -599,11 +758,7 @@ def get_pruned(parent: Artifact, config: PruneConfig, train_corpora, val_fractio
             facts["sparsity"] = sparsity_report(model)["sparsity"]
         model.to("cpu")
         with cache.build(key, params) as (folder, recipe):
-            save_model(model, parent.tokenizer, folder)
-            counts = head_counts(model)
-            n_head = getattr(model.config, "n_head", None) or model.config.num_attention_heads
-            if any(c != n_head for c in counts):  # this step or an earlier one removed heads
-                (folder / HEADS_FILE).write_text(json.dumps({"heads_per_layer": counts}))
+            save_model(model, parent.tokenizer, folder)  # with pruned_shape.json where the config cannot say
             if history is not None:
                 history.to_csv(folder / "history.csv", index=False)
             recipe["cost"] = {"seconds": seconds, "energy_kwh": kwh, "method": prune_cost.method,
@@ -613,27 +768,69 @@ def get_pruned(parent: Artifact, config: PruneConfig, train_corpora, val_fractio
     return load_artifact(key, device=device)
 
 
-def load_head_pruned(folder: str | Path, device: str = "cpu"):
-    """Reload a head-pruned model saved by `get_pruned`: build the architecture its config
-    describes, cut each layer to the recorded number of heads (`heads_per_layer`: only the
-    shapes matter, the weights come next), then load the saved weights (strict, except the LM
-    head tied to the input embedding)."""
+def shape_record(model) -> dict | None:
+    """What a pruned model's config cannot describe, or None when `from_pretrained` rebuilds it
+    from the config alone: `heads_per_layer` (heads differ per layer after head pruning:
+    transformers 5 removed `prune_heads` and ignores `config.pruned_heads`) and, for GPT-2 after
+    embedding-channel pruning, `attention_width` (GPT-2 derives it from n_embd). Models of other
+    families return None."""
+    if getattr(model.config, "model_type", None) not in ("gpt2", "llama"):
+        return None
+    c = model.config
+    counts, n_head = head_counts(model), c.num_attention_heads
+    attention_width = n_head * head_dim(model)
+    gpt2_width_differs = c.model_type == "gpt2" and attention_width != c.hidden_size
+    if all(k == n_head for k in counts) and not gpt2_width_differs:
+        return None
+    record = {"heads_per_layer": counts}
+    if gpt2_width_differs:
+        record["attention_width"] = attention_width
+    return record
+
+
+def build_pruned_shape(config, record: dict):
+    """A randomly initialised model of a pruned shape: the architecture `config` describes
+    (with GPT-2's attention width from `record`), cut to `record["heads_per_layer"]` heads and to
+    the config's hidden size. Used to reload pruned checkpoints (`load_pruned`) and to train a
+    pruned shape from scratch (`pipeline.scratch_like`).
+
+    Raises ValueError if the record asks for more heads than the config has."""
+    from transformers import AutoModelForCausalLM
+
+    full = config.__class__.from_dict(config.to_dict())
+    hidden = config.hidden_size
+    if record.get("attention_width"):
+        full.n_embd = record["attention_width"]
+    model = AutoModelForCausalLM.from_config(full)
+    counts = head_counts(model)
+    kept = record.get("heads_per_layer", counts)
+    if len(kept) != len(counts) or any(k > n for k, n in zip(kept, counts)):
+        raise ValueError(f"heads_per_layer {kept} does not fit the config ({counts} heads per layer)")
+    prune_heads(model, {i: list(range(k, n)) for i, (k, n) in enumerate(zip(kept, counts)) if k < n})
+    if model.config.hidden_size != hidden:
+        _slice_residual_stream(model, torch.arange(hidden))
+    return model
+
+
+def load_pruned(folder: str | Path, device: str = "cpu"):
+    """Reload a model saved with a `pruned_shape.json` (see `shape_record`): build its shape
+    (`build_pruned_shape`; only the shapes matter, the weights come next), then load the saved
+    weights (strict, except the LM head tied to the input embedding).
+
+    Raises RuntimeError if the saved weights do not match the recorded shape."""
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     folder = Path(folder)
     config = AutoConfig.from_pretrained(str(folder))
-    model = AutoModelForCausalLM.from_config(config)
-    kept = json.loads((folder / HEADS_FILE).read_text())["heads_per_layer"]
-    full = head_counts(model)
-    prune_heads(model, {i: list(range(k, n)) for i, (k, n) in enumerate(zip(kept, full)) if k < n})
+    model = build_pruned_shape(config, json.loads((folder / SHAPE_FILE).read_text()))
     state = {}
     for f in sorted(folder.glob("*.safetensors")):
         state.update(load_file(str(f)))
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
     if set(missing) - tied or unexpected:
-        raise RuntimeError(f"head-pruned checkpoint {folder} does not match: missing {missing}, unexpected {unexpected}")
+        raise RuntimeError(f"pruned checkpoint {folder} does not match: missing {missing}, unexpected {unexpected}")
     model.tie_weights()
     return model.to(device).eval()
 

@@ -26,6 +26,7 @@ import torch
 from . import cache
 from .measure import EnergyMeter, model_size, resolve_device
 from .models import Artifact, conv1d_to_linear, load_artifact, load_model, save_model
+from .prune import SHAPE_FILE
 
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # the 8-bit path logs a cast warning per call
 
@@ -243,11 +244,11 @@ def get_quantized(parent: Artifact, config: QuantConfig, device: str = "auto") -
     device = resolve_device(device)
     params = {"parent": parent.key, **cache.as_params(config)}
     key = cache.key(f"quant-{config.suffix}", params)
-    head_pruned = (parent.path / "pruned_heads.json").exists()
-    rederive = config.method == "dynamic-int8" or head_pruned  # not serialisable by save_pretrained
+    shape_pruned = (parent.path / SHAPE_FILE).exists()  # from_pretrained cannot rebuild the parent
+    rederive = config.method == "dynamic-int8" or shape_pruned  # not serialisable by save_pretrained
     if rederive or not cache.exists(key):
         with EnergyMeter() as meter, meter.task("quantize") as cost:
-            if head_pruned:
+            if shape_pruned:
                 model = quantize_in_memory(load_artifact(parent.key, device="cpu").model, config, device)
             else:
                 model = quantize_model(parent.path, config, device)
