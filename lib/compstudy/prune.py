@@ -390,25 +390,33 @@ def mlp_keep_for_params(model, n_params_removed: int) -> float:
     return 1 - n_params_removed / total
 
 
+def _calibration_pass(model, batches, hooks) -> int:
+    """Run `model` without gradients on every calibration batch (the `hooks` already registered
+    collect what they need), then remove the hooks, also on error. Returns the tokens seen."""
+    device = next(model.parameters()).device
+    n_tokens = 0
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                model(input_ids=batch.to(device))
+                n_tokens += batch.numel()
+    finally:
+        for h in hooks:
+            h.remove()
+    return n_tokens
+
+
 def mlp_neuron_importance(model, batches) -> torch.Tensor:
     """Mean |activation| of every MLP neuron (input of the down projection), [n_layer, n_inner]."""
-    sums, count = {}, [0]
+    sums = {}
     hooks = []
     for i, block in enumerate(blocks(model)):
         def pre_hook(module, args, i=i):
             x = args[0].detach().abs().float()
             sums[i] = sums.get(i, 0) + x.reshape(-1, x.shape[-1]).sum(0)
         hooks.append(_mlp_down(block).register_forward_pre_hook(pre_hook))
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                model(input_ids=batch.to(device))
-                count[0] += batch.numel()
-    finally:
-        for h in hooks:
-            h.remove()
-    return torch.stack([sums[i] / count[0] for i in range(len(blocks(model)))]).cpu()
+    n_tokens = _calibration_pass(model, batches, hooks)
+    return torch.stack([sums[i] / n_tokens for i in range(len(blocks(model)))]).cpu()
 
 
 def prune_mlp(model, keep: float, importance: torch.Tensor):
@@ -451,14 +459,7 @@ def block_importance(model, batches) -> torch.Tensor:
             cos = torch.nn.functional.cosine_similarity(x_in.float(), x_out.float(), dim=-1)
             sims.setdefault(i, []).append(cos.reshape(-1))
         hooks.append(block.register_forward_hook(hook, with_kwargs=True))
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                model(input_ids=batch.to(device))
-    finally:
-        for h in hooks:
-            h.remove()
+    _calibration_pass(model, batches, hooks)
     return torch.tensor([1 - float(torch.cat(sims[i]).mean()) for i in range(len(blocks(model)))])
 
 
@@ -557,22 +558,14 @@ def embedding_channel_importance(model, batches) -> torch.Tensor:
     """Importance of every embedding channel, [hidden]: the mean |output| of the channel in
     each LayerNorm / RMSNorm over the calibration tokens, summed over the norms (Minitron,
     Muralidharan et al. 2024: embedding channels are scored by their LayerNorm activations)."""
-    sums, count = [], [0]
+    sums = []
     hooks = []
     for norm in _norm_layers(model):
         def hook(module, args, output):
             sums.append(output.detach().abs().float().reshape(-1, output.shape[-1]).sum(0))
         hooks.append(norm.register_forward_hook(hook))
-    device = next(model.parameters()).device
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                model(input_ids=batch.to(device))
-                count[0] += batch.numel()
-    finally:
-        for h in hooks:
-            h.remove()
-    return (torch.stack(sums).sum(0) / count[0]).cpu()
+    n_tokens = _calibration_pass(model, batches, hooks)
+    return (torch.stack(sums).sum(0) / n_tokens).cpu()
 
 
 def prune_embedding_channels(model, keep: float, importance: torch.Tensor):
