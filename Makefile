@@ -24,10 +24,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-data:
-	@for d in wikitext-2 tinyshakespeare; do \
-	  if [ ! -d data/$$d ] && [ -d $(SHARED_DATA)/$$d ]; then cp -r $(SHARED_DATA)/$$d data/ && chmod -R u+w data/$$d && echo "copied $$d from $(SHARED_DATA)"; fi; \
-	done
+# corpora: copied from $(SHARED_DATA) when it has them, else downloaded from their sources; every
+# file verified against its recorded checksum (compstudy.data.SOURCES). Fails in seconds, with
+# instructions, when a corpus is neither there nor reachable.
+data: setup
+	$(PY) -m compstudy data --from $(SHARED_DATA) --config $(CONFIG)
 
 study: setup data
 	$(PY) -m compstudy run $(CONFIG)

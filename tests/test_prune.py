@@ -149,11 +149,12 @@ def test_embedding_channel_pruning_shapes_parameters_and_selection(fixture, requ
     assert prune._out_features(prune._mlp_up(prune.blocks(model)[0])) == inner_before
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # still tied
     assert _logits(model).shape == (2, 24, 512)
-    assert prune.embedding_keep_for_params(_fresh(request.getfixturevalue(fixture)), 16 * per_channel) == 0.75
+    plan = prune.width_plan(_fresh(request.getfixturevalue(fixture)), 16 * per_channel, "Emb")
+    assert plan.name == "Emb75" and plan.residual == 0 and plan.n_params == before - 16 * per_channel
     with pytest.raises(ValueError, match="importance must have shape \\(48,\\)"):
         prune.prune_embedding_channels(model, 0.5, importance)
-    with pytest.raises(ValueError, match="cannot remove"):
-        prune.embedding_keep_for_params(model, 10**9)
+    with pytest.raises(ValueError, match="n_params_removed must be in"):
+        prune.width_plan(model, 10**9, "Emb")
 
 
 def test_head_and_embedding_pruning_combine_and_reload(tiny_baseline, tmp_path):

@@ -67,3 +67,78 @@ def test_smoke_config_end_to_end():
 def test_shipped_configs_validate(name):
     study = runner.load_study(ROOT / "configs" / name)
     assert study.notebooks and all(nb.path.exists() for nb in study.notebooks)
+
+
+def test_command_line_beats_the_configs_per_notebook_value(tmp_path):
+    _notebook(tmp_path / "a.ipynb")
+    cfg = _config(tmp_path, "study: t\nparameters: {divisor: 2}\nnotebooks:\n  - path: a.ipynb\n"
+                            "    parameters: {divisor: 5}\n")
+    assert runner.load_study(cfg).notebooks[0].parameters["divisor"] == 5
+    assert runner.load_study(cfg, overrides={"divisor": 7}).notebooks[0].parameters["divisor"] == 7
+
+
+def test_extends_merges_parameters_and_inherits_notebooks(tmp_path):
+    _notebook(tmp_path / "a.ipynb")
+    _config(tmp_path, "study: base\nparameters: {divisor: 2, label: x}\nnotebooks: [a.ipynb]\n")
+    (tmp_path / "sub").mkdir()
+    child = tmp_path / "sub" / "child.yaml"
+    child.write_text("extends: ../study.yaml\nstudy: child\nparameters: {label: z}\n")
+    study = runner.load_study(child)
+    assert study.name == "child" and study.notebooks[0].path == (tmp_path / "a.ipynb").resolve()
+    assert study.notebooks[0].parameters == {"divisor": 2, "label": "z"}
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("extends: loop.yaml\nstudy: l\n")
+    with pytest.raises(runner.ConfigError, match="extends itself"):
+        runner.load_study(loop)
+
+
+@pytest.mark.parametrize("text,match", [
+    ("study: [t", "not valid YAML"),
+    ("- a\n- b\n", "top level must be a mapping"),
+    ("study: t\nnotebooks: a.ipynb\n", "'notebooks' must be a list"),
+    ("study: t\nnotebooks: [README.md]\n", "is not a notebook"),
+    ("study: t\nnotebooks: [a.ipynb, 3]\n", "must be a path or a mapping"),
+])
+def test_config_mistakes_are_messages_not_tracebacks(tmp_path, text, match):
+    _notebook(tmp_path / "a.ipynb")
+    (tmp_path / "README.md").write_text("not a notebook")
+    with pytest.raises(runner.ConfigError, match=match):
+        runner.load_study(_config(tmp_path, text))
+
+
+def test_malformed_command_line_value_is_a_clear_error(tmp_path, capsys):
+    _notebook(tmp_path / "a.ipynb")
+    cfg = _config(tmp_path, "study: t\nnotebooks: [a.ipynb]\n")
+    assert runner.main(["run", str(cfg), "-p", "divisor", "[1"]) == 2
+    assert "-p divisor '[1': not a valid YAML value" in capsys.readouterr().err
+
+
+def test_stored_tracebacks_have_no_colour_codes(tmp_path, capsys):
+    _notebook(tmp_path / "boom.ipynb")
+    cfg = _config(tmp_path, "study: colourless\nparameters: {divisor: 0}\nnotebooks: [boom.ipynb]\n")
+    assert runner.main(["run", str(cfg), "--no-progress"]) == 1
+    nb = nbformat.read(paths.runs_dir("colourless") / "boom.ipynb", as_version=4)
+    tracebacks = [line for c in nb.cells for o in c.get("outputs", []) for line in o.get("traceback", [])]
+    assert tracebacks and not any("\x1b[" in line for line in tracebacks)
+    assert "\x1b[" not in capsys.readouterr().err
+
+
+def test_corpora_are_checked_before_any_notebook_runs(tmp_path, capsys):
+    import time
+
+    nb = new_notebook()
+    params = new_code_cell("eval_datasets = ['wikitext-2:test']\ntrain_corpora = ['tinyshakespeare:train']")
+    params.metadata["tags"] = ["parameters"]
+    marker = tmp_path / "ran"
+    nb.cells = [params, new_code_cell(f"open({str(marker)!r}, 'w').close()")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "c.ipynb")
+    cfg = _config(tmp_path, "study: corpora\nparameters: {eval_datasets: ['nope:test', 'wikitext-2:dev']}\n"
+                            "notebooks: [c.ipynb]\n")
+    t0 = time.perf_counter()
+    assert runner.main(["run", str(cfg), "--no-progress"]) == 2
+    assert time.perf_counter() - t0 < 10 and not marker.exists()
+    err = capsys.readouterr().err
+    assert "2 corpus problem(s)" in err and "unknown corpus 'nope'" in err and "not 'dev'" in err
+    assert set(runner.check_corpora(runner.load_study(cfg, {"eval_datasets": ["wikitext-2:test"]}))) == {
+        "wikitext-2:test", "tinyshakespeare:train"}

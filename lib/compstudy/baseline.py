@@ -87,6 +87,24 @@ class BaselineConfig:
         return TrainConfig(**self._train_kwargs())
 
 
+def describe(config: BaselineConfig, model=None) -> str:
+    """One sentence naming the baseline's family and shape, printed first by notebook 00 so that
+    every run says which model it is about. With `model` (the loaded baseline), the shape is read
+    from its config and its parameters are counted."""
+    if model is not None:
+        c, n = model.config, sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+        layers = getattr(c, "n_layer", None) or c.num_hidden_layers
+        heads = getattr(c, "n_head", None) or c.num_attention_heads
+        return (f"Baseline: {c.model_type} family, {layers} layers x {heads} heads x {c.hidden_size} dims, "
+                f"vocabulary {c.vocab_size:,}, {n:,} parameters"
+                + (f", loaded from {config.model}" if config.model else ", trained here") + ".")
+    if config.model is not None:
+        return f"Baseline: the pretrained model {config.model!r} (its family and shape are printed once it is loaded)."
+    return (f"Baseline: {config.family} family, {config.n_layer} layers x {config.n_head} heads x {config.n_embd} dims, "
+            f"context {config.n_positions} tokens, BPE vocabulary {config.vocab_size:,}, trained from scratch on "
+            f"{', '.join(data.corpus_label(s) for s in config.train_corpora)} for {config.train_tokens:,} tokens.")
+
+
 def training_streams(tokenizer, corpora, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Token streams (train, validation) from corpus specs: for each corpus the last
     `val_fraction` of its tokens goes to validation; corpora are joined with the EOS token."""

@@ -1,23 +1,38 @@
-"""Corpora by name, and tokenizers.
+"""Corpora by name, where they come from, how they are verified, and tokenizers.
 
 A corpus is asked for with a spec `"name:split"`:
 
-| name            | splits              | offline source (under the data dir)          | online source |
+| name            | splits              | file (under the data dir)                    | online source |
 |-----------------|---------------------|----------------------------------------------|---------------|
-| wikitext-2      | train, valid, test  | `wikitext-2/{split}.txt` (word-level v1)     | `load_dataset("wikitext", "wikitext-2-v1")` |
-| tinyshakespeare | train, test         | `tinyshakespeare/input.txt`, first 90 % / last 10 % (by characters) | none |
+| wikitext-2      | train, valid, test  | `wikitext-2/{split}.txt` (word-level v1)     | the raw files of pytorch/examples (`SOURCES`) |
+| tinyshakespeare | train, test         | `tinyshakespeare/input.txt`, first 90 % / last 10 % (by characters) | char-rnn's `input.txt` (`SOURCES`) |
 | c4              | validation          | `c4/validation.txt`                          | `load_dataset("allenai/c4", "en", split="validation", streaming=True)`, first `C4_DOCUMENTS` documents |
 | lambada         | test                | `lambada/test.txt`                           | `load_dataset("EleutherAI/lambada_openai", "en", split="test")` |
 | a folder path   | any `<split>.txt`, else train/test = 90 %/10 % of all `*.txt` | the folder | none |
 
-There is no silent fallback: a split that cannot be found raises `CorpusUnavailable` naming
-the files looked for and how to provide them.
+**Verified text.** Every file of `SOURCES` has a recorded checksum of the exact bytes the study
+uses: a SHA-256, or for WikiText-2's train split (not available offline, so its SHA-256 could not be
+computed here) the git blob id that its source repository records for it. A file is verified
+whenever it is read (`ensure_file`, memoized by size and modification time); a mismatch raises
+`CorpusChecksumError` naming the file, both checksums and what to do. A missing file is downloaded
+from its URL once, into the data dir, verified before it is moved into place, and reused after
+that; `COMPSTUDY_CORPUS_MIRROR=<url>` fetches `<url>/<corpus>/<file>` instead, and
+`COMPSTUDY_OFFLINE=1` forbids any download. No source reachable: `CorpusUnavailable`, within
+seconds, with the file, its checksum and where to put it by hand. c4 and LAMBADA come through
+`datasets` and are saved with `save_text`; they have no reference checksum (the study never had
+their text offline), so `CHECKSUMS_FILE` records theirs when they are first saved and later reads
+are verified against it.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import socket
+import tempfile
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +40,8 @@ from . import paths
 
 TRAIN_FRACTION = 0.9  # tinyshakespeare and plain folders: first 90 % train, last 10 % test
 C4_DOCUMENTS = 2000   # c4 validation: the first N English documents (the paper does not say how many)
+DOWNLOAD_TIMEOUT_S = 10
+CHECKSUMS_FILE = "CHECKSUMS.json"  # per corpus folder: SHA-256 recorded on first save (c4, lambada)
 
 KNOWN_CORPORA = {
     "wikitext-2": ("train", "valid", "test"),
@@ -34,8 +51,54 @@ KNOWN_CORPORA = {
 }
 
 
+@dataclass(frozen=True)
+class SourceFile:
+    """One corpus file: where it lives under the data dir, where it comes from, and its checksum.
+
+    Attributes:
+        corpus, filename: `<data dir>/<corpus>/<filename>`.
+        url: where it is downloaded from.
+        size: its length in bytes (None where not known offline).
+        sha256: SHA-256 of its exact bytes, or None where it could not be computed offline.
+        git_blob: the git blob id (SHA-1 of "blob <size>\\0" + bytes) its source repository
+            records for it: the reference when `sha256` is None.
+    """
+
+    corpus: str
+    filename: str
+    url: str
+    size: int | None
+    sha256: str | None = None
+    git_blob: str | None = None
+
+    @property
+    def checksum(self) -> str:
+        return f"sha256:{self.sha256}" if self.sha256 else f"git-blob-sha1:{self.git_blob}"
+
+
+_WIKITEXT = "https://raw.githubusercontent.com/pytorch/examples/main/word_language_model/data/wikitext-2"
+# Checksums computed from the files themselves (identical in ../shared/data and in the source
+# repositories at char-rnn 6f9487a, pytorch/examples 77f55b9); train.txt's blob id is that
+# repository's record of it (its 10.8 MB were not available to compute a SHA-256 here).
+SOURCES: dict[tuple[str, str], SourceFile] = {(s.corpus, s.filename): s for s in (
+    SourceFile("tinyshakespeare", "input.txt",
+               "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+               1115394, sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"),
+    SourceFile("wikitext-2", "valid.txt", f"{_WIKITEXT}/valid.txt", 1121681,
+               sha256="f0737ed31fc1329026e95cb8b98e19c2a182c39c240ab909dc31abf2f8af58e8"),
+    SourceFile("wikitext-2", "test.txt", f"{_WIKITEXT}/test.txt", 1256449,
+               sha256="d790b833ef8cf03a90db7bf1271b7520b83c45ce07ba3c1a9699df81e239eca0"),
+    SourceFile("wikitext-2", "train.txt", f"{_WIKITEXT}/train.txt", None,
+               git_blob="2d84b35af79e411d73ea7cae83c73964c6ac83b4"),
+)}
+
+
 class CorpusUnavailable(FileNotFoundError):
     """A corpus split is not on disk and cannot be downloaded here."""
+
+
+class CorpusChecksumError(ValueError):
+    """A corpus file on disk is not the text the study expects (altered, truncated, other release)."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +110,16 @@ class CorpusSpec:
 
     @property
     def label(self) -> str:
-        return f"{self.name}:{self.split}"
+        """How tables and figures name the split: `name:split`, a folder by its own name
+        (`mynovel:test`, not the absolute path)."""
+        name = self.name if self.name in KNOWN_CORPORA else Path(self.name).expanduser().name
+        return f"{name}:{self.split}"
+
+
+def corpus_label(spec: str) -> str:
+    """The label of a corpus spec in tables and figures (`CorpusSpec.label`): a folder corpus
+    is named by its folder's name, never by its absolute path."""
+    return parse_spec(spec).label
 
 
 def parse_spec(spec: str) -> CorpusSpec:
@@ -85,52 +157,180 @@ def is_offline() -> bool:
         return True
 
 
+# --------------------------------------------------------------------------------------------
+# Verified corpus files: checksums, downloads
+
+
+def file_checksums(path: str | Path) -> dict:
+    """{"sha256": ..., "git_blob": ..., "size": ...} of a file's exact bytes."""
+    blob = Path(path).read_bytes()
+    git = hashlib.sha1(b"blob %d\0" % len(blob) + blob).hexdigest()
+    return {"sha256": hashlib.sha256(blob).hexdigest(), "git_blob": git, "size": len(blob)}
+
+
+def source_files(spec: str | CorpusSpec) -> list[SourceFile]:
+    """The registered files a corpus spec reads (empty for c4, lambada and folders)."""
+    spec = parse_spec(spec) if isinstance(spec, str) else spec
+    if spec.name == "wikitext-2":
+        return [SOURCES[("wikitext-2", f"{spec.split}.txt")]]
+    if spec.name == "tinyshakespeare":
+        return [SOURCES[("tinyshakespeare", "input.txt")]]
+    return []
+
+
+def _instructions(source: SourceFile, path: Path) -> str:
+    size = f"{source.size:,} bytes, " if source.size else ""
+    return (f"Put the exact file at {path} by hand ({size}{source.checksum}; from {source.url}), "
+            f"copy it from a checkout of the study's shared data (`python -m compstudy data --from DIR`), or "
+            f"set COMPSTUDY_DATA_DIR to a folder that has {source.corpus}/{source.filename}.")
+
+
+_VERIFIED: dict = {}
+
+
+def verify_file(path: str | Path, source: SourceFile) -> dict:
+    """Check that `path` holds exactly `source`'s bytes; returns its checksums (memoized by path,
+    size and modification time).
+
+    Raises CorpusChecksumError naming the file, the expected and the found checksum, and what to do.
+    """
+    path = Path(path)
+    stat = path.stat()
+    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if memo in _VERIFIED:
+        return _VERIFIED[memo]
+    found = file_checksums(path)
+    ok = (found["sha256"] == source.sha256) if source.sha256 else (found["git_blob"] == source.git_blob)
+    if not ok:
+        got = f"sha256:{found['sha256']}" if source.sha256 else f"git-blob-sha1:{found['git_blob']}"
+        raise CorpusChecksumError(
+            f"{path} is not the text the study expects: {got} ({found['size']:,} bytes), expected "
+            f"{source.checksum}{f' ({source.size:,} bytes)' if source.size else ''}. It was altered or truncated, "
+            f"or is another release. "
+            f"Delete it to download it again, or: " + _instructions(source, path))
+    _VERIFIED[memo] = found
+    return found
+
+
+def _download_url(source: SourceFile) -> str:
+    mirror = os.environ.get("COMPSTUDY_CORPUS_MIRROR")
+    return f"{mirror.rstrip('/')}/{source.corpus}/{source.filename}" if mirror else source.url
+
+
+def download(url: str, dest: str | Path, source: SourceFile, timeout: float = DOWNLOAD_TIMEOUT_S) -> Path:
+    """Download `url` to `dest`, verified against `source` before it is moved into place (an
+    interrupted or wrong download never leaves a file behind). `file://` URLs work too.
+
+    Raises CorpusUnavailable if the URL cannot be read within `timeout` seconds, and
+    CorpusChecksumError if what arrived is not the expected text.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}-", dir=dest.parent)
+    try:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response, os.fdopen(fd, "wb") as out:
+                shutil.copyfileobj(response, out)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise CorpusUnavailable(f"{dest} is missing and {url} could not be read ({exc}). "
+                                    + _instructions(source, dest)) from None
+        verify_file(tmp, source)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def ensure_file(source: SourceFile, data_dir: str | Path | None = None) -> Path:
+    """The verified path of a registered corpus file: checked if present, else downloaded once
+    from its URL (or `COMPSTUDY_CORPUS_MIRROR`) into the data dir.
+
+    Raises CorpusChecksumError (a file on disk that is not the expected text) or
+    CorpusUnavailable (missing, and no download allowed or possible), each naming the file, its
+    expected checksum and where to put it by hand.
+    """
+    root = Path(data_dir) if data_dir else paths.data_dir()
+    path = root / source.corpus / source.filename
+    if path.exists():
+        verify_file(path, source)
+        return path
+    if os.environ.get("COMPSTUDY_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise CorpusUnavailable(f"{path} is missing and downloads are off (COMPSTUDY_OFFLINE). "
+                                + _instructions(source, path))
+    return download(_download_url(source), path, source)
+
+
+def copy_from(folder: str | Path, data_dir: str | Path | None = None) -> list[Path]:
+    """Copy every registered file that `folder` has (as `<corpus>/<file>`) and the data dir lacks,
+    verified like a download; returns the copied paths. Files already present are verified where
+    they are read."""
+    root, copied = Path(data_dir) if data_dir else paths.data_dir(), []
+    for source in SOURCES.values():
+        src, dest = Path(folder) / source.corpus / source.filename, root / source.corpus / source.filename
+        if src.exists() and not dest.exists():
+            copied.append(download(src.resolve().as_uri(), dest, source))
+    return copied
+
+
+def ensure_available(spec: str) -> list[Path]:
+    """Make sure a corpus spec can be read, without tokenizing anything: registered files are
+    verified or downloaded (`ensure_file`), a folder must hold a non-empty UTF-8 text for the
+    split, c4 / lambada need their saved file or the hub. Returns the files it will read.
+
+    Raises ValueError (bad spec, undecodable folder text), CorpusUnavailable, CorpusChecksumError.
+    """
+    parsed = parse_spec(spec)
+    if parsed.name in KNOWN_CORPORA:
+        if parsed.name in ("c4", "lambada"):
+            path = paths.data_dir() / parsed.name / ("validation.txt" if parsed.name == "c4" else "test.txt")
+            if not path.exists() and is_offline():
+                raise CorpusUnavailable(f"{parsed.name} is online-only and the hub is unreachable: looked for {path}. "
+                                        f"Run once with network access, or put the text at {path}.")
+            return [path] if path.exists() else []
+        return [ensure_file(s) for s in source_files(parsed)]
+    text = _folder(Path(parsed.name).expanduser(), parsed.split)
+    if not text.strip():
+        raise ValueError(f"folder corpus {parsed.name}: split {parsed.split!r} is empty")
+    return sorted(Path(parsed.name).expanduser().glob("*.txt"))
+
+
+_LOADED: dict[str, str] = {}
+
+
+def loaded_checksums() -> dict[str, str]:
+    """label -> SHA-256 of the text of every corpus split this process has read (`load_text`):
+    what each results row records as the corpora behind it."""
+    return dict(_LOADED)
+
+
 def load_text(spec: str | CorpusSpec, data_dir: str | Path | None = None) -> str:
-    """Return the text of one corpus split as a single string.
+    """Return the text of one corpus split as a single string (verified, see the module docstring).
 
     Args:
         spec: `"name:split"`, see the module table.
         data_dir: folder with the corpora; default `compstudy.paths.data_dir()`.
 
     Raises:
-        ValueError: malformed spec (see `parse_spec`).
-        CorpusUnavailable: the split is not on disk and cannot be downloaded (offline).
+        ValueError: malformed spec (see `parse_spec`), or a folder text that is not UTF-8.
+        CorpusUnavailable: the split is not on disk and cannot be downloaded.
+        CorpusChecksumError: the file on disk is not the expected text.
     """
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     root = Path(data_dir) if data_dir else paths.data_dir()
     if spec.name == "wikitext-2":
-        return _wikitext2(root, spec.split)
-    if spec.name == "tinyshakespeare":
-        path = root / "tinyshakespeare" / "input.txt"
-        if not path.exists():
-            raise CorpusUnavailable(
-                f"tinyshakespeare not found: looked for {path}. Copy input.txt (char-rnn's "
-                f"tinyshakespeare) there, or set COMPSTUDY_DATA_DIR to a folder that has it."
-            )
-        return _split_fraction(path.read_text(encoding="utf-8"), spec.split)
-    if spec.name == "c4":
-        return _online_or_file(root / "c4" / "validation.txt", "c4", _download_c4)
-    if spec.name == "lambada":
-        return _online_or_file(root / "lambada" / "test.txt", "lambada", _download_lambada)
-    return _folder(Path(spec.name).expanduser(), spec.split)
-
-
-def _wikitext2(root: Path, split: str) -> str:
-    path = root / "wikitext-2" / f"{split}.txt"
-    if path.exists():
-        return path.read_text(encoding="utf-8")
-    if is_offline():
-        present = sorted(p.name for p in (root / "wikitext-2").glob("*.txt")) if (root / "wikitext-2").is_dir() else []
-        raise CorpusUnavailable(
-            f"wikitext-2 split {split!r} not found: looked for {path} (present: {present or 'none'}) "
-            f"and the hub is unreachable. Offline, train on a split that is present "
-            f"(the offline configs use 'wikitext-2:valid' for training), or put {split}.txt there."
-        )
-    import datasets
-
-    hub_split = {"valid": "validation"}.get(split, split)
-    rows = datasets.load_dataset("wikitext", "wikitext-2-v1", split=hub_split)
-    return "".join(rows["text"])
+        text = ensure_file(SOURCES[("wikitext-2", f"{spec.split}.txt")], root).read_text(encoding="utf-8")
+    elif spec.name == "tinyshakespeare":
+        path = ensure_file(SOURCES[("tinyshakespeare", "input.txt")], root)
+        text = _split_fraction(path.read_text(encoding="utf-8"), spec.split)
+    elif spec.name == "c4":
+        text = _online_or_file(root / "c4" / "validation.txt", "c4", _download_c4)
+    elif spec.name == "lambada":
+        text = _online_or_file(root / "lambada" / "test.txt", "lambada", _download_lambada)
+    else:
+        text = _folder(Path(spec.name).expanduser(), spec.split)
+    _LOADED[spec.label] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return text
 
 
 def _split_fraction(text: str, split: str) -> str:
@@ -138,22 +338,41 @@ def _split_fraction(text: str, split: str) -> str:
     return text[:cut] if split == "train" else text[cut:]
 
 
+def _read_utf8(path: Path) -> str:
+    """A text file as UTF-8 with its byte-order mark, if any, removed (`utf-8-sig`); line endings
+    (CR, CRLF) become `\\n`. Raises ValueError naming the file when it is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); convert it, e.g. "
+                         f"`iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8.txt`") from None
+
+
 def _folder(folder: Path, split: str) -> str:
     named = folder / f"{split}.txt"
     if named.exists():
-        return named.read_text(encoding="utf-8")
+        return _read_utf8(named)
     files = sorted(folder.glob("*.txt"))
     if not files or split not in ("train", "test"):
         raise CorpusUnavailable(
             f"folder corpus {folder}: no {named.name}, and split {split!r} can only be made "
             f"(train = first 90 %, test = last 10 %) from *.txt files; found {[f.name for f in files]}"
         )
-    text = "\n".join(f.read_text(encoding="utf-8") for f in files)
+    text = "\n".join(_read_utf8(f) for f in files)
     return _split_fraction(text, split)
+
+
+def _recorded_checksums(folder: Path) -> dict:
+    f = folder / CHECKSUMS_FILE
+    return json.loads(f.read_text()) if f.exists() else {}
 
 
 def _online_or_file(path: Path, name: str, download) -> str:
     if path.exists():
+        recorded = _recorded_checksums(path.parent).get(path.name)
+        if recorded and file_checksums(path)["sha256"] != recorded:
+            raise CorpusChecksumError(f"{path} changed since it was saved: its SHA-256 is not the {recorded} recorded "
+                                      f"in {path.parent / CHECKSUMS_FILE}; delete both to fetch it again")
         return path.read_text(encoding="utf-8")
     if is_offline():
         raise CorpusUnavailable(
@@ -180,10 +399,14 @@ def _download_lambada() -> str:
 
 
 def save_text(spec: str, path: str | Path, data_dir: str | Path | None = None) -> Path:
-    """Write a corpus split to a text file (e.g. to keep c4 for later offline runs)."""
+    """Write a corpus split to a text file (e.g. to keep c4 for later offline runs) and record its
+    SHA-256 in the folder's `CHECKSUMS_FILE`, against which later reads are verified."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(load_text(spec, data_dir), encoding="utf-8")
+    recorded = _recorded_checksums(path.parent)
+    recorded[path.name] = file_checksums(path)["sha256"]
+    (path.parent / CHECKSUMS_FILE).write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n")
     return path
 
 

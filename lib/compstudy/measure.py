@@ -522,7 +522,7 @@ def evaluate(model, tokenizer, datasets: list[str] | str, config: EvalConfig = E
                 with PeakMemory(device) as mem, meter.task(f"{variant}/{spec}/{repeat}") as energy:
                     nll, n_scored = sliding_window_nll(model, ids, context, stride, config.batch_size, device)
                 records.append({
-                    "study": study, "variant": variant, "dataset": spec, "repeat": repeat,
+                    "study": study, "variant": variant, "dataset": data.corpus_label(spec), "repeat": repeat,
                     "perplexity": math.exp(nll / n_scored), "nll_nats": nll / n_scored,
                     "bits_per_byte": nll / math.log(2) / n_bytes, "tokens_scored": n_scored,
                     "bytes_evaluated": n_bytes, "context": context, "stride": stride,

@@ -184,6 +184,18 @@ class Artifact:
         return self.recipe.get("cost", {"seconds": 0.0, "energy_kwh": 0.0, "method": "none"})
 
 
+def load_folder(path: str | Path, device: str = "cpu", **load_kwargs) -> torch.nn.Module:
+    """Load a model saved by `save_model`: with `prune.load_pruned` when the folder has a
+    `pruned_shape.json` (a shape its config cannot describe), else `from_pretrained`
+    (`load_model`; `load_kwargs` go there). Returns the model in eval mode on `device`."""
+    from .prune import SHAPE_FILE, load_pruned
+
+    path = Path(path)
+    if (path / SHAPE_FILE).exists():
+        return load_pruned(path, device=device)
+    return load_model(path, device=device, **load_kwargs)
+
+
 def load_artifact(key: str, device: str = "cpu", **load_kwargs) -> Artifact:
     """Load a cached model artifact (model, tokenizer, recipe, history) by cache key."""
     import pandas as pd
@@ -192,12 +204,7 @@ def load_artifact(key: str, device: str = "cpu", **load_kwargs) -> Artifact:
 
     folder = cache.path_of(key)
     history = pd.read_csv(folder / "history.csv") if (folder / "history.csv").exists() else None
-    from .prune import SHAPE_FILE, load_pruned
-
-    if (folder / SHAPE_FILE).exists():  # a pruned shape its config cannot describe
-        model = load_pruned(folder, device=device)
-    else:
-        model = load_model(folder, device=device, **load_kwargs)
+    model = load_folder(folder, device=device, **load_kwargs)
     recipe = cache.read_recipe(key)
     if "size" not in recipe:  # before any forward pass: see measure.model_size
         from .measure import model_size

@@ -75,7 +75,9 @@ class Step:
         return False
 
 
-_PRUNE_TOKEN = re.compile(r"^(AH|MLP|Emb|Depth|GMag|Mag)(\d+)$")
+_PERCENT = r"\d+(?:\.\d{1,3})?"  # a percentage as names write it: 75, 81.25 (see prune.percent_text)
+_PRUNE_TOKEN = re.compile(rf"^(AH|MLP|Emb|Depth|GMag|Mag)({_PERCENT})$")
+_HEADS_TOKEN = re.compile(rf"^{_PERCENT}$")
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,7 @@ class Pipeline:
             elif step.kind == "kd":
                 parts.append("KD")
             elif step.kind == "prune":
-                pct = round(100 * c.amount)
+                pct = prune.percent_text(c.amount)
                 token = f"AH{pct}" if c.kind == "heads" else replace(c, finetune_tokens=0).name
                 if head == "Base" and not parts:
                     head = token
@@ -156,7 +158,7 @@ class Pipeline:
                 steps.append(Step("kd", defaults.kd))
             elif token == "Distil":
                 steps.append(Step("distill", defaults.distill))
-            elif token.isdigit() or _PRUNE_TOKEN.match(token):
+            elif _HEADS_TOKEN.match(token) or _PRUNE_TOKEN.match(token):
                 steps.append(_prune_step(token, defaults, name, first=False))
             else:
                 steps.append(Step("quantize", _quant(token, name)))
@@ -174,15 +176,15 @@ def _quant(token: str, name: str) -> QuantConfig:
 
 
 def _prune_step(token: str, defaults: StepDefaults, name: str, first: bool) -> Step:
-    if token.isdigit() and not first:
-        return Step("prune", replace(defaults.prune, kind="heads", amount=int(token) / 100, finetune_tokens=0))
+    if _HEADS_TOKEN.match(token) and not first:
+        return Step("prune", replace(defaults.prune, kind="heads", amount=float(token) / 100, finetune_tokens=0))
     m = _PRUNE_TOKEN.match(token)
     if not m:
         raise ValueError(f"{name!r}: first token {token!r} must be Base, Distil (each optionally with a "
                          f"quantization suffix, e.g. Base4b), AH<pct>, MLP<pct>, Emb<pct>, Depth<pct>, Mag<pct> or GMag<pct>")
     kind = {"AH": "heads", "MLP": "width", "Emb": "embedding", "Depth": "depth", "Mag": "magnitude", "GMag": "magnitude"}[m.group(1)]
     allocation = ("global" if m.group(1) == "GMag" else "layer") if kind == "magnitude" else defaults.prune.allocation
-    return Step("prune", replace(defaults.prune, kind=kind, amount=int(m.group(2)) / 100, allocation=allocation,
+    return Step("prune", replace(defaults.prune, kind=kind, amount=float(m.group(2)) / 100, allocation=allocation,
                                  finetune_tokens=0))
 
 
@@ -230,7 +232,7 @@ def paper_grid(bases=("Base", "Distil"), heads=(None, 90, 80), quants=(None, "8b
     return names
 
 
-WIDTH_AXES = ("MLP", "Emb", "Emb+MLP")
+WIDTH_AXES = prune.WIDTH_RECIPES
 
 
 def check_width_axes(axes) -> tuple:
@@ -239,35 +241,22 @@ def check_width_axes(axes) -> tuple:
     Raises ValueError naming the bad entry and the allowed values."""
     for a in axes:
         if a not in WIDTH_AXES:
-            raise ValueError(f"width axes {a!r} unknown; allowed: {WIDTH_AXES}")
+            raise ValueError(f"width recipe {a!r} unknown; allowed: {WIDTH_AXES}")
     return tuple(axes)
 
 
-def width_name_for_params(base: Artifact, n_params_removed: int, axes: str, defaults: StepDefaults,
-                          train_corpora, device: str = "auto") -> str:
-    """The pipeline name of a width pruning of `base` that removes about `n_params_removed`
-    parameters, to compare width against depth at equal parameter count (Minitron,
-    Muralidharan et al. 2024, compares both axes at a fixed parameter budget):
+def width_plan_for_params(base: Artifact, n_params_removed: int, axes: str) -> "prune.WidthPlan":
+    """The width pruning of `base` (a `prune.WidthPlan`: pipeline name, steps, exact parameter
+    count) that removes as close to `n_params_removed` parameters as valid shapes allow, to
+    compare width against depth at equal parameter count (Minitron, Muralidharan et al. 2024):
+    `MLP` (e.g. `MLP25`), `Emb` (e.g. `Emb66.41`), `Emb+MLP` (e.g. `Emb82.81+MLP54.69`). The
+    name records the percentages actually reached; `plan.residual` is the parameter difference
+    that valid shapes leave (shown by notebook 04).
 
-    - `MLP`: MLP neurons only (`prune.mlp_keep_for_params`), e.g. `MLP50`;
-    - `Emb`: embedding channels only (`prune.embedding_keep_for_params`), e.g. `Emb66`;
-    - `Emb+MLP`: half through embedding channels, the rest through the MLP neurons of the
-      narrowed model (its `Emb` step is built, and cached, to count them), e.g. `Emb83+MLP70`.
-
-    Keep percentages are whole numbers (they are in the name), so the parameter count matches
-    to within one percent of the pruned axis; the notebooks print the counts reached.
-
-    Raises ValueError for unknown `axes` or more parameters than the axes hold, before any pruning.
+    Raises ValueError for unknown `axes` or more parameters than the model holds, before any pruning.
     """
     check_width_axes([axes])
-    if axes == "MLP":
-        return f"MLP{round(100 * prune.mlp_keep_for_params(base.model, n_params_removed))}"
-    if axes == "Emb":
-        return f"Emb{round(100 * prune.embedding_keep_for_params(base.model, n_params_removed))}"
-    emb_name = f"Emb{round(100 * prune.embedding_keep_for_params(base.model, n_params_removed // 2))}"
-    narrowed = build(base, Pipeline.from_name(emb_name, defaults), train_corpora, device=device, progress=False)
-    rest = n_params_removed - (base.recipe["size"]["n_params"] - narrowed.recipe["size"]["n_params"])
-    return f"{emb_name}+MLP{round(100 * prune.mlp_keep_for_params(narrowed.model, max(rest, 0)))}"
+    return prune.width_plan(base.model, n_params_removed, axes)
 
 
 def scratch_like(shape_of: Artifact, tokens: int, train_corpora, lr: float = 2e-3, seed: int = 0,

@@ -25,6 +25,7 @@ attention width to n_embd).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -198,8 +199,8 @@ def select_heads(importance: torch.Tensor, keep: float, allocation: str = "globa
                  counts: list[int] | None = None) -> dict[int, list[int]]:
     """Heads to remove, {layer: [head, ...]}, keeping a fraction `keep` of them.
 
-    `layer`: each layer keeps round(keep * its heads), at least 1. `global`: the
-    round(keep * all heads) most important heads are kept across layers, but each layer keeps at
+    `layer`: each layer keeps `kept_count(its heads, keep)`, at least 1. `global`: the
+    `kept_count(all heads, keep)` most important heads are kept across layers, but each layer keeps at
     least its most important head (a layer without heads is not a pruned layer, it is a
     different architecture: use depth pruning for that).
 
@@ -214,13 +215,13 @@ def select_heads(importance: torch.Tensor, keep: float, allocation: str = "globa
     remove: dict[int, list[int]] = {}
     if allocation == "layer":
         for i in range(n_layer):
-            n_keep = max(1, round(keep * counts[i]))
+            n_keep = kept_count(counts[i], keep)
             order = importance[i, : counts[i]].argsort(descending=True).tolist()
             if order[n_keep:]:
                 remove[i] = sorted(order[n_keep:])
         return remove
     total = sum(counts)
-    n_keep = max(n_layer, round(keep * total))
+    n_keep = kept_count(total, keep, minimum=n_layer)
     best = {i: int(importance[i, : counts[i]].argmax()) for i in range(n_layer)}
     ranked = sorted(((float(importance[i, h]), i, h) for i in range(n_layer) for h in range(counts[i])
                      if h != best[i]), reverse=True)
@@ -375,21 +376,6 @@ def sparse_storage_bytes(model) -> dict:
 # Width (MLP neurons) and depth (blocks)
 
 
-def mlp_keep_for_params(model, n_params_removed: int) -> float:
-    """The MLP keep fraction that removes `n_params_removed` parameters from `model` (every block
-    alike), to compare width against depth pruning at equal parameter count. Each MLP neuron
-    holds 2 * hidden + 1 parameters in GPT-2 (in, out, bias) and 3 * hidden in Llama (gate, up,
-    down). Raises ValueError if that many MLP parameters do not exist."""
-    hidden = model.config.hidden_size
-    is_gpt2 = hasattr(model, "transformer")
-    per_neuron = 2 * hidden + 1 if is_gpt2 else 3 * hidden
-    n_inner = _in_features(_mlp_down(blocks(model)[0]))
-    total = per_neuron * n_inner * len(blocks(model))
-    if not 0 <= n_params_removed < total:
-        raise ValueError(f"cannot remove {n_params_removed} parameters from MLPs holding {total}")
-    return 1 - n_params_removed / total
-
-
 def _calibration_pass(model, batches, hooks) -> int:
     """Run `model` without gradients on every calibration batch (the `hooks` already registered
     collect what they need), then remove the hooks, also on error. Returns the tokens seen."""
@@ -420,15 +406,15 @@ def mlp_neuron_importance(model, batches) -> torch.Tensor:
 
 
 def prune_mlp(model, keep: float, importance: torch.Tensor):
-    """Keep the round(keep * n_inner) most important MLP neurons in every block (the same number
-    everywhere, so the config describes the result), in place. Returns the model.
+    """Keep the `kept_count(n_inner, keep)` most important MLP neurons in every block (the same
+    number everywhere, so the config describes the result), in place. Returns the model.
 
     Raises ValueError if `keep` is not in (0, 1].
     """
     if not 0 < keep <= 1:
         raise ValueError(f"keep fraction must be in (0, 1], got {keep}")
     n_inner = importance.shape[1]
-    n_keep = max(1, round(keep * n_inner))
+    n_keep = kept_count(n_inner, keep)
     for i, block in enumerate(blocks(model)):
         idx = importance[i].argsort(descending=True)[:n_keep].sort().values
         mlp = block.mlp
@@ -542,18 +528,6 @@ def params_per_embedding_channel(model) -> int:
     return n
 
 
-def embedding_keep_for_params(model, n_params_removed: int) -> float:
-    """The embedding-channel keep fraction that removes `n_params_removed` parameters from
-    `model` (`params_per_embedding_channel` times the channels removed), to compare it with
-    depth and MLP pruning at equal parameter count. Raises ValueError if the model does not hold
-    that many."""
-    per_channel, hidden = params_per_embedding_channel(model), model.config.hidden_size
-    if not 0 <= n_params_removed < per_channel * hidden:
-        raise ValueError(f"cannot remove {n_params_removed} parameters through embedding channels "
-                         f"({hidden} channels of {per_channel} parameters)")
-    return 1 - n_params_removed / (per_channel * hidden)
-
-
 def embedding_channel_importance(model, batches) -> torch.Tensor:
     """Importance of every embedding channel, [hidden]: the mean |output| of the channel in
     each LayerNorm / RMSNorm over the calibration tokens, summed over the norms (Minitron,
@@ -569,7 +543,9 @@ def embedding_channel_importance(model, batches) -> torch.Tensor:
 
 
 def prune_embedding_channels(model, keep: float, importance: torch.Tensor):
-    """Keep the round(keep * hidden) most important embedding channels, in place: the residual
+    """Keep the `kept_count(hidden, keep, embedding_channel_multiple(model))` most important
+    embedding channels, in place (a shape the architecture accepts, see
+    `embedding_channel_multiple`): the residual
     stream, every embedding table, norm, and the matching column / row of every layer that reads
     or writes it shrink (`residual_stream_layers`); attention heads and MLP neurons keep their
     sizes. The norms then normalise over the kept channels only, so outputs change even for the
@@ -586,7 +562,7 @@ def prune_embedding_channels(model, keep: float, importance: torch.Tensor):
     hidden = model.config.hidden_size
     if tuple(importance.shape) != (hidden,):
         raise ValueError(f"importance must have shape ({hidden},), got {tuple(importance.shape)}")
-    n_keep = max(1, round(keep * hidden))
+    n_keep = kept_count(hidden, keep, embedding_channel_multiple(model))
     idx = importance.argsort(descending=True)[:n_keep].sort().values
     _slice_residual_stream(model, idx)
     return model
@@ -618,6 +594,201 @@ def _slice_residual_stream(model, idx: torch.Tensor) -> None:
         c.n_embd, c.n_inner = len(idx), inner_size
     else:
         c.hidden_size, c.head_dim = len(idx), head_dim_
+
+
+# --------------------------------------------------------------------------------------------
+# Valid pruned shapes: how many units each kind keeps, and the parameters that leaves
+
+
+def kept_count(total: int, keep: float, multiple: int = 1, minimum: int = 1) -> int:
+    """Units kept when a fraction `keep` of `total` units (heads, MLP neurons, channels, blocks)
+    is kept: `keep * total` rounded to the nearest multiple of `multiple` (halves up), at least
+    the smallest multiple >= `minimum`, at most `total`. Every pruning kind counts through this
+    one function, so a name's percentage always maps to the same shape.
+
+    Raises ValueError if `keep` is not in (0, 1], `total` < 1 or `multiple` < 1.
+    """
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep fraction must be in (0, 1], got {keep}")
+    if total < 1 or multiple < 1:
+        raise ValueError(f"total and multiple must be >= 1, got total={total}, multiple={multiple}")
+    n = math.floor(keep * total / multiple + 0.5) * multiple
+    smallest = multiple * math.ceil(max(minimum, 1) / multiple)
+    return min(total, max(n, smallest))
+
+
+def percent_text(fraction: float) -> str:
+    """`100 * fraction` as it appears in a variant name: a whole number when it is one (`75`),
+    else with up to three decimals and no trailing zeros (`81.25`)."""
+    text = f"{round(100 * fraction, 3):.3f}".rstrip("0").rstrip(".")
+    return text
+
+
+def percent_for(kept: int, total: int, multiple: int = 1, minimum: int = 1) -> str:
+    """The shortest percentage text (0 to 3 decimals) whose fraction gives back exactly `kept`
+    units through `kept_count`: what a name records after rounding to a valid shape.
+
+    Raises ValueError if no percentage with 3 decimals reaches `kept` (not a reachable count).
+    """
+    for digits in range(4):
+        pct = round(100 * kept / total, digits)
+        if 0 < pct <= 100 and kept_count(total, pct / 100, multiple, minimum) == kept:
+            return percent_text(pct / 100)
+    raise ValueError(f"{kept} of {total} units (multiple {multiple}) cannot be reached by a keep fraction")
+
+
+def embedding_channel_multiple(model) -> int:
+    """Embedding-channel counts the architecture accepts are multiples of this. Llama: the
+    number of attention heads (transformers validates `hidden_size % num_attention_heads == 0`;
+    `head_dim` stays explicit, so the attention width stays apart from the residual width, as in
+    Minitron). GPT-2: 1 (its attention width is recorded in `pruned_shape.json`)."""
+    if getattr(model.config, "model_type", None) == "gpt2":
+        return 1
+    return int(model.config.num_attention_heads)
+
+
+def params_per_head(model) -> int:
+    """Parameters removed with one attention head: its q, k, v rows (and biases) and its columns
+    of the output projection. The same in every layer."""
+    a, d = _attn(blocks(model)[0]), head_dim(model)
+    if hasattr(a, "c_attn"):  # GPT-2: c_attn [hidden, 3 * width] + bias, c_proj [width, hidden]
+        return 3 * d * (a.c_attn.weight.shape[0] + 1) + d * a.c_proj.weight.shape[1]
+    n = 0
+    for p in (a.q_proj, a.k_proj, a.v_proj):
+        n += d * (p.in_features + (p.bias is not None))
+    return n + d * a.o_proj.out_features
+
+
+def params_per_mlp_neuron(model, hidden: int | None = None) -> int:
+    """Parameters removed with one MLP neuron (in every block: multiply by the layers): GPT-2
+    `2 * hidden + 1` (c_fc column and bias, c_proj row); Llama `3 * hidden` (gate, up, down; plus
+    biases when the config has them). `hidden` defaults to the model's residual width (give it
+    to count for a narrower residual stream, after embedding-channel pruning)."""
+    hidden = model.config.hidden_size if hidden is None else hidden
+    mlp = blocks(model)[0].mlp
+    if hasattr(mlp, "c_fc"):
+        return 2 * hidden + 1
+    return 3 * hidden + (mlp.gate_proj.bias is not None) + (mlp.up_proj.bias is not None)
+
+
+def _n_params(model) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def predicted_parameters(model, kind: str, keep: float, allocation: str = "global") -> int:
+    """Parameters `model` will have after pruning by `kind` with keep fraction `keep` (magnitude:
+    sparsity), computed from the shape alone (the importance decides which units go, not how
+    many): the check that pruning produced the shape it reports.
+
+    Raises ValueError for an unknown kind, or for depth pruning of blocks of different sizes.
+    """
+    n = _n_params(model)
+    if kind == "magnitude":
+        return n
+    if kind == "heads":
+        counts = head_counts(model)
+        if allocation == "layer":
+            kept = sum(kept_count(c, keep) for c in counts)
+        else:
+            kept = kept_count(sum(counts), keep, minimum=len(counts))
+        return n - (sum(counts) - kept) * params_per_head(model)
+    if kind == "width":
+        n_inner = _in_features(_mlp_down(blocks(model)[0]))
+        removed = n_inner - kept_count(n_inner, keep)
+        return n - removed * len(blocks(model)) * params_per_mlp_neuron(model)
+    if kind == "embedding":
+        hidden = model.config.hidden_size
+        removed = hidden - kept_count(hidden, keep, embedding_channel_multiple(model))
+        return n - removed * params_per_embedding_channel(model)
+    if kind == "depth":
+        sizes = {sum(p.numel() for p in b.parameters()) for b in blocks(model)}
+        if len(sizes) != 1:
+            raise ValueError("depth pruning of blocks of different sizes: the count depends on which blocks go")
+        return n - (len(blocks(model)) - kept_count(len(blocks(model)), keep)) * sizes.pop()
+    raise ValueError(f"pruning kind must be one of {KINDS}, got {kind!r}")
+
+
+WIDTH_RECIPES = ("MLP", "Emb", "Emb+MLP")
+
+
+@dataclass(frozen=True)
+class WidthPlan:
+    """A Minitron width pruning sized to remove a given number of parameters.
+
+    Attributes:
+        recipe: one of `WIDTH_RECIPES`.
+        name: its pipeline name with the percentages actually reached, e.g. `Emb81.25+MLP55.37`.
+        steps: ((kind, keep fraction), ...) in the order they are applied.
+        n_params: the parameter count after pruning (exact: computed from the valid shape).
+        target_n_params: the count that was asked for.
+    """
+
+    recipe: str
+    name: str
+    steps: tuple
+    n_params: int
+    target_n_params: int
+
+    @property
+    def residual(self) -> int:
+        """n_params - target_n_params: what valid shapes could not match, in parameters."""
+        return self.n_params - self.target_n_params
+
+
+def _mlp_neurons_for(model, n_params_removed: int, hidden: int) -> int:
+    """MLP neurons kept per block to remove closest to `n_params_removed` (at least one kept)."""
+    n_inner, n_layer = _in_features(_mlp_down(blocks(model)[0])), len(blocks(model))
+    per = n_layer * params_per_mlp_neuron(model, hidden)
+    removed = min(n_inner - 1, max(0, math.floor(n_params_removed / per + 0.5)))
+    return n_inner - removed
+
+
+def _channels_for(model, n_params_removed: int) -> int:
+    """Embedding channels kept (a valid multiple) to remove closest to `n_params_removed`."""
+    hidden, m = model.config.hidden_size, embedding_channel_multiple(model)
+    per = params_per_embedding_channel(model)
+    return kept_count(hidden, max(1e-9, min(1.0, (hidden - n_params_removed / per) / hidden)), m)
+
+
+def width_plan(model, n_params_removed: int, recipe: str) -> WidthPlan:
+    """The width pruning of `model` that removes as close to `n_params_removed` parameters as
+    valid shapes allow, to compare width with depth at equal parameter count (Minitron,
+    Muralidharan et al. 2024, compares both axes at a fixed budget):
+
+    - `MLP`: MLP neurons only, the same number in every block;
+    - `Emb`: embedding channels only (a multiple of `embedding_channel_multiple`);
+    - `Emb+MLP`: about half through embedding channels, the rest through the MLP neurons of
+      the narrowed model.
+
+    Computed from the shape alone (nothing is built). The name records the percentages reached
+    (`percent_for`), so parsing it gives back exactly this shape.
+
+    Raises ValueError for an unknown recipe or a count outside [0, parameters of the model).
+    """
+    if recipe not in WIDTH_RECIPES:
+        raise ValueError(f"width recipe {recipe!r} unknown; allowed: {WIDTH_RECIPES}")
+    n = _n_params(model)
+    if not 0 <= n_params_removed < n:
+        raise ValueError(f"n_params_removed must be in [0, {n}) for this model, got {n_params_removed}")
+    hidden, m = model.config.hidden_size, embedding_channel_multiple(model)
+    n_inner, n_layer = _in_features(_mlp_down(blocks(model)[0])), len(blocks(model))
+    steps, tokens, removed = [], [], 0
+    if recipe in ("Emb", "Emb+MLP"):
+        share = n_params_removed if recipe == "Emb" else n_params_removed // 2
+        kept_e = _channels_for(model, share)
+        if kept_e < hidden:
+            steps.append(("embedding", kept_e / hidden))
+            tokens.append(f"Emb{percent_for(kept_e, hidden, m)}")
+            removed += (hidden - kept_e) * params_per_embedding_channel(model)
+        hidden = kept_e
+    if recipe in ("MLP", "Emb+MLP"):
+        kept_m = _mlp_neurons_for(model, n_params_removed - removed, hidden)
+        if kept_m < n_inner:
+            steps.append(("width", kept_m / n_inner))
+            tokens.append(f"MLP{percent_for(kept_m, n_inner)}")
+            removed += (n_inner - kept_m) * n_layer * params_per_mlp_neuron(model, hidden)
+    name = "+".join(tokens) or "Base"
+    return WidthPlan(recipe, name, tuple(steps), n - removed, n - n_params_removed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -685,7 +856,7 @@ class PruneConfig:
     @property
     def name(self) -> str:
         """Variant name: AH90 / AH80 (the paper's), Mag50 / GMag50, MLP75, Depth67, Emb75; +ft if fine-tuned."""
-        pct = round(100 * self.amount)
+        pct = percent_text(self.amount)
         base = {"heads": f"AH{pct}", "magnitude": f"{'G' if self.allocation == 'global' else ''}Mag{pct}",
                 "width": f"MLP{pct}", "depth": f"Depth{pct}", "embedding": f"Emb{pct}"}[self.kind]
         return base + ("+ft" if self.finetune_tokens else "")
@@ -715,7 +886,7 @@ def apply(model, config: PruneConfig, batches) -> dict:
         facts.update(importance=scores.tolist(), hidden_size=model.config.hidden_size)
     else:
         scores = block_importance(model, batches)
-        n_keep = max(1, round(config.amount * len(blocks(model))))
+        n_keep = kept_count(len(blocks(model)), config.amount)
         prune_layers(model, n_keep, scores)
         facts.update(importance=scores.tolist(), kept_layers=model._compstudy_kept_layers)
     return facts

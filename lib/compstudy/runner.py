@@ -6,11 +6,15 @@
 A config is YAML:
 
     study: default                 # results/<study>/, runs/<study>/, figures/<study>/
+    extends: other.yaml            # optional: start from another config (its parameters and notebooks)
     parameters:                    # shared: given to every notebook that declares the name
       n_layer: 6
     notebooks:
       - path: notebooks/00_baseline.ipynb
         parameters: {repeats: 3}   # this notebook only
+
+Precedence, lowest first: the notebook's own default, a config's shared `parameters`, a notebook
+entry's `parameters`, the command line's `-p` (which wins over both config levels).
 
 Every name is checked against the notebooks' `parameters` cells (papermill's inspection) before
 anything runs: a per-notebook name the notebook does not declare, or a shared / `-p` name no
@@ -20,6 +24,7 @@ A failing cell stops the run with the notebook, the cell and the error.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -48,6 +53,7 @@ class Study:
     notebooks: list[NotebookRun]
     config_path: Path | None = None
     complete: bool = True  # False when --only selected a subset of the config's notebooks
+    timings: dict = field(default_factory=dict)  # notebook file name -> wall seconds, filled by run_study
 
 
 def notebook_parameters(path: str | Path) -> dict:
@@ -68,46 +74,94 @@ def _resolve(path: str | Path, base: Path) -> Path:
     return (paths.repo_root() / p).resolve()
 
 
+def read_config(config_path: str | Path, _seen: tuple = ()) -> dict:
+    """A study config as a dict, with `extends` resolved: the extended config's parameters are
+    updated by this one's, its notebooks are used unless this one lists its own, and notebook
+    paths are made absolute relative to the file that names them.
+
+    Raises ConfigError for a missing file, malformed YAML, a top level that is not a mapping,
+    unknown keys, or an `extends` cycle.
+    """
+    config_path = Path(config_path).resolve()
+    if not config_path.exists():
+        raise ConfigError(f"config {config_path} does not exist")
+    if config_path in _seen:
+        raise ConfigError(f"config {config_path} extends itself (through {[p.name for p in _seen]})")
+    try:
+        cfg = yaml.safe_load(config_path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_path} is not valid YAML: {exc}") from None
+    cfg = {} if cfg is None else cfg
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{config_path}: the top level must be a mapping (study, parameters, notebooks), "
+                          f"got a {type(cfg).__name__}")
+    unknown_top = set(cfg) - {"study", "description", "extends", "parameters", "notebooks"}
+    if unknown_top:
+        raise ConfigError(f"{config_path}: unknown top-level keys {sorted(unknown_top)}; "
+                          f"allowed: study, description, extends, parameters, notebooks")
+    for key, kind in (("parameters", dict), ("notebooks", list)):
+        if cfg.get(key) is not None and not isinstance(cfg[key], kind):
+            raise ConfigError(f"{config_path}: '{key}' must be a {'mapping' if kind is dict else 'list'}, "
+                              f"got {type(cfg[key]).__name__}")
+    entries = []
+    for entry in cfg.get("notebooks") or []:
+        entry = {"path": entry} if isinstance(entry, str) else entry
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{config_path}: a notebook entry must be a path or a mapping, got {entry!r}")
+        entry = dict(entry)
+        if "path" in entry:
+            entry["path"] = str(_resolve(entry["path"], config_path.parent))
+        entries.append(entry)
+    cfg["notebooks"] = entries
+    if cfg.get("extends"):
+        parent = read_config(_resolve(cfg["extends"], config_path.parent), (*_seen, config_path))
+        merged = {**parent, **{k: v for k, v in cfg.items() if k not in ("parameters", "notebooks", "extends")}}
+        merged["parameters"] = {**(parent.get("parameters") or {}), **(cfg.get("parameters") or {})}
+        merged["notebooks"] = entries or parent["notebooks"]
+        cfg = merged
+    return cfg
+
+
 def load_study(config_path: str | Path, overrides: dict | None = None, only: list[str] | None = None) -> Study:
-    """Read and validate a study config; apply `overrides` (shared parameters from `-p`).
+    """Read and validate a study config; apply `overrides` (`-p`: they win over every config value,
+    shared or per notebook).
 
     Raises ConfigError naming the offending key and the allowed names, before anything runs.
     """
     config_path = Path(config_path)
-    if not config_path.exists():
-        raise ConfigError(f"config {config_path} does not exist")
-    cfg = yaml.safe_load(config_path.read_text()) or {}
-    unknown_top = set(cfg) - {"study", "description", "parameters", "notebooks"}
-    if unknown_top:
-        raise ConfigError(f"{config_path}: unknown top-level keys {sorted(unknown_top)}; "
-                          f"allowed: study, description, parameters, notebooks")
+    cfg = read_config(config_path)
     if not cfg.get("study") or not isinstance(cfg["study"], str):
         raise ConfigError(f"{config_path}: 'study' (a name) is required")
     entries = cfg.get("notebooks") or []
     if not entries:
         raise ConfigError(f"{config_path}: 'notebooks' must list at least one notebook")
+    overrides = dict(overrides or {})
     shared = dict(cfg.get("parameters") or {})
-    shared.update(overrides or {})
-    shared["study"] = cfg["study"] if "study" not in (overrides or {}) else overrides["study"]
+    shared.update(overrides)
+    shared["study"] = overrides.get("study", cfg["study"])
     base = config_path.resolve().parent
     runs, declared_anywhere = [], set()
     for entry in entries:
-        entry = {"path": entry} if isinstance(entry, str) else dict(entry)
         extra = set(entry) - {"path", "parameters"}
         if extra or "path" not in entry:
             raise ConfigError(f"{config_path}: notebook entries take 'path' and 'parameters', got {sorted(entry)}")
         nb = _resolve(entry["path"], base)
         if not nb.exists():
             raise ConfigError(f"{config_path}: notebook {entry['path']} not found (looked at {nb})")
+        if nb.suffix != ".ipynb":
+            raise ConfigError(f"{config_path}: {entry['path']} is not a notebook (.ipynb)")
         declared = notebook_parameters(nb)
         declared_anywhere |= set(declared)
-        own = dict(entry.get("parameters") or {})
+        own = entry.get("parameters") or {}
+        if not isinstance(own, dict):
+            raise ConfigError(f"{config_path}: parameters of {nb.name} must be a mapping, got {own!r}")
         bad = sorted(set(own) - set(declared))
         if bad:
             raise ConfigError(f"{config_path}: {nb.name} does not declare parameter(s) {bad}; "
                               f"it declares: {sorted(declared)}")
         params = {k: v for k, v in shared.items() if k in declared}
         params.update(own)
+        params.update({k: v for k, v in overrides.items() if k in declared})  # the command line wins
         runs.append(NotebookRun(nb, params))
     bad_shared = sorted(set(shared) - declared_anywhere - {"study"})
     if bad_shared:
@@ -119,6 +173,92 @@ def load_study(config_path: str | Path, overrides: dict | None = None, only: lis
             raise ConfigError(f"--only {only} matches none of {[r.path.name for r in runs]}")
         runs = keep
     return Study(shared["study"], runs, config_path, complete=not only)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+def strip_ansi(text: str) -> str:
+    """`text` without ANSI escape sequences (terminal colours)."""
+    return _ANSI.sub("", text)
+
+
+def strip_ansi_outputs(path: str | Path) -> None:
+    """Remove ANSI colour codes from the stored outputs (tracebacks, streams) of an executed
+    notebook, in place: IPython colours its tracebacks for a terminal, and the codes would show
+    as garbage in the HTML report and in a browser. Does nothing if the file is missing."""
+    import nbformat
+
+    path = Path(path)
+    if not path.exists():
+        return
+    nb = nbformat.read(path, as_version=4)
+    changed = False
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            if "traceback" in out:
+                clean = [strip_ansi(line) for line in out["traceback"]]
+                changed |= clean != out["traceback"]
+                out["traceback"] = clean
+            if isinstance(out.get("text"), str) and "\x1b[" in out["text"]:
+                out["text"], changed = strip_ansi(out["text"]), True
+            if "evalue" in out and "\x1b[" in str(out["evalue"]):
+                out["evalue"], changed = strip_ansi(str(out["evalue"])), True
+    if changed:
+        nbformat.write(nb, path)
+
+
+CORPUS_PARAMETERS = ("train_corpora", "eval_datasets")  # notebook parameters that name corpus specs
+
+
+def _declared_value(text):
+    """A default as papermill reports it (source text) turned into a value; the text if it is no literal."""
+    import ast
+
+    try:
+        return ast.literal_eval(text) if isinstance(text, str) else text
+    except (ValueError, SyntaxError):
+        return text
+
+
+def study_corpora(study: Study) -> dict[str, list[str]]:
+    """Corpus spec -> the parameters that name it, over every notebook of `study` (its own
+    default where a notebook is given none). Raises ConfigError for a value that is not a list of specs."""
+    found: dict[str, list[str]] = {}
+    for run in study.notebooks:
+        declared = notebook_parameters(run.path)
+        for name in CORPUS_PARAMETERS:
+            if name not in declared and name not in run.parameters:
+                continue
+            value = run.parameters.get(name, _declared_value(declared.get(name)))
+            value = [value] if isinstance(value, str) else value
+            if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{name} = {value!r} ({run.path.name}): expected a non-empty list of corpus specs "
+                                  f"such as ['wikitext-2:test', 'tinyshakespeare:test']")
+            for spec in value:
+                found.setdefault(spec, []).append(f"{name} ({run.path.name})")
+    return found
+
+
+def check_corpora(study: Study) -> dict[str, list[str]]:
+    """Make sure every corpus the study names can be read, before any notebook starts: specs
+    parsed, registered files verified against their checksums or downloaded once
+    (`data.ensure_available`), folders decodable. Returns spec -> files.
+
+    Raises ConfigError naming the parameter, the spec and what to do (within seconds: nothing is
+    tokenized or trained).
+    """
+    from . import data
+
+    files, problems = {}, []
+    for spec, where in study_corpora(study).items():
+        try:
+            files[spec] = data.ensure_available(spec)
+        except (ValueError, FileNotFoundError) as exc:
+            problems.append(f"{where[0]}: corpus {spec!r} cannot be used: {exc}")
+    if problems:
+        raise ConfigError(f"{len(problems)} corpus problem(s), found before running anything:\n- " + "\n- ".join(problems))
+    return files
 
 
 def _kernel_name() -> str | None:
@@ -135,12 +275,13 @@ class NotebookFailed(RuntimeError):
 def run_study(study: Study, progress: bool = True) -> list[Path]:
     """Execute the study's notebooks in order; returns the executed copies' paths.
 
-    Raises NotebookFailed naming the notebook, the cell and the error; earlier notebooks'
-    results stay written.
+    Raises ConfigError (from `check_corpora`) before anything runs, and NotebookFailed naming
+    the notebook, the cell and the error; earlier notebooks' results stay written.
     """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    check_corpora(study)  # before any notebook: a missing or altered corpus fails in seconds
     out_dir = paths.runs_dir(study.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     kernel = _kernel_name()
@@ -158,10 +299,13 @@ def run_study(study: Study, progress: bool = True) -> list[Path]:
         except PapermillExecutionError as exc:
             raise NotebookFailed(
                 f"{run.path.name} failed in cell {exc.cell_index} (execution count {exc.exec_count}): "
-                f"{exc.ename}: {exc.evalue}\nexecuted copy with the traceback: {output}"
+                f"{exc.ename}: {strip_ansi(str(exc.evalue))}\nexecuted copy with the traceback: {output}"
             ) from None
+        finally:
+            strip_ansi_outputs(output)
         executed.append(output)
-        print(f"    done in {time.perf_counter() - t0:.1f} s -> {output}", flush=True)
+        study.timings[run.path.name] = time.perf_counter() - t0
+        print(f"    done in {study.timings[run.path.name]:.1f} s -> {output}", flush=True)
     wall = time.perf_counter() - t_study
     print(f"study {study.name!r}: {len(executed)} notebook(s) in {wall:.1f} s", flush=True)
     from .report import note_partial_run, write_provenance
@@ -193,8 +337,13 @@ def _print_outcome(study: str, top: int = 5) -> None:
         print(r[cols].head(top).round(3).to_string(index=False), flush=True)
 
 
-def _parse_value(text: str):
-    return yaml.safe_load(text)
+def _parse_value(key: str, text: str):
+    """A `-p KEY VALUE` value parsed as YAML. Raises ConfigError naming the parameter."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"-p {key} {text!r}: not a valid YAML value ({exc.problem or exc}); lists look like "
+                          f"'[1, 2]', strings like 'name' or '\"name\"'") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,19 +357,45 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--no-progress", action="store_true", help="hide papermill's cell progress bar")
     par_p = sub.add_parser("params", help="list a notebook's parameters and defaults")
     par_p.add_argument("notebook")
+    data_p = sub.add_parser("data", help="copy or download the corpora a config needs, and verify their checksums")
+    data_p.add_argument("--config", default=str(paths.repo_root() / "configs" / "default.yaml"),
+                        help="the study config whose corpora are needed (default: configs/default.yaml)")
+    data_p.add_argument("--from", dest="source", help="a folder of corpora to copy from first (e.g. ../shared/data)")
     args = parser.parse_args(argv)
+
+    if args.command == "data":
+        return _data_command(args.config, args.source)
 
     if args.command == "params":
         for name, default in notebook_parameters(args.notebook).items():
             print(f"{name} = {default}")
         return 0
-    overrides = {k: _parse_value(v) for k, v in args.parameter}
     try:
+        overrides = {k: _parse_value(k, v) for k, v in args.parameter}
         study = load_study(args.config, overrides, args.only)
         run_study(study, progress=not args.no_progress)
     except (ConfigError, NotebookFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
+    return 0
+
+
+def _data_command(config: str, source: str | None) -> int:
+    """`python -m compstudy data`: copy what `source` has, then verify or download what the config needs."""
+    from . import data
+
+    if source and Path(source).is_dir():
+        for path in data.copy_from(source):
+            print(f"copied and verified {path}")
+    elif source:
+        print(f"{source} is not a folder: nothing copied; missing corpora are downloaded from their sources")
+    try:
+        files = check_corpora(load_study(config))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for spec, found in files.items():
+        print(f"{spec}: " + (", ".join(str(f) for f in found) or "fetched online when first read"))
     return 0
 
 

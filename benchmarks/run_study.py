@@ -1,0 +1,55 @@
+"""Benchmark: run a study config end to end and record its wall time, per notebook and in all.
+
+    .venv/bin/python benchmarks/run_study.py configs/llama.yaml [-p KEY VALUE ...]
+
+Prints the timings and the top of the ranking, and writes `benchmarks/results/<study>.json`
+(commit, CPU, torch threads, seconds per notebook, total, the ranking's top five, and the failing
+notebook if one failed). Time nothing else on the machine meanwhile: on 2 cores a second job
+slows a run far more than twice.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from compstudy import measure, paths, runner
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
+    args = parser.parse_args(argv)
+    overrides = {k: runner._parse_value(k, v) for k, v in args.parameter}
+    study = runner.load_study(args.config, overrides)
+    env = measure.environment()
+    record = {"config": args.config, "overrides": overrides, "study": study.name, "git_commit": env["git_commit"],
+              "cpu": env["cpu"], "cpu_threads": env["cpu_threads"], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    t0 = time.perf_counter()
+    try:
+        runner.run_study(study, progress=False)
+        record["status"] = "completed"
+    except runner.NotebookFailed as exc:
+        record["status"] = f"failed: {exc}"
+    record["notebook_seconds"] = {k: round(v, 1) for k, v in study.timings.items()}
+    record["total_seconds"] = round(time.perf_counter() - t0, 1)
+    ranking = paths.results_dir(study.name) / "ranking.csv"
+    if ranking.exists() and record["status"] == "completed":
+        import pandas as pd
+
+        top = pd.read_csv(ranking).head(5)
+        record["ranking_top5"] = top[[c for c in ("rank", "variant", "P_c", "T_c", "opt") if c in top]].round(4) \
+            .to_dict(orient="records")
+    out = Path(__file__).resolve().parent / "results" / f"{study.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+    print(f"written {out}")
+    return 0 if record["status"] == "completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
