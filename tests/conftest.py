@@ -14,7 +14,8 @@ for _var, _sub in [("COMPSTUDY_ARTIFACTS_DIR", "artifacts"), ("COMPSTUDY_RESULTS
     os.environ[_var] = os.path.join(_TMP, _sub)
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ["COMPSTUDY_OFFLINE"] = "1"  # no corpus download: tests that download allow it themselves (loopback)
+os.environ["COMPSTUDY_OFFLINE"] = "1"
+os.environ["COMPSTUDY_NO_PROGRESS"] = "1"  # notebooks run by nbval store no frozen progress bars  # no corpus download: tests that download allow it themselves (loopback)
 os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
 
 TINY = dict(n_layer=2, n_head=2, n_embd=64, n_positions=128, vocab_size=512, train_tokens=40_000,

@@ -75,3 +75,34 @@ def test_readme_documents_every_column():
 
     readme = (paths.repo_root() / "README.md").read_text()
     assert results.columns_markdown() in readme
+
+
+def test_a_table_from_before_new_columns_is_upgraded_in_place(tmp_path, monkeypatch):
+    import csv
+
+    monkeypatch.setenv("COMPSTUDY_RESULTS_DIR", str(tmp_path))
+    old = [c for c in results.COLUMNS if c not in ("dataset_sha256", "corpora_sha256")]
+    path = results.measurements_path("upgrade")
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=old)
+        w.writeheader()
+        w.writerow({"study": "upgrade", "variant": "Base", "perplexity": 10})
+    results.append("upgrade", [{"study": "upgrade", "variant": "Base8b", "perplexity": 11, "dataset_sha256": "ab"}])
+    df = results.load("upgrade")
+    assert list(df.columns) == list(results.COLUMNS) and list(df["variant"]) == ["Base", "Base8b"]
+    assert df["dataset_sha256"].isna().tolist() == [True, False]
+
+
+def test_a_torn_last_row_is_reported_skipped_and_cut_before_the_next_append(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COMPSTUDY_RESULTS_DIR", str(tmp_path))
+    rows = [{"study": "torn", "variant": v, "perplexity": p, "energy_method": "estimated, by TDP"}
+            for v, p in (("Base", 10.0), ("Base8b", 11.0))]
+    path = results.append("torn", rows)
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) - 25])  # a kill in the middle of writing the last row
+    df = results.load("torn")
+    assert list(df["variant"]) == ["Base"] and "skipped 1 row(s)" in capsys.readouterr().out
+    results.append("torn", [{"study": "torn", "variant": "Base4b", "perplexity": 12.0}])
+    assert "torn row" in capsys.readouterr().out
+    df = results.load("torn")
+    assert list(df["variant"]) == ["Base", "Base4b"] and df["perplexity"].tolist() == [10.0, 12.0]

@@ -506,7 +506,7 @@ def evaluate(model, tokenizer, datasets: list[str] | str, config: EvalConfig = E
     device = resolve_device(config.device)
     loaded = {spec: dataset_ids(tokenizer, spec, config.max_tokens) for spec in datasets}
     context = min(config.context or 10**9, _context_length(model))
-    stride = config.stride or max(1, context // 2)
+    stride = min(config.stride or max(1, context // 2), context - 1)  # as `windows` uses it, and as recorded
     if stride > context:
         raise ValueError(f"stride {stride} exceeds context {context}")
     size = size or model_size(model)
@@ -533,6 +533,8 @@ def evaluate(model, tokenizer, datasets: list[str] | str, config: EvalConfig = E
                     "energy_method": energy.method, "energy_detail": energy.detail,
                     "peak_mem_bytes": mem.peak_bytes, "peak_mem_method": mem.method,
                     "dtype": dtype, **size, **env, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "dataset_sha256": data.loaded_checksums().get(data.corpus_label(spec), ""),
+                    "corpora_sha256": "; ".join(f"{k}={v[:16]}" for k, v in sorted(data.loaded_checksums().items())),
                     **(extra or {}),
                 })
     return records

@@ -160,3 +160,23 @@ def break_even(table, study: str, name: str = "break_even"):
            title="Break-even" + (f"; never pays back: {', '.join(never)}" if never else ""))
     fig.tight_layout()
     return fig, save(fig, study, name)
+
+
+def compare_runs(table, names: tuple[str, str], name: str = "compare", study: str = "compare"):
+    """T_c of run A against run B, one point per variant with both bootstrap intervals as error
+    bars, and the diagonal where the two runs agree. Saved to `figures/<study>/<name>.png`.
+    Returns (figure, saved path)."""
+    import numpy as np
+
+    a, b = names
+    fig, ax = plt.subplots(figsize=(6, 6))
+    x, y = table[f"T_c_{a}"], table[f"T_c_{b}"]
+    xerr = np.abs(np.vstack([x - table.get(f"T_c_lo_{a}", x), table.get(f"T_c_hi_{a}", x) - x])).astype(float)
+    yerr = np.abs(np.vstack([y - table.get(f"T_c_lo_{b}", y), table.get(f"T_c_hi_{b}", y) - y])).astype(float)
+    ax.errorbar(x, y, xerr=np.nan_to_num(xerr), yerr=np.nan_to_num(yerr), fmt="o", ms=4, capsize=2, lw=0.8)
+    lo, hi = float(min(x.min(), y.min())) * 0.95, float(max(x.max(), y.max())) * 1.05
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel=f"T_c in {a}", ylabel=f"T_c in {b}",
+           title="Runtime ratio to Base in two runs (bars: 95 % bootstrap intervals)")
+    fig.tight_layout()
+    return fig, save(fig, study, name)

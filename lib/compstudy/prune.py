@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -365,7 +366,9 @@ def sparse_storage_bytes(model) -> dict:
     for _, m in block_linear_layers(model):
         w = m.weight.detach()
         dense += w.numel() * w.element_size()
-        s = w.to_sparse_csr()
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": only its storage is used here
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            s = w.to_sparse_csr()
         csr += sum(t.numel() * t.element_size() for t in (s.values(), s.col_indices(), s.crow_indices()))
     other = sum(p.numel() * p.element_size() for p in {id(p): p for p in model.parameters()}.values()) - dense
     return {"block_weights_dense_bytes": dense, "block_weights_csr_bytes": csr,

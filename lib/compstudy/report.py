@@ -63,6 +63,8 @@ def write_provenance(study: str, config_path: str | Path | None, wall_s: float) 
         f"- software: Python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, "
         f"bitsandbytes {env['bitsandbytes']}, codecarbon {env['codecarbon']}",
         "- energy: see the `energy_method` column of measurements.csv and notebook 05's note",
+        "", "Corpora (verified against the checksums in `compstudy.data.SOURCES` when read):", "",
+        *corpus_lines(),
         "", "Figures:", *[f"- `figures/{study}/{f}`" for f in figures],
     ]
     if config_path and Path(config_path).exists():
@@ -70,6 +72,23 @@ def write_provenance(study: str, config_path: str | Path | None, wall_s: float) 
     out = folder / "PROVENANCE.md"
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+def corpus_lines() -> list[str]:
+    """One Markdown line per corpus file present in the data dir: its path, size and SHA-256
+    (and whether that matches the recorded reference)."""
+    from . import data
+
+    lines = []
+    for source in data.SOURCES.values():
+        path = paths.data_dir() / source.corpus / source.filename
+        if not path.exists():
+            continue
+        found = data.file_checksums(path)
+        ok = found["sha256"] == source.sha256 if source.sha256 else found["git_blob"] == source.git_blob
+        lines.append(f"- `{source.corpus}/{source.filename}`: {found['size']:,} bytes, sha256 `{found['sha256']}` "
+                     f"({'matches' if ok else 'DOES NOT MATCH'} {source.checksum.split(':')[0]} reference)")
+    return lines or ["- none of the registered corpora is in the data dir"]
 
 
 def _cuda() -> bool:

@@ -3,12 +3,16 @@
 
 Rows are appended under an exclusive file lock (`fcntl.flock`) and flushed to disk before the
 lock is released, so a crash mid-run loses nothing already written and two notebooks writing at
-once do not interleave rows. The columns and their units are `COLUMNS` (also in the README).
+once do not interleave rows. A row torn by a crash in the middle of a write (the file does not end
+with a newline) is cut off, and reported, before the next append, and `load` reports and skips
+rows that do not parse: neither is ever fatal or silently mixed in. The columns and their units
+are `COLUMNS` (also in the README).
 """
 from __future__ import annotations
 
 import csv
 import fcntl
+import io
 import os
 from pathlib import Path
 
@@ -20,7 +24,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "notebook": ("", "notebook that produced the row"),
     "variant": ("", "variant name in the paper's notation (Base, Base8b, Distil+90+4b, ...)"),
     "family": ("", "model family (gpt2, llama, ...)"),
-    "dataset": ("", "corpus spec name:split"),
+    "dataset": ("", "corpus name:split (a folder corpus by its folder's name)"),
     "repeat": ("", "repeat index, 0-based"),
     "perplexity": ("", "token-level perplexity, exp(nll_nats)"),
     "nll_nats": ("nats/token", "mean negative log-likelihood per scored token"),
@@ -58,6 +62,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "transformers": ("", "transformers version"),
     "bitsandbytes": ("", "bitsandbytes version"),
     "codecarbon": ("", "codecarbon version"),
+    "dataset_sha256": ("", "SHA-256 of the evaluated split's text (the whole split, before eval_max_tokens)"),
+    "corpora_sha256": ("", "every corpus split the process read (training and evaluation): label=first 16 hex of its SHA-256"),
     "git_commit": ("", "commit of the study (-dirty if modified)"),
     "timestamp": ("", "ISO 8601 local time of the measurement"),
 }
@@ -92,13 +98,16 @@ def append(study: str, records: list[dict], filename: str = "measurements.csv") 
     with open(path, "a+", newline="", encoding="utf-8") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
+            _cut_torn_row(fh, path)
             fh.seek(0, os.SEEK_END)
             if fh.tell() == 0:
                 csv.writer(fh).writerow(columns)
             else:
                 fh.seek(0)
                 header = next(csv.reader(fh))
-                if header != columns:
+                if header != columns and set(header) < set(columns):
+                    _upgrade_header(fh, columns)  # a file from before columns were added: same rows, blanks
+                elif header != columns:
                     raise ValueError(f"{path} has columns {header}, expected {columns}: "
                                      f"move the old file away or use another study name")
                 fh.seek(0, os.SEEK_END)
@@ -109,6 +118,37 @@ def append(study: str, records: list[dict], filename: str = "measurements.csv") 
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
     return path
+
+
+def _cut_torn_row(fh, path: Path) -> None:
+    """If the open (locked) table does not end with a newline, its last row was torn by a crash
+    during a write: truncate the file back to the end of the last complete row, and say so."""
+    fh.seek(0, os.SEEK_END)
+    size = fh.tell()
+    if size == 0:
+        return
+    with open(path, "rb") as raw:
+        raw.seek(size - 1)
+        if raw.read(1) == b"\n":
+            return
+        raw.seek(0)
+        blob = raw.read(size)
+    keep = blob.rfind(b"\n") + 1
+    fh.truncate(keep)
+    print(f"results: {path} ended in a torn row ({size - keep} bytes, from an interrupted write); it was cut off")
+
+
+def _upgrade_header(fh, columns: list[str]) -> None:
+    """Rewrite an open (locked) table whose columns are a subset of `columns` with the full
+    header, in place (same file, so the lock still holds); the new columns are left empty."""
+    fh.seek(0)
+    rows = list(csv.DictReader(fh))
+    fh.seek(0)
+    fh.truncate()
+    writer = csv.DictWriter(fh, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    fh.flush()
 
 
 def load(study: str, filename: str = "measurements.csv"):
@@ -122,7 +162,22 @@ def load(study: str, filename: str = "measurements.csv"):
     if not path.exists():
         raise FileNotFoundError(f"no results for study {study!r}: {path} does not exist; run the "
                                 f"study's notebooks first (python -m compstudy run configs/<study>.yaml)")
-    return pd.read_csv(path)
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return pd.DataFrame(columns=list(COLUMNS) if filename == "measurements.csv" else [])
+        good, bad = [], []
+        for i, row in enumerate(reader, start=2):
+            (good if len(row) == len(header) else bad).append(row if len(row) == len(header) else i)
+    if bad:
+        print(f"results: skipped {len(bad)} row(s) of {path} that do not parse (torn or foreign; lines {bad[:5]})")
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(good)
+    text.seek(0)
+    return pd.read_csv(text)
 
 
 def columns_markdown() -> str:

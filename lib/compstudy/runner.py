@@ -24,6 +24,7 @@ A failing cell stops the run with the notebook, the cell and the error.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -282,6 +283,7 @@ def run_study(study: Study, progress: bool = True) -> list[Path]:
     from papermill.exceptions import PapermillExecutionError
 
     check_corpora(study)  # before any notebook: a missing or altered corpus fails in seconds
+    os.environ["COMPSTUDY_NO_PROGRESS"] = "1"  # inherited by the kernels: no frozen bars in stored outputs
     out_dir = paths.runs_dir(study.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     kernel = _kernel_name()
@@ -361,8 +363,19 @@ def main(argv: list[str] | None = None) -> int:
     data_p.add_argument("--config", default=str(paths.repo_root() / "configs" / "default.yaml"),
                         help="the study config whose corpora are needed (default: configs/default.yaml)")
     data_p.add_argument("--from", dest="source", help="a folder of corpora to copy from first (e.g. ../shared/data)")
+    cmp_p = sub.add_parser("compare", help="compare the rankings of two runs (studies or ranking.csv files)")
+    cmp_p.add_argument("a", help="a study name (results/<study>/ranking.csv) or a ranking.csv path")
+    cmp_p.add_argument("b")
     args = parser.parse_args(argv)
 
+    if args.command == "compare":
+        from .compare import main as compare_main
+
+        try:
+            return compare_main(args.a, args.b)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.command == "data":
         return _data_command(args.config, args.source)
 

@@ -10,6 +10,7 @@ cost of producing the trained artifact.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -116,6 +117,8 @@ def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor, config: TrainCo
         loss_fn: `loss_fn(model, batch [B, T]) -> scalar loss` to minimise; default `lm_loss`.
             Distillation passes its KD loss here; the validation loss is always `lm_loss`.
         desc: label of the progress bar.
+        progress: show a progress bar; never in a study run by the runner (`COMPSTUDY_NO_PROGRESS`
+            is set there), where a frozen bar would be stored in the executed notebook.
 
     Returns `TrainResult`. The model is left in eval mode on the training device.
 
@@ -162,7 +165,8 @@ def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor, config: TrainCo
     history = []
     with EnergyMeter(config.country_iso_code) as meter, meter.task(desc) as cost:
         t0 = time.perf_counter()
-        bar = tqdm(range(steps), desc=desc, disable=not progress, mininterval=2.0)
+        show = progress and not os.environ.get("COMPSTUDY_NO_PROGRESS")
+        bar = tqdm(range(steps), desc=desc, disable=not show, mininterval=2.0)
         for step in bar:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step)
