@@ -124,28 +124,6 @@ def test_git_blob_ids_verify_a_file_without_a_sha256(tmp_path):
         data.verify_file(path, good)
 
 
-@pytest.fixture
-def loopback_mirror(tmp_path, monkeypatch):
-    """A local HTTP server on 127.0.0.1 serving a folder laid out as <corpus>/<file>, set as
-    COMPSTUDY_CORPUS_MIRROR, with downloads allowed; yields the served folder."""
-    import functools
-    import http.server
-    import threading
-
-    served = tmp_path / "served"
-    served.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *a, **k: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("COMPSTUDY_CORPUS_MIRROR", f"http://127.0.0.1:{server.server_address[1]}")
-    monkeypatch.delenv("COMPSTUDY_OFFLINE", raising=False)
-    yield served
-    server.shutdown()
-    server.server_close()
-
-
 def test_download_from_a_loopback_server_is_verified_and_reused(loopback_mirror, tmp_path):
     import shutil
 

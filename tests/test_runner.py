@@ -51,19 +51,32 @@ def test_failing_cell_names_notebook_cell_and_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_smoke_config_end_to_end():
+def test_smoke_config_end_to_end(loopback_mirror, tmp_path, monkeypatch):
+    """The smoke study from an empty data dir: every corpus is fetched from a local HTTP server
+    (standing in for the network), verified against its checksum, and the study runs."""
+    import shutil
+
+    for corpus in ("wikitext-2", "tinyshakespeare"):
+        shutil.copytree(paths.data_dir() / corpus, loopback_mirror / corpus)
+    empty = tmp_path / "fresh-data"
+    monkeypatch.setenv("COMPSTUDY_DATA_DIR", str(empty))
     code = runner.main(["run", str(ROOT / "configs" / "smoke.yaml"), "--no-progress"])
     assert code == 0
+    assert {p.name for p in (empty / "wikitext-2").iterdir()} == {"valid.txt", "test.txt"}
+    assert (empty / "tinyshakespeare" / "input.txt").exists()
     df = results.load("smoke")
     base = df[df["variant"] == "Base"]
     assert set(base["dataset"]) == {"wikitext-2:test", "tinyshakespeare:test"}
     for col in ("perplexity", "bits_per_byte", "runtime_s", "energy_kwh", "n_params", "weight_bytes"):
         assert base[col].notna().all() and (base[col] > 0).all(), col
     assert set(base["energy_method"]) <= {"measured", "partly measured", "estimated"}
+    assert (base["dataset_sha256"].str.len() == 64).all() and base["corpora_sha256"].str.contains("wikitext-2:valid=").all()
     assert (paths.runs_dir("smoke") / "00_baseline.ipynb").exists()
+    provenance = (paths.results_dir("smoke") / "PROVENANCE.md").read_text()
+    assert "wikitext-2/valid.txt" in provenance and "matches sha256 reference" in provenance
 
 
-@pytest.mark.parametrize("name", ["default.yaml", "smoke.yaml", "gpt2-paper.yaml"])
+@pytest.mark.parametrize("name", ["default.yaml", "smoke.yaml", "gpt2-paper.yaml", "llama.yaml", "online.yaml"])
 def test_shipped_configs_validate(name):
     study = runner.load_study(ROOT / "configs" / name)
     assert study.notebooks and all(nb.path.exists() for nb in study.notebooks)

@@ -108,3 +108,8 @@ def test_a_single_repeat_gives_no_interval_and_no_established_rank():
     assert math.isnan(rank.loc["One", "opt_lo"]) and rank.loc["One", "within_noise"]
     assert rank.loc["One", "min_repeats"] == 1 and rank.loc["Many", "min_repeats"] == 3
     assert not math.isnan(rank.loc["Many", "opt_lo"])
+    # measured once: not ranked, listed after the ranked variants, although its opt is the lowest but one
+    assert not rank.loc["One", "ranked"] and pd.isna(rank.loc["One", "rank"])
+    assert rank.loc["Many", "rank"] == 1 and rank.loc["Base", "rank"] == 2 and list(rank.index)[-1] == "One"
+    # Base was measured once in notebook n and thrice in m: only m counts for it
+    assert rank.loc["Base", "min_repeats"] == 3 and rank.loc["Base", "n_conditions"] == 1

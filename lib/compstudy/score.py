@@ -176,13 +176,17 @@ def ranking(df: pd.DataFrame, alpha: float = 0.5, beta: float = 0.5, gamma: floa
     P_c, T_c, E_c are the mean over every (notebook, batch size, dataset) where the variant was
     measured of its ratio to the base measured there (`ratio_table`). Intervals: the repeats of the
     variant and of its base are resampled with replacement `n_boot` times and the ratios of
-    medians recomputed; `opt_lo` / `opt_hi` are the 2.5 / 97.5 percentiles. With fewer than 2
-    repeats of the variant or its base there is nothing to resample: the interval is NaN, not zero.
-    `within_noise` marks a variant whose interval overlaps a neighbour's, or that has or borders a
-    variant without an interval: their order is not established.
+    medians recomputed; `opt_lo` / `opt_hi` are the 2.5 / 97.5 percentiles.
 
-    Returns one row per variant: P_c, T_c, E_c (and intervals), opt, opt_lo, opt_hi, rank,
-    within_noise, n_conditions, min_repeats, energy_method.
+    Only repeated measurements are ranked. A condition where the variant or its base was measured
+    once has nothing to resample; it is left out for a variant that also has repeated conditions,
+    and a variant measured only once (e.g. the magnitude sweep's points) gets no rank (`rank` NaN,
+    `ranked` False, NaN intervals) and is listed after the ranked ones, so that notebook 05 can
+    show it apart. `within_noise` marks a ranked variant whose interval overlaps a neighbour's:
+    their order is not established.
+
+    Returns one row per variant: rank, P_c, T_c, E_c (and intervals), opt, opt_lo, opt_hi,
+    n_conditions, min_repeats, within_noise, ranked, energy_method.
     """
     import numpy as np
 
@@ -190,6 +194,14 @@ def ranking(df: pd.DataFrame, alpha: float = 0.5, beta: float = 0.5, gamma: floa
     keys = [k for k in keys if k in df.columns]
     rng = np.random.default_rng(seed)
     groups = {k: g for k, g in df.groupby(["variant", *keys], dropna=False)}
+
+    def pair_size(r) -> int:
+        k = tuple(r[c] for c in ["variant", *keys])
+        return min(len(groups[k]), len(groups[(base, *k[1:])]))
+
+    ratios = ratios.assign(_pairs=[pair_size(r) for _, r in ratios.iterrows()]) if len(ratios) else ratios.assign(_pairs=[])
+    repeated = set(ratios.loc[ratios["_pairs"] >= 2, "variant"])
+    ratios = ratios[(ratios["_pairs"] >= 2) | ~ratios["variant"].isin(repeated)]
     boot_rows, min_repeats = [], {}
     for _, r in ratios.iterrows():
         k = tuple(r[c] for c in ["variant", *keys])
@@ -215,13 +227,14 @@ def ranking(df: pd.DataFrame, alpha: float = 0.5, beta: float = 0.5, gamma: floa
                     "T_c_lo": q(tb, 2.5), "T_c_hi": q(tb, 97.5), "E_c_lo": q(eb, 2.5), "E_c_hi": q(eb, 97.5),
                     "opt": opt(P, T, E, alpha, beta, gamma), "opt_lo": q(ob, 2.5), "opt_hi": q(ob, 97.5),
                     "n_conditions": len(g), "min_repeats": min_repeats[variant]})
-    rank = pd.DataFrame(out).sort_values("opt").reset_index(drop=True)
-    rank.insert(0, "rank", range(1, len(rank) + 1))
-    nxt_lo = rank["opt_lo"].shift(-1)
-    prev_hi = rank["opt_hi"].shift(1)
-    # no interval (a single repeat) means the order is not established either
-    rank["within_noise"] = ((rank["opt_hi"] >= nxt_lo) | (rank["opt_lo"] <= prev_hi) | rank["opt_lo"].isna()
-                            | nxt_lo.isna() & (rank.index < len(rank) - 1) | prev_hi.isna() & (rank.index > 0))
+    table = pd.DataFrame(out)
+    rank = table[table["min_repeats"] >= 2].sort_values("opt").reset_index(drop=True)
+    rank.insert(0, "rank", pd.array(range(1, len(rank) + 1), dtype="Int64"))
+    rank["within_noise"] = (rank["opt_hi"] >= rank["opt_lo"].shift(-1)) | (rank["opt_lo"] <= rank["opt_hi"].shift(1))
+    rank["ranked"] = True
+    once = table[table["min_repeats"] < 2].sort_values("opt").reset_index(drop=True)
+    once.insert(0, "rank", pd.array([None] * len(once), dtype="Int64"))
+    rank = pd.concat([rank, once.assign(within_noise=True, ranked=False)], ignore_index=True)
     if "energy_method" in df.columns:
         methods = df.groupby("variant")["energy_method"].agg(lambda s: ", ".join(sorted(set(s))))
         rank["energy_method"] = rank["variant"].map(methods)
