@@ -74,6 +74,17 @@ def test_smoke_config_end_to_end(loopback_mirror, tmp_path, monkeypatch):
     assert (paths.runs_dir("smoke") / "00_baseline.ipynb").exists()
     provenance = (paths.results_dir("smoke") / "PROVENANCE.md").read_text()
     assert "wikitext-2/valid.txt" in provenance and "matches sha256 reference" in provenance
+    # issue 11: every trained variant names its equal-training control, which was measured too
+    trained = df[df["training_tokens"].fillna(0) > 0]
+    named = trained[trained["control"].fillna("") != ""]
+    assert {"Distil", "Distil-noKD"} <= set(named["variant"])
+    assert set(named["control"]) <= set(df["variant"])
+    assert (paths.results_dir("smoke") / "plateau.json").exists()
+    import pandas as pd
+
+    from compstudy import findings
+    table = pd.read_csv(paths.results_dir("smoke") / "findings.csv")
+    assert len(table) == 7 and set(table["verdict"]) <= set(findings.VERDICTS)
 
 
 @pytest.mark.parametrize("name", ["default.yaml", "smoke.yaml", "gpt2-paper.yaml", "llama.yaml", "online.yaml"])

@@ -113,3 +113,12 @@ def test_a_single_repeat_gives_no_interval_and_no_established_rank():
     assert rank.loc["Many", "rank"] == 1 and rank.loc["Base", "rank"] == 2 and list(rank.index)[-1] == "One"
     # Base was measured once in notebook n and thrice in m: only m counts for it
     assert rank.loc["Base", "min_repeats"] == 3 and rank.loc["Base", "n_conditions"] == 1
+
+
+def test_rank_ranges_and_tiers_on_hand_made_intervals():
+    # scores sorted: A [1.0, 1.2], B [1.1, 1.3], C [1.25, 1.4], D [2.0, 2.1]
+    lo, hi = [1.0, 1.1, 1.25, 2.0], [1.2, 1.3, 1.4, 2.1]
+    assert score.rank_ranges(lo, hi) == ["1-2", "1-3", "2-3", "4"]
+    # C overlaps B but not A (the tier's leader): C opens tier 2; D is alone in tier 3
+    assert score.tiers(lo, hi) == [1, 1, 2, 3]
+    assert score.tiers([0.5], [0.6]) == [1] and score.rank_ranges([0.5], [0.6]) == ["1"]

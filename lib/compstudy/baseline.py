@@ -29,6 +29,8 @@ class BaselineConfig:
         tokenizer: hub name or folder of a pretrained tokenizer; None = train a byte-level BPE
             on `train_corpora` (ignored when `model` is set: the model's own tokenizer is used).
         vocab_size: BPE vocabulary size.
+        dropout: dropout probability of the model trained from scratch (`models.build_model`);
+            None keeps the family's default (GPT-2 0.1, Llama 0.0).
         train_corpora: corpus specs `name:split` to train on (offline: `wikitext-2:valid`, since
             WikiText-2's train split is not available; online: `wikitext-2:train`).
         val_fraction: last fraction of each training corpus held out for the validation loss.
@@ -46,6 +48,7 @@ class BaselineConfig:
     n_positions: int = 256
     tokenizer: str | None = None
     vocab_size: int = 4096
+    dropout: float | None = None
     train_corpora: tuple = ("wikitext-2:valid", "tinyshakespeare:train")
     val_fraction: float = 0.05
     train_tokens: int = 300_000
@@ -65,6 +68,8 @@ class BaselineConfig:
                 raise ValueError("train_corpora must name at least one corpus, e.g. 'wikitext-2:valid'")
             for spec in self.train_corpora:
                 data.parse_spec(spec)
+            if self.dropout is not None and not 0 <= self.dropout < 1:
+                raise ValueError(f"dropout must be in [0, 1) or None, got {self.dropout}")
         if not 0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
         TrainConfig(**self._train_kwargs())  # validates the training settings
@@ -146,6 +151,7 @@ def _baseline_params(config: BaselineConfig, tok_key: str) -> dict:
     params.pop("device")
     params["tokenizer_key"] = tok_key
     params["fingerprints"] = [data.fingerprint(data.load_text(s)) for s in config.train_corpora]
+    params["saves_optimizer"] = True  # baselines built before optimizer.pt was saved are rebuilt
     return params
 
 
@@ -179,9 +185,238 @@ def get_baseline(config: BaselineConfig, progress: bool = True) -> Artifact:
     if not cache.exists(key):
         train_ids, val_ids = training_streams(tokenizer, config.train_corpora, config.val_fraction)
         model = build_model(config.shape, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                            eos_token_id=tokenizer.eos_token_id, seed=config.seed)
+                            eos_token_id=tokenizer.eos_token_id, seed=config.seed, dropout=config.dropout)
         result = train(model, train_ids, val_ids, config.train_config, desc="baseline", progress=progress)
         with cache.build(key, params) as (folder, recipe):
-            save_trained(folder, recipe, model, tokenizer, result)
+            save_trained(folder, recipe, model, tokenizer, result, save_optimizer=True)
             recipe["train_tokens"] = int(len(train_ids))
     return load_artifact(key, device)
+
+
+# --------------------------------------------------------------------------------------------
+# Is the baseline trained to its plateau?
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """A model's loss on a held-out token stream: `nll_nats` (nats per token), `perplexity`,
+    `bits_per_byte` (tokenizer-independent: total NLL in bits over the UTF-8 bytes of the text
+    the tokens decode to), `tokens` scored and `n_bytes`."""
+
+    nll_nats: float
+    perplexity: float
+    bits_per_byte: float
+    tokens: int
+    n_bytes: int
+
+
+def heldout(model, tokenizer, ids: torch.Tensor, context: int | None = None, batch_size: int = 8,
+            device: str = "cpu") -> HeldOut:
+    """Score the held-out stream `ids` [n_tokens] with the study's sliding-window protocol
+    (`measure.sliding_window_nll`, stride = context - 1: each token once). `context` defaults to
+    the model's longest context. Returns `HeldOut`."""
+    import math
+
+    from .measure import _context_length, sliding_window_nll
+
+    context = min(context or 10**9, _context_length(model))
+    model.eval()
+    nll, n = sliding_window_nll(model, ids, context, context - 1, batch_size, device)
+    n_bytes = len(tokenizer.decode(ids.tolist(), skip_special_tokens=True).encode("utf-8"))
+    return HeldOut(nll / n, math.exp(nll / n), nll / math.log(2) / n_bytes, n, n_bytes)
+
+
+@dataclass(frozen=True)
+class PlateauCheck:
+    """Result of `plateau_check`.
+
+    Attributes:
+        before, after: `HeldOut` of the baseline and of its continuation.
+        fraction: the continuation's share of the baseline's token budget.
+        continuation_tokens: tokens the continuation trained on; continuation_lr: its constant
+            learning rate (the schedule's final one); seconds: its wall time.
+        improvement_pct: 100 * (1 - perplexity after / perplexity before); > 0 means the
+            continuation still lowered held-out perplexity.
+        threshold_pct: the largest improvement that counts as converged.
+        resumed_optimizer: True when the continuation resumed the baseline's own AdamW state
+            (saved with every baseline trained here); False for an older baseline without it
+            (a fresh AdamW with 5 % warm-up instead).
+    """
+
+    before: HeldOut
+    after: HeldOut
+    fraction: float
+    continuation_tokens: int
+    continuation_lr: float
+    seconds: float
+    improvement_pct: float
+    threshold_pct: float
+    resumed_optimizer: bool = True
+
+    @property
+    def converged(self) -> bool:
+        """True when the continuation improved held-out perplexity by at most `threshold_pct`."""
+        return self.improvement_pct <= self.threshold_pct
+
+    def sentence(self) -> str:
+        """The check as one sentence (markdown; bold when the baseline is not converged)."""
+        text = (f"Plateau check: {self.continuation_tokens:,} more training tokens ({100 * self.fraction:g} % of the budget) at the final "
+                f"learning rate ({self.continuation_lr:.2g}) change held-out perplexity from {self.before.perplexity:.2f} "
+                f"to {self.after.perplexity:.2f} ({-self.improvement_pct:+.2f} %; bits per byte "
+                f"{self.before.bits_per_byte:.4f} -> {self.after.bits_per_byte:.4f}).")
+        if not self.resumed_optimizer:
+            text += " (This baseline was saved without its optimizer state: the continuation used a fresh AdamW with warm-up.)"
+        if self.converged:
+            return text + f" An improvement of at most {self.threshold_pct:g} % counts as converged: the baseline is at its plateau."
+        return text + (f" **The baseline is not converged: a further {self.improvement_pct:.2f} % improvement exceeds "
+                       f"the {self.threshold_pct:g} % threshold, so part of what follows measures an undertrained model.**")
+
+
+def plateau_check(config: BaselineConfig, fraction: float = 0.25, threshold_pct: float = 1.0,
+                  progress: bool = True) -> PlateauCheck | None:
+    """Continue the baseline's training for `fraction` of its token budget at its final learning
+    rate (`lr * TrainConfig.min_lr_ratio`, constant), with the baseline's own AdamW state
+    (`optimizer.pt`), and measure held-out perplexity again, on the validation tail of the
+    training corpora (never seen in training). The baseline itself is not changed: a copy is
+    trained. Cached with the baseline's key.
+
+    Returns `PlateauCheck` (`converged` when the improvement is <= `threshold_pct` %), or None
+    for a pretrained baseline (`config.model` set: not trained here).
+
+    Raises ValueError for `fraction` outside (0, 1] or a negative `threshold_pct`.
+    """
+    import copy
+    import json
+    import time
+
+    from .measure import resolve_device
+
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    if threshold_pct < 0:
+        raise ValueError(f"threshold_pct must be >= 0, got {threshold_pct}")
+    if config.model is not None:
+        return None
+    art = get_baseline(config, progress=progress)
+    train_cfg = config.train_config
+    final_lr = train_cfg.lr * train_cfg.min_lr_ratio
+    tokens = max(1, int(round(fraction * config.train_tokens)))
+    state_path = cache.path_of(art.key) / "optimizer.pt"
+    params = {"baseline": art.key, "fraction": fraction, "tokens": tokens, "lr": final_lr,
+              "resumes_optimizer": state_path.exists()}
+    key = cache.key("plateau", params)
+    if not cache.exists(key):
+        device = resolve_device(config.device)
+        train_ids, val_ids = training_streams(art.tokenizer, config.train_corpora, config.val_fraction)
+        model = copy.deepcopy(art.model).to(device)
+        state = torch.load(state_path, map_location=device) if state_path.exists() else None
+        before = heldout(model, art.tokenizer, val_ids, device=device)
+        t0 = time.perf_counter()
+        # the same optimizer continues (its AdamW moments); without a saved state, a fresh AdamW
+        # warms up over 5 % of the steps, as the baseline's own schedule did
+        cont = TrainConfig(**{**config._train_kwargs(), "tokens": tokens, "lr": final_lr, "min_lr_ratio": 1.0,
+                              "warmup": 0.0 if state is not None else 0.05, "seed": config.seed + 1,
+                              "eval_every": 10**9})
+        train(model, train_ids, val_ids, cont, desc="plateau check", progress=progress, optimizer_state=state)
+        seconds = time.perf_counter() - t0
+        after = heldout(model, art.tokenizer, val_ids, device=device)
+        with cache.build(key, params) as (folder, recipe):
+            (folder / "plateau.json").write_text(json.dumps({
+                "before": before.__dict__, "after": after.__dict__, "seconds": seconds}, indent=2))
+    stored = json.loads((cache.path_of(key) / "plateau.json").read_text())
+    before, after = HeldOut(**stored["before"]), HeldOut(**stored["after"])
+    return PlateauCheck(before, after, fraction, tokens, final_lr, stored["seconds"],
+                        100 * (1 - after.perplexity / before.perplexity), threshold_pct,
+                        params["resumes_optimizer"])
+
+
+def save_plateau(check: PlateauCheck | None, study: str) -> None:
+    """Write the plateau check to `results/<study>/plateau.json` (notebook 00), so that notebook
+    05 can repeat a failed check next to the ranking without training anything. None (pretrained
+    baseline) removes a stale file."""
+    import json
+
+    from .paths import results_dir
+
+    path = results_dir(study) / "plateau.json"
+    if check is None:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = {k: v for k, v in check.__dict__.items() if k not in ("before", "after")}
+    out.update(before=check.before.__dict__, after=check.after.__dict__)
+    path.write_text(json.dumps(out, indent=2))
+
+
+def load_plateau(study: str) -> PlateauCheck | None:
+    """The plateau check notebook 00 saved for `study`, or None if there is none."""
+    import json
+
+    from .paths import results_dir
+
+    path = results_dir(study) / "plateau.json"
+    if not path.exists():
+        return None
+    d = json.loads(path.read_text())
+    d["before"], d["after"] = HeldOut(**d["before"]), HeldOut(**d["after"])
+    return PlateauCheck(**d)
+
+
+def candidate_recipes(path=None) -> "pandas.DataFrame":
+    """The candidate baseline recipes measured by `benchmarks/baseline_recipes.py` (held-out bits
+    per byte against training wall time, and each one's plateau check), as a DataFrame whose
+    `attrs["provenance"]` names the file, its commit and CPU. Empty when the file is missing.
+    """
+    import json
+
+    import pandas as pd
+
+    from .paths import repo_root
+
+    path = path or repo_root() / "benchmarks" / "results" / "baseline_recipes.json"
+    if not path.exists():
+        return pd.DataFrame()
+    d = json.loads(path.read_text())
+    common = {k: v for k, v in d.get("common", {}).items() if k in _RECIPE_FIELDS}
+    df = pd.DataFrame([{**{"dropout": None, **common}, **c} for c in d["candidates"]])
+    df.attrs["provenance"] = (f"{path.relative_to(repo_root()) if path.is_relative_to(repo_root()) else path}: "
+                              f"measured at commit {d.get('git_commit', '?')} on {d.get('cpu', '?')}, "
+                              f"{d.get('cpu_threads', '?')} threads")
+    return df
+
+
+
+_RECIPE_FIELDS = ("family", "vocab_size", "n_layer", "n_head", "n_embd", "train_tokens", "lr", "dropout",
+                  "batch_size", "seq_len")
+
+
+def describe_recipes(recipes: "pandas.DataFrame", config: BaselineConfig) -> list[str]:
+    """Sentences computed from `candidate_recipes()`: which candidates passed their plateau check,
+    the best held-out bits per byte among them and its training time, which did not, and which
+    candidate (if any) is `config`, this run's baseline. Empty for an empty table."""
+    if recipes.empty:
+        return []
+    ok = recipes[recipes["converged"]].sort_values("val_bits_per_byte")
+    lines = [f"{len(ok)} of {len(recipes)} candidates pass the plateau check"
+             + (f": {', '.join(ok['name'])}." if len(ok) else ".")]
+    if len(ok):
+        best = ok.iloc[0]
+        lines.append(f"Lowest held-out bits per byte among them: {best['name']} ({best['val_bits_per_byte']:.4f} "
+                     f"bits/byte, {best['train_seconds']:.0f} s of training).")
+    slow = recipes[~recipes["converged"]].sort_values("val_bits_per_byte")
+    if len(slow):
+        lines.append("Not at their plateau: " + ", ".join(
+            f"{r.name} ({r.plateau_improvement_pct:+.1f} % further improvement, {r.val_bits_per_byte:.4f} bits/byte)"
+            for r in slow.itertuples()) + ".")
+    mine = {f: getattr(config, f) for f in _RECIPE_FIELDS}
+    same = [r["name"] for _, r in recipes.iterrows()
+            if all((None if f not in r or r[f] != r[f] else r[f]) == v for f, v in mine.items())]
+    if not same or config.model is not None:
+        return lines + ["This run's baseline is none of the candidates: the benchmark did not measure its recipe."]
+    row = recipes[recipes["name"] == same[0]].iloc[0]
+    text = f"This run's baseline is candidate {same[0]}"
+    if len(ok):
+        gap = row["val_bits_per_byte"] - ok.iloc[0]["val_bits_per_byte"]
+        text += (f": {'it passes' if row['converged'] else 'it does NOT pass'} the plateau check, "
+                 f"{gap:.4f} bits/byte above the lowest ({100 * gap / ok.iloc[0]['val_bits_per_byte']:.2f} %)")
+    return lines + [text + "."]

@@ -540,7 +540,8 @@ def evaluate(model, tokenizer, datasets: list[str] | str, config: EvalConfig = E
     return records
 
 
-def measure_variant(artifact, variant: str, study: str, datasets, config: EvalConfig, *, notebook: str = ""):
+def measure_variant(artifact, variant: str, study: str, datasets, config: EvalConfig, *, notebook: str = "",
+                    training_tokens: int = 0, control: str | None = None):
     """Measure a variant on every dataset (`evaluate`), append the records to
     `results/<study>/measurements.csv`, and return their per-dataset summary (`summarize`).
 
@@ -549,6 +550,10 @@ def measure_variant(artifact, variant: str, study: str, datasets, config: EvalCo
             recipe gives the cost of producing it (`cost_*` columns), its size (computed at build
             time) and its cache key (`artifact` column).
         variant, study: names for the records; notebook: provenance column.
+        training_tokens: tokens of training the variant's production added to the baseline
+            (`pipeline.training_tokens`); control: the name of its equal-training control
+            (`pipeline.control_name`, e.g. `Base+ft10k`), recorded so that notebook 05 can put
+            each variant beside its control.
     """
     from . import results
 
@@ -556,7 +561,7 @@ def measure_variant(artifact, variant: str, study: str, datasets, config: EvalCo
     model = artifact.model
     extra = {"notebook": notebook, "family": getattr(model.config, "model_type", ""), "artifact": artifact.key,
              "cost_s": cost.get("seconds", 0.0), "cost_kwh": cost.get("energy_kwh", 0.0),
-             "cost_method": cost.get("method", "")}
+             "cost_method": cost.get("method", ""), "training_tokens": int(training_tokens), "control": control or ""}
     records = evaluate(model, artifact.tokenizer, datasets, config, variant=variant, study=study, extra=extra,
                        size=artifact.recipe.get("size"))
     results.append(study, records)
@@ -638,7 +643,8 @@ def summarize(records: list[dict] | "pandas.DataFrame"):
     """Median and spread over repeats per (variant, dataset) as a DataFrame (runtime, energy, ...).
 
     Columns: perplexity, bits_per_byte (identical across repeats), runtime_s and energy_kwh
-    medians with their min/max, n_params, weight_bytes.
+    medians with their min/max, n_params, weight_bytes, and (when recorded) training_tokens and
+    control.
     """
     import pandas as pd
 
@@ -651,6 +657,8 @@ def summarize(records: list[dict] | "pandas.DataFrame"):
         energy_method=("energy_method", "first"), energy_detail=("energy_detail", "first"),
         n_params=("n_params", "first"),
         weight_bytes=("weight_bytes", "first"), repeats=("repeat", "count"),
+        **({"training_tokens": ("training_tokens", "first"), "control": ("control", "first")}
+           if "control" in df.columns else {}),
     )
     return out.reset_index()
 

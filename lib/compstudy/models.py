@@ -62,12 +62,18 @@ class ModelShape:
 
 
 def build_model(shape: ModelShape, vocab_size: int, bos_token_id: int = 0, eos_token_id: int = 0,
-                seed: int = 0) -> torch.nn.Module:
+                seed: int = 0, dropout: float | None = None) -> torch.nn.Module:
     """A randomly initialised causal LM of `shape` with a vocabulary of `vocab_size` tokens.
 
     GPT-2 ties input and output embeddings (as GPT-2 does); Llama does too here, to keep the two
     families' parameter counts comparable at this size.
+
+    `dropout` (probability in [0, 1)): GPT-2's embedding, residual and attention dropout, or
+    Llama's attention dropout (Llama has no other); None keeps the family's default (GPT-2 0.1,
+    Llama 0.0). Raises ValueError outside [0, 1).
     """
+    if dropout is not None and not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1) or None, got {dropout}")
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
@@ -76,6 +82,7 @@ def build_model(shape: ModelShape, vocab_size: int, bos_token_id: int = 0, eos_t
             vocab_size=vocab_size, n_positions=shape.n_positions, n_embd=shape.n_embd,
             n_layer=shape.n_layer, n_head=shape.n_head, n_inner=shape.mlp_ratio * shape.n_embd,
             bos_token_id=bos_token_id, eos_token_id=eos_token_id, tie_word_embeddings=True,
+            **({} if dropout is None else dict(resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout)),
         )
         return GPT2LMHeadModel(config)
     # Llama's SwiGLU MLP has three matrices; 2/3 of the ratio keeps its size close to GPT-2's MLP.
@@ -87,6 +94,7 @@ def build_model(shape: ModelShape, vocab_size: int, bos_token_id: int = 0, eos_t
         num_hidden_layers=shape.n_layer, num_attention_heads=shape.n_head,
         num_key_value_heads=shape.n_head, max_position_embeddings=shape.n_positions,
         bos_token_id=bos_token_id, eos_token_id=eos_token_id, tie_word_embeddings=True,
+        **({} if dropout is None else dict(attention_dropout=dropout)),
     )
     return LlamaForCausalLM(config)
 

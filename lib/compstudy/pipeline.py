@@ -11,6 +11,7 @@ and its name is the paper's: `Distil+90+4b`. The grammar (tokens joined by `+`):
 | `MLP75`, `Emb75`, `Depth50`, `Mag50`, `GMag50` | MLP-neuron / embedding-channel / depth / magnitude pruning (`prune.PruneConfig.name`) |
 | `ft` | fine-tune the previous pruning step (its `finetune_tokens`) |
 | `KD` | Minitron: retrain the current (pruned) model as a student of the unpruned baseline |
+| `ft<N>` (e.g. `Base+ft10k`) | continue training the current model on labels for N tokens (`FinetuneConfig`): the equal-training control |
 | `8b`, `4b`, `4bfp4`, `bf16`, `dq8`, ... | quantize (`quantize.QuantConfig.from_name`); glued to `Base`/`Distil` (`Base8b`, `Distil4b`), after `+` otherwise (`AH90+4b`) |
 
 Only the structure is in the name; budgets and settings (token counts, temperature, head
@@ -30,7 +31,49 @@ from .models import Artifact
 from .prune import PruneConfig
 from .quantize import QuantConfig
 
-STEP_KINDS = ("distill", "prune", "kd", "quantize")
+STEP_KINDS = ("distill", "prune", "kd", "finetune", "quantize")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Plain further training (next-token loss) of the current model: the step of the
+    equal-training controls `Base+ft<N>` (`control_name`).
+
+    Attributes:
+        tokens: token budget (>= 1); lr: peak learning rate (cosine schedule of `train.train`);
+        batch_size, seq_len: as the pruning fine-tuning uses them; seed: batch order.
+
+    Raises ValueError on construction for a budget < 1 or lr <= 0.
+    """
+
+    tokens: int = 10_000
+    lr: float = 5e-4
+    batch_size: int = 16
+    seq_len: int = 128
+    seed: int = 0
+
+    def __post_init__(self):
+        if int(self.tokens) < 1:
+            raise ValueError(f"finetune tokens must be >= 1, got {self.tokens}")
+        if not self.lr > 0:
+            raise ValueError(f"finetune lr must be > 0, got {self.lr}")
+
+    @classmethod
+    def from_params(cls, params: dict, **changes) -> "FinetuneConfig":
+        """From notebook parameters `finetune_lr` and `seed` (the settings of post-pruning
+        fine-tuning, so that a control trains exactly as a pruned model's `ft` does)."""
+        from . import cache
+
+        return cache.from_params(cls, params, {"finetune_lr": "lr", "seed": "seed"}, **changes)
+
+
+def tokens_text(n: int) -> str:
+    """A token budget as names write it: 10000 -> `10k`, 1500000 -> `1500k`, 12345 -> `12345`."""
+    n = int(n)
+    return f"{n // 1000}k" if n % 1000 == 0 and n else str(n)
+
+
+_FT_TOKEN = re.compile(r"^ft(\d+)(k?)$")
 
 
 @dataclass(frozen=True)
@@ -48,6 +91,7 @@ class StepDefaults:
     distill: DistillConfig = field(default_factory=DistillConfig)
     kd: DistillConfig = field(default_factory=DistillConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 @dataclass(frozen=True)
@@ -60,14 +104,15 @@ class Step:
     def __post_init__(self):
         if self.kind not in STEP_KINDS:
             raise ValueError(f"step kind {self.kind!r} unknown; allowed: {STEP_KINDS}")
-        expected = {"distill": DistillConfig, "kd": DistillConfig, "prune": PruneConfig, "quantize": QuantConfig}[self.kind]
+        expected = {"distill": DistillConfig, "kd": DistillConfig, "prune": PruneConfig, "quantize": QuantConfig,
+                    "finetune": FinetuneConfig}[self.kind]
         if not isinstance(self.config, expected):
             raise ValueError(f"step {self.kind!r} takes a {expected.__name__}, got {type(self.config).__name__}")
 
     @property
     def needs_gradients(self) -> bool:
         """True for steps that train or rank by gradients (they cannot follow quantization)."""
-        if self.kind in ("distill", "kd"):
+        if self.kind in ("distill", "kd", "finetune"):
             return True
         if self.kind == "prune":
             c = self.config
@@ -114,6 +159,8 @@ class Pipeline:
                     parts.append("Distil")
             elif step.kind == "kd":
                 parts.append("KD")
+            elif step.kind == "finetune":
+                parts.append(f"ft{tokens_text(c.tokens)}")
             elif step.kind == "prune":
                 pct = prune.percent_text(c.amount)
                 token = f"AH{pct}" if c.kind == "heads" else replace(c, finetune_tokens=0).name
@@ -156,6 +203,9 @@ class Pipeline:
                 steps.append(Step("prune", replace(prev.config, finetune_tokens=budget)))
             elif token == "KD":
                 steps.append(Step("kd", defaults.kd))
+            elif _FT_TOKEN.match(token):
+                digits, k = _FT_TOKEN.match(token).groups()
+                steps.append(Step("finetune", replace(defaults.finetune, tokens=int(digits) * (1000 if k else 1))))
             elif token == "Distil":
                 steps.append(Step("distill", defaults.distill))
             elif _HEADS_TOKEN.match(token) or _PRUNE_TOKEN.match(token):
@@ -203,6 +253,8 @@ def build(base: Artifact, pipeline: Pipeline, train_corpora, device: str = "auto
                                         student=art)
         elif step.kind == "prune":
             art = prune.get_pruned(art, step.config, train_corpora, device=device, progress=progress)
+        elif step.kind == "finetune":
+            art = get_finetuned(art, step.config, train_corpora, device=device, progress=progress)
         else:
             art = quantize.get_quantized(art, step.config, device=device)
         costs.append({"step": step.kind, **art.cost})
@@ -215,6 +267,78 @@ def build(base: Artifact, pipeline: Pipeline, train_corpora, device: str = "auto
              "method": max(methods, key=order.index) if methods else "estimated"}
     return Artifact(art.model, art.tokenizer, art.key, art.path, {**art.recipe, "cost": total, "steps": costs},
                     art.history)
+
+
+def training_tokens(pipeline: Pipeline) -> int:
+    """Tokens of training the pipeline adds to the baseline: distillation, KD, post-pruning
+    fine-tuning and `ft<N>` budgets summed (0 for quantization and pruning without fine-tuning)."""
+    total = 0
+    for step in pipeline.steps:
+        if step.kind in ("distill", "kd", "finetune"):
+            total += int(step.config.tokens)
+        elif step.kind == "prune":
+            total += int(step.config.finetune_tokens)
+    return total
+
+
+def control_name(name: str, defaults: StepDefaults = StepDefaults()) -> str | None:
+    """The equal-training control of a variant: `Base+ft<N>`, the unpruned, unquantized baseline
+    trained further on labels for the same N tokens the variant's pipeline trains
+    (`training_tokens`), with the fine-tuning settings of `defaults.finetune`. None when the
+    pipeline does not train (its differences to Base are compression alone) or is itself a
+    control. A variant that beats Base but not its control gained through training, not
+    compression (issue 11).
+
+    Raises ValueError for a name the grammar does not parse.
+    """
+    spec = Pipeline.from_name(name, defaults)
+    if any(s.kind == "finetune" for s in spec.steps):
+        return None
+    n = training_tokens(spec)
+    return f"Base+ft{tokens_text(n)}" if n else None
+
+
+def control_kwargs(name: str, defaults: StepDefaults = StepDefaults()) -> dict:
+    """`training_tokens` and `control` of a variant, as `measure.measure_variant` records them.
+
+    Raises ValueError for a name the grammar does not parse."""
+    spec = Pipeline.from_name(name, defaults)
+    return {"training_tokens": training_tokens(spec), "control": control_name(name, defaults) or ""}
+
+
+def with_controls(names, defaults: StepDefaults = StepDefaults()) -> list[str]:
+    """`names` followed by the equal-training control of every one that trains (each once, in
+    order of first need)."""
+    names = list(names)
+    controls = [c for c in (control_name(n, defaults) for n in names) if c and c not in names]
+    return names + list(dict.fromkeys(controls))
+
+
+def get_finetuned(parent: Artifact, config: FinetuneConfig, train_corpora, val_fraction: float = 0.05,
+                  device: str = "auto", progress: bool = True) -> Artifact:
+    """`parent` trained further on the next-token loss for `config.tokens` tokens (a `ft<N>`
+    step), built once and cached under a key of the parent's key and `config`. The recipe's cost
+    is the training's wall time (seconds) and energy (kWh)."""
+    from . import cache
+    from .baseline import training_streams
+    from .measure import resolve_device
+    from .models import load_artifact
+    from .train import TrainConfig, save_trained, train
+
+    device = resolve_device(device)
+    params = {"parent": parent.key, **cache.as_params(config), "corpora": list(train_corpora),
+              "val_fraction": val_fraction}
+    key = cache.key("finetune", params)
+    if not cache.exists(key):
+        model = load_artifact(parent.key, device=device).model if parent.path else parent.model
+        train_ids, val_ids = training_streams(parent.tokenizer, train_corpora, val_fraction)
+        result = train(model, train_ids, val_ids,
+                       TrainConfig(tokens=config.tokens, lr=config.lr, batch_size=config.batch_size,
+                                   seq_len=config.seq_len, seed=config.seed, device=device),
+                       desc=f"fine-tune {tokens_text(config.tokens)}", progress=progress)
+        with cache.build(key, params) as (folder, recipe):
+            save_trained(folder, recipe, model, parent.tokenizer, result)
+    return load_artifact(key, device=device)
 
 
 def paper_grid(bases=("Base", "Distil"), heads=(None, 90, 80), quants=(None, "8b", "4b")) -> list[str]:

@@ -53,6 +53,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "cost_kwh": ("kWh", "energy spent producing this variant from the baseline (for Base: training it)"),
     "cost_method": ("", "energy_method of the cost"),
     "artifact": ("", "cache key of the measured artifact"),
+    "training_tokens": ("tokens", "training the variant's production added to the baseline (distillation, KD, fine-tuning); 0: compression alone"),
+    "control": ("", "the variant's equal-training control, Base+ft<N> with N = training_tokens (empty: none needed)"),
     "device": ("", "cpu | cuda"),
     "cpu": ("", "CPU model"),
     "cpu_threads": ("threads", "torch intra-op threads"),

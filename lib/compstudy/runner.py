@@ -334,7 +334,7 @@ def _print_outcome(study: str, top: int = 5) -> None:
         import pandas as pd
 
         r = pd.read_csv(ranking)
-        cols = [c for c in ("rank", "variant", "P_c", "T_c", "E_c", "opt", "opt_lo", "opt_hi", "within_noise") if c in r]
+        cols = [c for c in ("rank", "rank_range", "tier", "variant", "P_c", "T_c", "E_c", "opt", "opt_lo", "opt_hi") if c in r]
         print(f"ranking ({ranking}), top {top}:", flush=True)
         print(r[cols].head(top).round(3).to_string(index=False), flush=True)
 

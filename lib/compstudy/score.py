@@ -183,10 +183,11 @@ def ranking(df: pd.DataFrame, alpha: float = 0.5, beta: float = 0.5, gamma: floa
     and a variant measured only once (e.g. the magnitude sweep's points) gets no rank (`rank` NaN,
     `ranked` False, NaN intervals) and is listed after the ranked ones, so that notebook 05 can
     show it apart. `within_noise` marks a ranked variant whose interval overlaps a neighbour's:
-    their order is not established.
+    their order is not established. `rank_range` gives the ranks the intervals allow (e.g.
+    "2-5", see `rank_ranges`) and `tier` groups variants whose intervals overlap (`tiers`).
 
     Returns one row per variant: rank, P_c, T_c, E_c (and intervals), opt, opt_lo, opt_hi,
-    n_conditions, min_repeats, within_noise, ranked, energy_method.
+    n_conditions, min_repeats, within_noise, rank_range, tier, ranked, energy_method.
     """
     import numpy as np
 
@@ -231,15 +232,45 @@ def ranking(df: pd.DataFrame, alpha: float = 0.5, beta: float = 0.5, gamma: floa
     rank = table[table["min_repeats"] >= 2].sort_values("opt").reset_index(drop=True)
     rank.insert(0, "rank", pd.array(range(1, len(rank) + 1), dtype="Int64"))
     rank["within_noise"] = (rank["opt_hi"] >= rank["opt_lo"].shift(-1)) | (rank["opt_lo"] <= rank["opt_hi"].shift(1))
+    rank["rank_range"], rank["tier"] = rank_ranges(rank["opt_lo"], rank["opt_hi"]), tiers(rank["opt_lo"], rank["opt_hi"])
     rank["ranked"] = True
     once = table[table["min_repeats"] < 2].sort_values("opt").reset_index(drop=True)
     once.insert(0, "rank", pd.array([None] * len(once), dtype="Int64"))
-    rank = pd.concat([rank, once.assign(within_noise=True, ranked=False)], ignore_index=True)
+    rank = pd.concat([rank, once.assign(within_noise=True, ranked=False, rank_range="", tier=pd.NA)], ignore_index=True)
+    rank["tier"] = rank["tier"].astype("Int64")
     if "energy_method" in df.columns:
         methods = df.groupby("variant")["energy_method"].agg(lambda s: ", ".join(sorted(set(s))))
         rank["energy_method"] = rank["variant"].map(methods)
     rank.attrs["unmatched"] = ratios.attrs.get("unmatched", [])
     return rank
+
+
+def rank_ranges(lo, hi) -> list[str]:
+    """The ranks each variant can take given the intervals [lo, hi] of its score (lower is
+    better): best = 1 + the number of variants whose whole interval lies below its own, worst = the
+    number whose interval starts at or below its upper end (itself included). "3" when both agree,
+    "2-5" otherwise. Inputs: equal-length sequences, in any order."""
+    import numpy as np
+
+    lo, hi = np.asarray(lo, float), np.asarray(hi, float)
+    out = []
+    for a, b in zip(lo, hi):
+        best, worst = 1 + int((hi < a).sum()), int((lo <= b).sum())
+        out.append(str(best) if best == worst else f"{best}-{worst}")
+    return out
+
+
+def tiers(lo, hi) -> list[int]:
+    """Tiers of variants sorted by score: a variant joins the current tier when its interval
+    starts at or below the upper end of the tier's first (best) member, and opens the next tier
+    otherwise. Tier 1 is the set of variants that cannot be told apart from the best. Inputs:
+    interval bounds in ranking order."""
+    out, tier, leader_hi = [], 0, None
+    for a, b in zip(lo, hi):
+        if leader_hi is None or a > leader_hi:
+            tier, leader_hi = tier + 1, b
+        out.append(tier)
+    return out
 
 
 def paper_ranking(model: str = "gpt2", alpha: float = 0.5, beta: float = 0.5, gamma: float = 1.5) -> pd.DataFrame:
@@ -328,3 +359,46 @@ def break_even(df: pd.DataFrame, base: str = "Base", keys=GROUP_KEYS) -> pd.Data
                               g["break_even_tokens"].map(lambda t: f"{t:,.0f}" if np.isfinite(t) else "") + " tokens",
                               "never")
     return g.sort_values("break_even_tokens").reset_index(drop=True)
+
+
+def control_table(measurements: pd.DataFrame, ratios: pd.DataFrame | None = None, base: str = "Base",
+                  keys=GROUP_KEYS) -> pd.DataFrame:
+    """Each variant whose production trained (column `control` of the measurements names its
+    equal-training control `Base+ft<N>`, issue 11) beside that control.
+
+    Per variant: `P_c` (against Base), `P_c_control` (the control's own P_c), `P_vs_control`
+    (perplexity of the variant / perplexity of its control, measured under the same keys:
+    same notebook run, dataset, tokens), all averaged over the conditions both were measured in,
+    and `verdict`:
+    - `better than its control`: P_vs_control < 1 on every condition;
+    - `better than Base only through training`: P_c < 1 but not better than its control;
+    - `worse than its control`: otherwise.
+
+    Returns one row per variant with a control; the columns above plus `control`,
+    `training_tokens`, `n_conditions`. Empty when no measurement names a control.
+    """
+    cols = ["variant", "control", "training_tokens", "P_c", "P_c_control", "P_vs_control", "n_conditions", "verdict"]
+    if "control" not in measurements.columns:
+        return pd.DataFrame(columns=cols)
+    ratios = ratio_table(measurements, base, keys) if ratios is None else ratios
+    keys = [k for k in keys if k in ratios.columns]
+    named = (measurements.dropna(subset=["control"]).astype({"control": str})
+             .query("control != ''").groupby("variant", sort=False)
+             .agg(control=("control", "first"), training_tokens=("training_tokens", "max")))
+    rows = []
+    for variant, r in named.iterrows():
+        v = ratios[ratios["variant"] == variant][[*keys, "P_c"]]
+        c = ratios[ratios["variant"] == r["control"]][[*keys, "P_c"]]
+        both = v.merge(c, on=keys, suffixes=("", "_control"))
+        if both.empty:
+            rows.append({"variant": variant, "control": r["control"], "training_tokens": r["training_tokens"],
+                         "P_c": v["P_c"].mean(), "P_c_control": float("nan"), "P_vs_control": float("nan"),
+                         "n_conditions": 0, "verdict": "control not measured"})
+            continue
+        rel = both["P_c"] / both["P_c_control"]
+        verdict = ("better than its control" if (rel < 1).all() else
+                   "better than Base only through training" if both["P_c"].mean() < 1 else "worse than its control")
+        rows.append({"variant": variant, "control": r["control"], "training_tokens": int(r["training_tokens"]),
+                     "P_c": both["P_c"].mean(), "P_c_control": both["P_c_control"].mean(), "P_vs_control": rel.mean(),
+                     "n_conditions": len(both), "verdict": verdict})
+    return pd.DataFrame(rows, columns=cols)

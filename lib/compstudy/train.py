@@ -77,12 +77,14 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     """What `train` returns: the history (DataFrame with step, tokens, lr, train_loss, val_loss,
-    elapsed_s), the cost of the run (`EnergyReading`: seconds, kWh, method) and the final
-    validation loss in nats/token."""
+    elapsed_s), the cost of the run (`EnergyReading`: seconds, kWh, method), the final
+    validation loss in nats/token, and the AdamW state at the end (`optimizer_state`, to resume
+    training exactly: see `baseline.plateau_check`)."""
 
     history: "pandas.DataFrame"
     cost: EnergyReading
     final_val_loss: float
+    optimizer_state: dict | None = None
 
 
 def supports_bf16(device: str) -> bool:
@@ -107,7 +109,8 @@ def _batch(ids: torch.Tensor, batch_size: int, seq_len: int, gen: torch.Generato
 
 
 def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor, config: TrainConfig = TrainConfig(),
-          loss_fn: Callable | None = None, desc: str = "train", progress: bool = True) -> TrainResult:
+          loss_fn: Callable | None = None, desc: str = "train", progress: bool = True,
+          optimizer_state: dict | None = None) -> TrainResult:
     """Train `model` in place on the token stream `train_ids` [n] within the token budget.
 
     Args:
@@ -119,6 +122,9 @@ def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor, config: TrainCo
         desc: label of the progress bar.
         progress: show a progress bar; never in a study run by the runner (`COMPSTUDY_NO_PROGRESS`
             is set there), where a frozen bar would be stored in the executed notebook.
+        optimizer_state: an AdamW state dict from an earlier `TrainResult` of the same model, to
+            continue that training with its moment estimates (a fresh AdamW's first steps move
+            every weight by about the learning rate, whatever the gradient's size).
 
     Returns `TrainResult`. The model is left in eval mode on the training device.
 
@@ -144,6 +150,8 @@ def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor, config: TrainCo
     no_decay = [p for p in params if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
+    if optimizer_state is not None:
+        opt.load_state_dict(optimizer_state)
     steps = config.steps
     warm = int(config.warmup * steps)
 
@@ -187,13 +195,15 @@ def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor, config: TrainCo
             history.append(row)
     model.eval()
     df = pd.DataFrame(history)
-    return TrainResult(history=df, cost=cost, final_val_loss=float(df["val_loss"].dropna().iloc[-1]))
+    return TrainResult(history=df, cost=cost, final_val_loss=float(df["val_loss"].dropna().iloc[-1]),
+                       optimizer_state=opt.state_dict())
 
 
-def save_trained(folder, recipe: dict, model, tokenizer, result: TrainResult) -> None:
+def save_trained(folder, recipe: dict, model, tokenizer, result: TrainResult, save_optimizer: bool = False) -> None:
     """Write a model trained by `train` into a cache folder being built: weights and tokenizer,
     `history.csv`, and in the recipe its cost, final validation loss and size (measured before
-    any later forward pass, see `measure.model_size`)."""
+    any later forward pass, see `measure.model_size`). `save_optimizer`: also `optimizer.pt`, the
+    AdamW state at the end of training (2 x the weights' bytes), so that training can resume."""
     from pathlib import Path
 
     from .measure import model_size
@@ -201,6 +211,8 @@ def save_trained(folder, recipe: dict, model, tokenizer, result: TrainResult) ->
 
     save_model(model.to("cpu"), tokenizer, folder)
     result.history.to_csv(Path(folder) / "history.csv", index=False)
+    if save_optimizer and result.optimizer_state is not None:
+        torch.save(result.optimizer_state, Path(folder) / "optimizer.pt")
     recipe["cost"] = result.cost.as_cost()
     recipe["final_val_loss"] = result.final_val_loss
     recipe["size"] = model_size(model)
