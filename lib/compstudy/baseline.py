@@ -403,6 +403,13 @@ def describe_recipes(recipes: "pandas.DataFrame", config: BaselineConfig) -> lis
         best = ok.iloc[0]
         lines.append(f"Lowest held-out bits per byte among them: {best['name']} ({best['val_bits_per_byte']:.4f} "
                      f"bits/byte, {best['train_seconds']:.0f} s of training).")
+        behind = ok[ok["val_bits_per_byte"] > 1.01 * best["val_bits_per_byte"]]
+        if len(behind):
+            lines.append("Passing is not enough: " + ", ".join(
+                f"{r.name} passes but is {r.val_bits_per_byte - best['val_bits_per_byte']:.4f} bits/byte "
+                f"({100 * (r.val_bits_per_byte / best['val_bits_per_byte'] - 1):.1f} %) above the lowest"
+                for r in behind.itertuples()) + ". The check asks only whether more training at the final learning "
+                "rate still helps; a schedule that ended early, its learning rate already annealed, can pass it.")
     slow = recipes[~recipes["converged"]].sort_values("val_bits_per_byte")
     if len(slow):
         lines.append("Not at their plateau: " + ", ".join(
