@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         top = pd.read_csv(ranking).head(5)
         record["ranking_top5"] = top[[c for c in ("rank", "variant", "P_c", "T_c", "opt") if c in top]].round(4) \
             .to_dict(orient="records")
+    plateau = paths.results_dir(study.name) / "plateau.json"
+    if plateau.exists():  # notebook 00's plateau check of the baseline (compstudy.baseline.plateau_check)
+        record["plateau_check"] = json.loads(plateau.read_text())
     out = Path(__file__).resolve().parent / "results" / f"{args.name or study.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
