@@ -10,11 +10,16 @@ the cached artifact when one with exactly these parameters exists and builds it 
 """
 from __future__ import annotations
 
+import copy
+import json
+import math
+import time
 from dataclasses import dataclass
 
 import torch
 
 from . import cache, data
+from .paths import repo_root, results_dir
 from .models import Artifact, ModelShape, build_model, load_artifact, load_model, save_model
 from .train import TrainConfig, save_trained, train
 
@@ -215,8 +220,6 @@ def heldout(model, tokenizer, ids: torch.Tensor, context: int | None = None, bat
     """Score the held-out stream `ids` [n_tokens] with the study's sliding-window protocol
     (`measure.sliding_window_nll`, stride = context - 1: each token once). `context` defaults to
     the model's longest context. Returns `HeldOut`."""
-    import math
-
     from .measure import _context_length, sliding_window_nll
 
     context = min(context or 10**9, _context_length(model))
@@ -285,10 +288,6 @@ def plateau_check(config: BaselineConfig, fraction: float = 0.25, threshold_pct:
 
     Raises ValueError for `fraction` outside (0, 1] or a negative `threshold_pct`.
     """
-    import copy
-    import json
-    import time
-
     from .measure import resolve_device
 
     if not 0 < fraction <= 1:
@@ -334,10 +333,6 @@ def save_plateau(check: PlateauCheck | None, study: str) -> None:
     """Write the plateau check to `results/<study>/plateau.json` (notebook 00), so that notebook
     05 can repeat a failed check next to the ranking without training anything. None (pretrained
     baseline) removes a stale file."""
-    import json
-
-    from .paths import results_dir
-
     path = results_dir(study) / "plateau.json"
     if check is None:
         path.unlink(missing_ok=True)
@@ -350,10 +345,6 @@ def save_plateau(check: PlateauCheck | None, study: str) -> None:
 
 def load_plateau(study: str) -> PlateauCheck | None:
     """The plateau check notebook 00 saved for `study`, or None if there is none."""
-    import json
-
-    from .paths import results_dir
-
     path = results_dir(study) / "plateau.json"
     if not path.exists():
         return None
@@ -367,11 +358,7 @@ def candidate_recipes(path=None) -> "pandas.DataFrame":
     per byte against training wall time, and each one's plateau check), as a DataFrame whose
     `attrs["provenance"]` names the file, its commit and CPU. Empty when the file is missing.
     """
-    import json
-
     import pandas as pd
-
-    from .paths import repo_root
 
     path = path or repo_root() / "benchmarks" / "results" / "baseline_recipes.json"
     if not path.exists():

@@ -18,6 +18,7 @@ it holds on every corpus.
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -210,8 +211,6 @@ def _finding_f(ratios: pd.DataFrame) -> dict:
     """(f) Gholami & Omar: recovery = (P[Mag s] - P[Mag s+ft]) / (P[Mag s] - P[Mag0+ft]), the
     share of the perplexity lost to pruning that fine-tuning wins back, measured against the
     unpruned model given the same fine-tuning (so training alone is not counted as recovery)."""
-    import re
-
     parts, texts = [], []
     sweep = ratios[ratios["variant"].str.match(r"^G?Mag\d")]
     for prefix in ("Mag", "GMag"):
