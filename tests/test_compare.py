@@ -41,4 +41,36 @@ def test_compare_command_on_two_small_studies(monkeypatch, tmp_path, capsys):
     assert "T_c intervals overlap: 66.7% of those" in out and "top group identical: True" in out
     assert (tmp_path / "figures" / "compare" / "compare-one-two.png").exists()
     assert runner.main(["compare", "one", "missing"]) == 2
-    assert "no ranking for 'missing'" in capsys.readouterr().err
+    assert "no measurements for 'missing'" in capsys.readouterr().err
+
+
+def _measurements(run_id, t_half, rounds=4):
+    rows = []
+    for r in range(rounds):
+        drift = 1 + 0.3 * r  # the machine slows down; paired ratios do not see it
+        for variant, ppl, t in (("Base", 10.0, 1.0), ("Half", 11.0, t_half), ("Same", 10.0, 1.0)):
+            rows.append({"study": "s", "notebook": "n", "variant": variant, "dataset": "d", "batch_size": 8,
+                         "tokens_scored": 100, "repeat": r, "perplexity": ppl, "bits_per_byte": 1.0,
+                         "runtime_s": t * drift * (1 + 0.01 * (r % 2)), "energy_kwh": t * drift * 1e-6,
+                         "run_id": run_id, "timestamp": f"2026-11-21T10:0{r}:00{run_id[-1]}"})
+    return rows
+
+
+def test_compare_two_runs_of_one_study(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("COMPSTUDY_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("COMPSTUDY_FIGURES_DIR", str(tmp_path / "figures"))
+    monkeypatch.delenv("COMPSTUDY_RUN_ID", raising=False)
+    from compstudy import results
+
+    results.append("s", _measurements("run-1", 0.5))
+    results.append("s", _measurements("run-2", 0.8))
+    assert runner.main(["compare", "s@-2", "s@latest"]) == 0
+    out = capsys.readouterr().out
+    assert "run run-1 (12 rows; 2 run(s) in the table" in out and "run run-2 (12 rows" in out
+    a, b = compare.load_ranking("s@run-1").set_index("variant"), compare.load_ranking("s@run-2").set_index("variant")
+    assert a.loc["Half", "T_c"] == pytest.approx(0.5, rel=0.02) and b.loc["Half", "T_c"] == pytest.approx(0.8, rel=0.02)
+    # the same comparison from the CSV path of the measurements
+    path = str(paths.results_dir("s") / "measurements.csv")
+    assert compare.load_ranking(f"{path}@-2").set_index("variant").loc["Half", "T_c"] == pytest.approx(0.5, rel=0.02)
+    with pytest.raises(ValueError, match="run 'nope' is not in the table"):
+        compare.load_ranking("s@nope")

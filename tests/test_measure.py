@@ -1,9 +1,13 @@
 import math
+import time
+import types
+
+import pandas as pd
 
 import pytest
 import torch
 
-from compstudy import measure
+from compstudy import measure, score
 from compstudy.models import ModelShape, build_model
 
 
@@ -88,3 +92,72 @@ def test_bad_dataset_fails_before_model_work(tiny_baseline):
     with pytest.raises(ValueError, match="unknown corpus"):
         measure.evaluate(tiny_baseline.model, tiny_baseline.tokenizer, ["wikitext-2:test", "nope:test"],
                          measure.EvalConfig(), variant="x", study="t")
+
+
+class _DriftingModel(torch.nn.Module):
+    """A fake causal LM whose forward pass sleeps `cost` seconds times a slowdown that grows with
+    the wall time since `clock[0]` by `clock[1]` per second: the machine drifts, the model's
+    relative speed does not."""
+
+    def __init__(self, cost: float, clock: list, vocab: int = 512):
+        super().__init__()
+        self.cost, self.clock, self.vocab = cost, clock, vocab
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.config = types.SimpleNamespace(model_type="fake", n_positions=64)
+
+    def forward(self, input_ids):
+        now = time.perf_counter()
+        until = now + self.cost * (1 + self.clock[1] * (now - self.clock[0]))
+        while time.perf_counter() < until:  # a busy wait: exact where sleep overshoots by milliseconds
+            pass
+        return types.SimpleNamespace(logits=torch.zeros(*input_ids.shape, self.vocab))
+
+
+def test_interleaved_rounds_give_the_right_ratio_where_sequential_timing_does_not(tiny_baseline):
+    clock = [time.perf_counter(), 0.0]
+    base, half = _DriftingModel(0.04, clock), _DriftingModel(0.02, clock)
+    tok = tiny_baseline.tokenizer
+    # 2 windows (2 forward passes) per pass, 6 rounds: an even count, so each variant goes first equally often
+    cfg = measure.EvalConfig(context=64, stride=63, batch_size=1, max_tokens=127, repeats=6, device="cpu")
+    size = {"n_params": 1, "n_params_nonzero": 0, "weight_bytes": 4}
+    models, sizes = {"Base": (base, tok), "Half": (half, tok)}, {"Base": size, "Half": size}
+
+    def t_c(rows):
+        return score.ranking(pd.DataFrame(rows), n_boot=200).set_index("variant").loc["Half", "T_c"]
+
+    # the true ratio on a steady machine (about 0.5: the per-pass overhead is not halved)
+    truth = t_c(measure.evaluate_many(models, ["wikitext-2:test"], cfg, study="t", sizes=sizes))
+    # the machine slows down by 50 % per second: interleaved rounds (Base, Half; Half, Base; ...) still see it
+    clock[:] = [time.perf_counter(), 0.5]
+    rows = measure.evaluate_many(models, ["wikitext-2:test"], cfg, study="t", sizes=sizes)
+    assert [r["variant"] for r in rows] == ["Base", "Half", "Half", "Base"] * 3
+    assert t_c(rows) == pytest.approx(truth, abs=0.03)
+    # sequential timing on the same drifting machine: every Base pass first, then every Half pass
+    clock[:] = [time.perf_counter(), 0.5]
+    seq = (measure.evaluate(base, tok, ["wikitext-2:test"], cfg, variant="Base", study="t", size=size) +
+           measure.evaluate(half, tok, ["wikitext-2:test"], cfg, variant="Half", study="t", size=size))
+    assert t_c(seq) > truth + 0.08  # the drift is read as a slowdown of the variant
+
+
+def test_every_pass_records_its_noise_signals_and_its_run(tiny_baseline, monkeypatch):
+    monkeypatch.setenv("COMPSTUDY_RUN_ID", "run-a")
+    monkeypatch.setenv("COMPSTUDY_PARAMS_HASH", "abc")
+    cfg = measure.EvalConfig(max_tokens=300, repeats=2, batch_size=4, device="cpu")
+    rows = measure.evaluate(tiny_baseline.model, tiny_baseline.tokenizer, ["wikitext-2:test"], cfg, variant="B", study="t")
+    for r in rows:
+        assert r["run_id"] == "run-a" and r["params_hash"] == "abc" and r["protocol"] == "interleaved x1"
+        assert r["cpu_s"] > 0 and r["others_cpu_s"] >= 0 and r["steal_s"] >= 0 and 0 <= r["interference"]
+        assert r["stride"] == min(r["context"] // 2, r["context"] - 1)
+
+
+def test_a_nan_measurement_is_an_error_not_a_row(tiny_baseline):
+    clock = [time.perf_counter(), 0.0]
+
+    class NaNModel(_DriftingModel):
+        def forward(self, input_ids):
+            return types.SimpleNamespace(logits=torch.full((*input_ids.shape, self.vocab), float("nan")))
+
+    cfg = measure.EvalConfig(context=64, max_tokens=200, repeats=1, device="cpu")
+    with pytest.raises(ValueError, match=r"non-finite perplexity for \['Broken'\]"):
+        measure.evaluate(NaNModel(0.0, clock), tiny_baseline.tokenizer, ["wikitext-2:test"], cfg, variant="Broken",
+                         study="t", size={"n_params": 1, "n_params_nonzero": 0, "weight_bytes": 4})

@@ -1,3 +1,4 @@
+import pandas as pd
 import multiprocessing as mp
 
 import pytest
@@ -101,8 +102,51 @@ def test_a_torn_last_row_is_reported_skipped_and_cut_before_the_next_append(tmp_
     blob = path.read_bytes()
     path.write_bytes(blob[: len(blob) - 25])  # a kill in the middle of writing the last row
     df = results.load("torn")
-    assert list(df["variant"]) == ["Base"] and "skipped 1 row(s)" in capsys.readouterr().out
+    assert list(df["variant"]) == ["Base"] and "ends in a torn row" in capsys.readouterr().out
     results.append("torn", [{"study": "torn", "variant": "Base4b", "perplexity": 12.0}])
     assert "torn row" in capsys.readouterr().out
     df = results.load("torn")
     assert list(df["variant"]) == ["Base", "Base4b"] and df["perplexity"].tolist() == [10.0, 12.0]
+
+
+def test_a_row_torn_inside_a_quoted_field_and_a_foreign_row_are_skipped(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COMPSTUDY_RESULTS_DIR", str(tmp_path))
+    rows = [{"study": "t", "variant": v, "repeat": 0, "perplexity": p, "bits_per_byte": 1.0, "tokens_scored": 10,
+             "batch_size": 8, "runtime_s": 0.5, "energy_method": "estimated, by TDP"} for v, p in (("Base", 10.0), ("Q", 11.0))]
+    path = results.append("t", rows)
+    blob = path.read_text()
+    cut = blob.rindex("estimated, by") + 5  # inside the quoted field of the last row: pandas alone fails here
+    path.write_text(blob[:cut])
+    assert list(results.load("t")["variant"]) == ["Base"]
+    # a foreign row with the right number of fields but text where numbers belong
+    results.append("t", [dict(rows[1], perplexity="eleven")])
+    df = results.load("t")
+    assert list(df["variant"]) == ["Base"] and df["perplexity"].dtype.kind == "f"
+    assert "not numbers (foreign rows)" in capsys.readouterr().out
+
+
+def test_runs_are_never_pooled(tmp_path, monkeypatch):
+    from compstudy import runs
+
+    monkeypatch.setenv("COMPSTUDY_RESULTS_DIR", str(tmp_path))
+    monkeypatch.delenv("COMPSTUDY_RUN_ID", raising=False)
+    a = runs.start("s", {"00.ipynb": {"repeats": 2}})
+    again = runs.start("s", {"00.ipynb": {"repeats": 2}}, continue_matching=True)
+    other = runs.start("s", {"00.ipynb": {"repeats": 3}}, continue_matching=True)
+    assert again["run_id"] == a["run_id"] and again["continued"]
+    assert other["run_id"] != a["run_id"] and other["params_hash"] != a["params_hash"] and not other["continued"]
+    assert [r["run_id"] for r in runs.registered("s")] == [a["run_id"], other["run_id"]]
+    row = {"notebook": "n", "variant": "Base", "dataset": "d", "batch_size": 8, "tokens_scored": 10, "perplexity": 1.0}
+    df = pd.DataFrame([dict(row, repeat=0, run_id="r1", timestamp="1", runtime_s=1.0),
+                       dict(row, repeat=0, run_id="r2", timestamp="2", runtime_s=2.0),
+                       dict(row, repeat=0, run_id="r2", timestamp="3", runtime_s=3.0),  # measured again in r2
+                       dict(row, repeat=1, run_id="r2", timestamp="3", runtime_s=4.0)])
+    monkeypatch.setenv("COMPSTUDY_RUN_ID", "r1")
+    rows, chosen, note = runs.select_run(df)  # the runner's current run wins over the newest
+    assert chosen == "r1" and rows["runtime_s"].tolist() == [1.0]
+    monkeypatch.delenv("COMPSTUDY_RUN_ID")
+    rows, chosen, note = runs.select_run(df)
+    assert chosen == "r2" and rows["runtime_s"].tolist() == [3.0, 4.0] and "1 row(s) measured again" in note
+    assert runs.select_run(df, "-2")[1] == "r1"
+    with pytest.raises(ValueError, match=r"run 'r9' is not in the table; runs present \(oldest first\): \['r1', 'r2'\]"):
+        runs.select_run(df, "r9")

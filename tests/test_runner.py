@@ -85,6 +85,20 @@ def test_smoke_config_end_to_end(loopback_mirror, tmp_path, monkeypatch):
     from compstudy import findings
     table = pd.read_csv(paths.results_dir("smoke") / "findings.csv")
     assert len(table) == 7 and set(table["verdict"]) <= set(findings.VERDICTS)
+    # issue 12: one run, one set of rows. Every row names the run; a rerun of 01 with other parameters
+    # is a new run, and 05 ranks that run's rows only (01's variants, at the new number of rounds)
+    first = df["run_id"].unique().tolist()
+    assert len(first) == 1 and df["params_hash"].nunique() == 1 and df["protocol"].str.startswith("interleaved").all()
+    assert (df["stride"] <= df["context"] - 1).all()
+    assert runner.main(["run", str(ROOT / "configs" / "smoke.yaml"), "--no-progress", "--only", "01_quantization",
+                        "--only", "05_comparison", "-p", "repeats", "3"]) == 0
+    df = results.load("smoke")
+    assert df["run_id"].nunique() == 2
+    second = df[df["run_id"] != first[0]]
+    assert set(second["notebook"]) == {"01_quantization"} and set(second.groupby("variant")["repeat"].nunique()) == {3}
+    rank = pd.read_csv(paths.results_dir("smoke") / "ranking.csv")
+    assert set(rank["variant"]) == set(second["variant"])
+    assert (rank.loc[rank["ranked"], "min_repeats"] == 3).all()
 
 
 @pytest.mark.parametrize("name", ["default.yaml", "smoke.yaml", "gpt2-paper.yaml", "llama.yaml", "online.yaml"])

@@ -47,13 +47,49 @@ def test_ratios_and_ranking_against_hand_computation(study):
     assert rank.loc["Q", "opt_lo"] <= rank.loc["Q", "opt"] <= rank.loc["Q", "opt_hi"]
 
 
-def test_rank_differences_inside_the_noise_are_flagged():
-    rows = (_rows("Base", 10.0, [1.0, 1.5, 0.7, 1.2], [1.0, 1.5, 0.7, 1.2]) +
-            _rows("A", 10.0, [0.95, 1.4, 0.8, 1.1], [0.95, 1.4, 0.8, 1.1]) +
-            _rows("Far", 10.0, [0.1, 0.1, 0.1, 0.1], [0.1, 0.1, 0.1, 0.1]))
+def test_variants_inside_the_noise_share_a_tier_and_a_rank_range():
+    base = [1.0, 1.05, 0.98, 1.02]
+    rows = (_rows("Base", 10.0, base, base) +
+            _rows("A", 10.0, [b * r for b, r in zip(base, [0.97, 1.04, 1.0, 0.99])],
+                  [b * r for b, r in zip(base, [0.97, 1.04, 1.0, 0.99])]) +
+            _rows("Far", 10.0, [0.1 * b for b in base], [0.1 * b for b in base]))
     rank = score.ranking(pd.DataFrame(rows), n_boot=300).set_index("variant")
-    assert rank.loc["A", "within_noise"] and rank.loc["Base", "within_noise"]
-    assert not rank.loc["Far", "within_noise"]
+    assert rank.loc["Far", "tier"] == 1 and rank.loc["Far", "rank_range"] == "1"
+    assert rank.loc["A", "tier"] == rank.loc["Base", "tier"] == 2
+    assert rank.loc["A", "rank_range"] == "2-3" and rank.loc["Base", "rank_range"] == "2-3"
+    assert rank.loc["Far", "T_c"] == pytest.approx(0.1) and rank.loc["Far", "T_c_lo"] == pytest.approx(0.1)
+
+
+def test_ratios_are_paired_by_round_so_drift_cancels():
+    # the machine slows down 3x over the rounds; the variant is always half as slow as the base in
+    # the same round: paired ratios say 0.5 exactly, ratios of medians over unpaired rounds would not
+    drift = [1.0, 2.0, 3.0]
+    rows = _rows("Base", 10.0, drift, drift) + _rows("Half", 10.0, [0.5 * d for d in drift], [0.5 * d for d in drift])
+    df = pd.DataFrame(rows)
+    rank = score.ranking(df, n_boot=200).set_index("variant")
+    assert rank.loc["Half", "T_c"] == pytest.approx(0.5)
+    assert rank.loc["Half", "T_c_lo"] == pytest.approx(0.5) and rank.loc["Half", "T_c_hi"] == pytest.approx(0.5)
+    # the same rows with the variant's rounds shuffled against the base's: no longer 0.5 in every round
+    shuffled = df.copy()
+    shuffled.loc[shuffled["variant"] == "Half", "repeat"] = [2, 0, 1]
+    assert score.ranking(shuffled, n_boot=200).set_index("variant").loc["Half", "T_c_hi"] > 0.6
+
+
+def test_noisy_conditions_are_flagged_and_not_ranked():
+    rows = pd.DataFrame(_rows("Base", 10.0, [1.0, 1.02, 0.99], [1.0, 1.02, 0.99]) +
+                        _rows("V", 11.0, [0.5, 0.52, 0.49], [0.5, 0.52, 0.49]) +
+                        _rows("Base", 10.0, [1.0, 1.02, 0.99], [1.0, 1.02, 0.99], notebook="m") +
+                        _rows("W", 11.0, [0.6, 0.61, 0.6], [0.6, 0.61, 0.6], notebook="m"))
+    rows["interference"] = np.where(rows["notebook"] == "m", 0.45, 0.01)
+    noise = score.timing_noise(rows).set_index("notebook")
+    assert noise.loc["n", "reliable"] and not noise.loc["m", "reliable"]
+    assert "other processes took 45%" in noise.loc["m", "reason"]
+    rank = score.ranking(rows, n_boot=100).set_index("variant")
+    assert rank.loc["V", "ranked"] and not rank.loc["W", "ranked"] and pd.isna(rank.loc["W", "rank"])
+    assert rank.loc["W", "why_unranked"].startswith("timing unreliable: other processes took 45%")
+    # the base's own spread over rounds is the other signal
+    spread = pd.DataFrame(_rows("Base", 10.0, [1.0, 1.6, 1.0], [1.0, 1.6, 1.0]) + _rows("V", 9.0, [0.5, 0.8, 0.5], [0.5, 0.8, 0.5]))
+    assert "spread by 60%" in score.timing_noise(spread)["reason"].iloc[0]
 
 
 def test_paper_validation_headline_changes():
@@ -105,7 +141,7 @@ def test_a_single_repeat_gives_no_interval_and_no_established_rank():
             _rows("Base", 10.0, [1.0, 1.1, 0.9], [1.0, 1.1, 0.9], notebook="m") +
             _rows("Many", 10.0, [0.1, 0.11, 0.09], [0.1, 0.11, 0.09], notebook="m"))
     rank = score.ranking(pd.DataFrame(rows), n_boot=100).set_index("variant")
-    assert math.isnan(rank.loc["One", "opt_lo"]) and rank.loc["One", "within_noise"]
+    assert math.isnan(rank.loc["One", "opt_lo"]) and rank.loc["One", "why_unranked"] == "measured once"
     assert rank.loc["One", "min_repeats"] == 1 and rank.loc["Many", "min_repeats"] == 3
     assert not math.isnan(rank.loc["Many", "opt_lo"])
     # measured once: not ranked, listed after the ranked variants, although its opt is the lowest but one

@@ -1,7 +1,14 @@
 """Compare two runs of the study: do their ratios and ranks reproduce?
 
-    python -m compstudy compare STUDY_A STUDY_B      # study names, results/<study>/ranking.csv
-    python -m compstudy compare path/a.csv path/b.csv
+    python -m compstudy compare default@-2 default@latest     # the two latest runs of a study
+    python -m compstudy compare default@20261121-140000-abc123 other_study
+    python -m compstudy compare a/results/default/measurements.csv b/results/default/measurements.csv
+    python -m compstudy compare path/ranking_a.csv path/ranking_b.csv
+
+A run is named STUDY[@RUN] or MEASUREMENTS.csv[@RUN], RUN being a run id, `latest` (the default) or
+`-2` (the run before the latest; `compstudy.runs.select_run`): its rows are ranked with notebook 05's
+defaults (`score.ranking`). A study without measurements falls back to its committed
+`results/<study>/ranking.csv`, and a CSV with an `opt` column is read as a ranking.
 
 For every variant ranked in both: P_c and T_c of each, whether the two T_c intervals (bootstrap,
 notebook 05) overlap, |delta T_c|, and the ranks; then the share of variants whose T_c intervals
@@ -20,24 +27,44 @@ import pandas as pd
 from . import paths
 
 
-def load_ranking(study_or_path: str | Path) -> pd.DataFrame:
-    """A ranking table: `results/<study>/ranking.csv` for a study name, or a CSV path.
+def load_ranking(spec: str | Path) -> pd.DataFrame:
+    """The ranking of one run (see the module docstring for the forms of `spec`).
 
-    Raises FileNotFoundError naming where it looked.
+    Raises FileNotFoundError naming where it looked, ValueError for an unknown run.
     """
-    path = Path(study_or_path)
-    if not (path.suffix == ".csv" and path.exists()):
-        path = paths.results_dir(str(study_or_path)) / "ranking.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"no ranking for {study_or_path!r}: looked for {study_or_path} and {path}; "
-                                f"run the study (notebook 05 writes it) or give a ranking.csv path")
-    return pd.read_csv(path)
+    from . import results, runs, score
+
+    text = str(spec)
+    name, _, run = text.partition("@") if "@" in text else (text, "", "latest")
+    path = Path(name)
+    if path.suffix == ".csv":
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist")
+        head = pd.read_csv(path, nrows=1)
+        if "opt" in head.columns:
+            return pd.read_csv(path)
+        table = results.load(str(path))
+    else:
+        measurements = paths.results_dir(name) / "measurements.csv"
+        ranking = paths.results_dir(name) / "ranking.csv"
+        if not measurements.exists():
+            if ranking.exists() and run == "latest":
+                return pd.read_csv(ranking)
+            raise FileNotFoundError(f"no measurements for {spec!r}: looked for {measurements} and {ranking}; run "
+                                    f"the study, or give a measurements.csv or ranking.csv path")
+        table = results.load(name)
+    rows, run_id, note = runs.select_run(table, run)
+    print(f"{spec}: {note}")
+    return score.ranking(rows)
 
 
 def top_group(rank: pd.DataFrame) -> set[str]:
     """Variants whose opt interval overlaps the best variant's (the order among them is not
     established); just the best one when intervals are missing."""
-    r = rank.dropna(subset=["opt"]).sort_values("opt")
+    r = rank.dropna(subset=["opt"])
+    if "ranked" in r.columns:
+        r = r[r["ranked"].astype(bool)]
+    r = r.sort_values("opt")
     if r.empty:
         return set()
     best = r.iloc[0]
@@ -60,29 +87,35 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str] = ("A", "B"
     Returns a `Comparison`. Raises ValueError if the two share no variant.
     """
     na, nb = names
-    cols = [c for c in ("variant", "rank", "P_c", "T_c", "T_c_lo", "T_c_hi", "opt") if c in a.columns and c in b.columns]
+    cols = [c for c in ("variant", "rank", "rank_range", "tier", "P_c", "T_c", "T_c_lo", "T_c_hi", "opt")
+            if c in a.columns and c in b.columns]
     m = a[cols].merge(b[cols], on="variant", suffixes=(f"_{na}", f"_{nb}"))
     if m.empty:
         raise ValueError(f"the two rankings share no variant ({len(a)} and {len(b)} variants)")
+    for n in (na, nb):
+        m[f"rank_{n}"] = pd.to_numeric(m[f"rank_{n}"], errors="coerce").astype(float)
+    m["ranked_in_both"] = m[f"rank_{na}"].notna() & m[f"rank_{nb}"].notna()
     lo_a, hi_a, lo_b, hi_b = (m.get(f"T_c_{s}_{n}") for n in (na, nb) for s in ("lo", "hi"))
     has = lo_a.notna() & hi_a.notna() & lo_b.notna() & hi_b.notna() if lo_a is not None else pd.Series(False, m.index)
     m["T_c_overlap"] = np.where(has, (lo_a <= hi_b) & (lo_b <= hi_a), np.nan)
     m["abs_delta_T_c"] = (m[f"T_c_{na}"] - m[f"T_c_{nb}"]).abs()
     m["abs_delta_P_c"] = (m[f"P_c_{na}"] - m[f"P_c_{nb}"]).abs()
     m["rank_move"] = (m[f"rank_{na}"] - m[f"rank_{nb}"]).abs()
-    with_intervals = m[has]
-    ra, rb = m[f"opt_{na}"].rank(), m[f"opt_{nb}"].rank()
+    ranked = m[m["ranked_in_both"]]  # the figures below are over the variants both runs rank
+    with_intervals = ranked[has[m["ranked_in_both"]]]
+    ra, rb = ranked[f"opt_{na}"].rank(), ranked[f"opt_{nb}"].rank()
     tops = top_group(a), top_group(b)
     summary = {
         "variants_in_both": len(m),
-        "with_intervals_in_both": int(has.sum()),
+        "ranked_in_both": len(ranked),
+        "with_intervals_in_both": len(with_intervals),
         "T_c_overlap_share": float(with_intervals["T_c_overlap"].mean()) if len(with_intervals) else float("nan"),
-        "median_abs_delta_T_c": float(m["abs_delta_T_c"].median()),
-        "max_abs_delta_T_c": float(m["abs_delta_T_c"].max()),
+        "median_abs_delta_T_c": float(ranked["abs_delta_T_c"].median()),
+        "max_abs_delta_T_c": float(ranked["abs_delta_T_c"].max()),
         "max_abs_delta_P_c": float(m["abs_delta_P_c"].max()),
-        "spearman_rank_correlation": float(ra.corr(rb)) if len(m) > 2 else float("nan"),
-        "median_rank_move": float(m["rank_move"].median()),
-        "max_rank_move": float(m["rank_move"].max()),
+        "spearman_rank_correlation": float(ra.corr(rb)) if len(ranked) > 2 else float("nan"),
+        "median_rank_move": float(ranked["rank_move"].median()),
+        "max_rank_move": float(ranked["rank_move"].max()),
         f"top_group_{na}": sorted(tops[0]), f"top_group_{nb}": sorted(tops[1]),
         "top_group_identical": tops[0] == tops[1],
     }
@@ -93,7 +126,8 @@ def report(cmp: Comparison) -> str:
     """The comparison as text: the table, then the summary figures."""
     s = cmp.summary
     lines = [cmp.table.round(4).to_string(index=False), "",
-             f"variants in both: {s['variants_in_both']} ({s['with_intervals_in_both']} with T_c intervals in both)",
+             f"variants in both: {s['variants_in_both']}; ranked in both: {s['ranked_in_both']} "
+             f"({s['with_intervals_in_both']} with T_c intervals in both); the figures below are over these",
              f"T_c intervals overlap: {s['T_c_overlap_share']:.1%} of those",
              f"|delta T_c|: median {s['median_abs_delta_T_c']:.4f}, largest {s['max_abs_delta_T_c']:.4f}; "
              f"largest |delta P_c| {s['max_abs_delta_P_c']:.4g}",
@@ -108,7 +142,7 @@ def main(a: str, b: str, figure: str | None = None) -> int:
     from . import plots
 
     ra, rb = load_ranking(a), load_ranking(b)
-    names = (Path(a).stem if a.endswith(".csv") else a, Path(b).stem if b.endswith(".csv") else b)
+    names = tuple(_short(x) for x in (a, b))
     if names[0] == names[1]:
         names = (f"{names[0]}_1", f"{names[1]}_2")
     cmp = compare(ra, rb, names)
@@ -116,3 +150,11 @@ def main(a: str, b: str, figure: str | None = None) -> int:
     fig, path = plots.compare_runs(cmp.table, names, name=figure or f"compare-{names[0]}-{names[1]}")
     print(f"figure: {path}")
     return 0
+
+
+def _short(spec: str) -> str:
+    """A column-name-safe label for a run spec: `results/default/measurements.csv@-2` -> `default-2`."""
+    name, _, run = spec.partition("@")
+    p = Path(name)
+    label = p.parent.name if p.suffix == ".csv" and p.parent.name else p.stem if p.suffix == ".csv" else name
+    return "".join(ch if ch.isalnum() else "_" for ch in f"{label}{run}")

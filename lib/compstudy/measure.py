@@ -13,7 +13,13 @@ We sum the exact per-token negative log-likelihoods (HF's example approximates t
   so models with different tokenizers can be compared.
 
 Runtime: wall seconds of one whole evaluation pass (what the paper reports), after one warm-up
-batch that is not counted; `repeats` passes (the paper uses 30), every one recorded.
+batch that is not counted. A notebook's variants and their base are measured together, interleaved:
+`repeats` rounds, each timing one pass of every variant in a rotating order (`evaluate_many`), so
+that a ratio to the base is taken within a round (paired) and drift hits all variants alike. This
+is the method of pyperf and Google Benchmark's interleaved repetitions applied to whole passes;
+`benchmarks/timing_protocol.py` measured the choice of rounds and pass length. Every pass records
+its process CPU time and the CPU time the rest of the machine used meanwhile (other processes and
+hypervisor steal), the signals `score.timing_noise` uses to flag unreliable ratios.
 
 Energy: codecarbon's `OfflineEmissionsTracker` around the same pass (one task per repeat; the
 tracker's ~1.4 s start/stop lies outside the timed work). Each part (CPU, GPU, RAM) is
@@ -482,10 +488,164 @@ def dataset_ids(tokenizer, spec: str, max_tokens: int | None = None) -> tuple[to
     return ids, n_bytes
 
 
+def _comparable(datasets, context: int, stride: int, device: str, base_key: str) -> dict:
+    """What decides whether two measurements can share a run (`runs.current`)."""
+    return {"datasets": list(datasets), "context": context, "stride": stride, "device": device, "base": base_key}
+
+
+def _cpu_times() -> tuple[float, float, float]:
+    """(machine busy CPU seconds, machine steal seconds, this process's CPU seconds) now."""
+    import psutil
+
+    t = psutil.cpu_times()
+    busy = sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
+    return busy, getattr(t, "steal", 0.0), time.process_time()
+
+
+@dataclass
+class Pass:
+    """One timed evaluation pass: wall seconds, CPU seconds of this process (all its threads), CPU
+    seconds other processes used on the machine meanwhile, and seconds the hypervisor took from
+    this machine's CPUs (steal; 0 on bare metal)."""
+
+    nll: float
+    n_scored: int
+    wall_s: float
+    cpu_s: float
+    others_cpu_s: float
+    steal_s: float
+    energy: EnergyReading
+    peak_mem_bytes: int
+    peak_mem_method: str
+
+
+def timed_pass(model, ids, context: int, stride: int, batch_size: int, device: str, meter: EnergyMeter,
+               name: str = "pass") -> Pass:
+    """Run `sliding_window_nll` once, timed (wall and CPU), metered (codecarbon) and with its peak
+    memory; also records what the rest of the machine used meanwhile, the study's noise signal."""
+    busy0, steal0, own0 = _cpu_times()
+    with PeakMemory(device) as mem, meter.task(name) as energy:
+        nll, n_scored = sliding_window_nll(model, ids, context, stride, batch_size, device)
+    busy1, steal1, own1 = _cpu_times()
+    own = own1 - own0
+    return Pass(nll, n_scored, energy.seconds, own, max(0.0, (busy1 - busy0) - own), max(0.0, steal1 - steal0),
+                energy, mem.peak_bytes, mem.method)
+
+
+def interleaved_order(names: list[str], round_index: int) -> list[str]:
+    """The order of round `round_index` (0-based): `names` rotated left by `round_index`, so that
+    every variant is measured right after each other one across rounds and none is always first.
+    Each round measures every variant once (B, V1, V2, ...; then V1, V2, ..., B; ...)."""
+    k = round_index % len(names) if names else 0
+    return list(names[k:]) + list(names[:k])
+
+
+def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = EvalConfig(), *, study: str,
+                  extra: dict | None = None, sizes: dict | None = None, base_key: str = "",
+                  meter: EnergyMeter | None = None, on_dataset=None) -> list[dict]:
+    """Measure several models with the study's interleaved, paired protocol; one record per
+    (model, dataset, round).
+
+    For each dataset: one untimed warm-up batch per model, then `config.repeats` rounds; each
+    round times one whole pass of every model, in the order `interleaved_order` gives. Drift of
+    the machine's speed (thermal, frequency, other tenants) then hits every model of a round
+    alike, and the ratio of a variant to its base is taken per round (`score.paired_ratios`).
+    Every pass also records its CPU time and what the rest of the machine used meanwhile
+    (`cpu_s`, `others_cpu_s`, `steal_s`, `load_avg_1m`), from which `score.timing_noise` flags
+    unreliable conditions.
+
+    Args:
+        models: variant name -> (model, tokenizer), all already on their device.
+        datasets: corpus specs such as `"wikitext-2:test"`; all are loaded before measuring.
+        config: `EvalConfig` (`repeats` = rounds).
+        study: study name, stored in every record.
+        extra: variant name -> more columns for its records (cost, notebook, ...).
+        sizes: variant name -> its `model_size`, computed before the first forward (see there).
+        base_key: the baseline's artifact key, part of the interactive run's hash (`runs.current`).
+        meter: an open `EnergyMeter` to reuse; by default one is opened for this call.
+        on_dataset: called with the records of each dataset as soon as its rounds are done (the
+            caller writes them, so a failure later loses nothing measured).
+
+    Returns the records, with the columns of `compstudy.results.COLUMNS`.
+
+    Raises ValueError / CorpusUnavailable for bad datasets or an empty `models`, before any
+    model work.
+    """
+    from . import runs
+
+    if not models:
+        raise ValueError("models is empty: give at least one variant name -> (model, tokenizer)")
+    datasets = [datasets] if isinstance(datasets, str) else list(datasets)
+    device = resolve_device(config.device)
+    names = list(models)
+    loaded = {(n, spec): dataset_ids(models[n][1], spec, config.max_tokens) for n in names for spec in datasets}
+    geometry = {}
+    for n in names:
+        context = min(config.context or 10**9, _context_length(models[n][0]))
+        geometry[n] = (context, min(config.stride or max(1, context // 2), context - 1))  # as `windows` uses it
+    first = geometry[names[0]]
+    run_id, phash = runs.current(_comparable(datasets, *first, device, base_key))
+    sizes = {n: (sizes or {}).get(n) or model_size(models[n][0]) for n in names}
+    env = environment(device)
+    dtypes = {n: model_dtype(models[n][0]) for n in names}
+    n_cpus = os.cpu_count() or 1
+    records = []
+    own_meter = meter is None
+    meter = meter or EnergyMeter(config.country_iso_code)
+    with (meter if own_meter else contextlib.nullcontext(meter)):
+        for spec in datasets:
+            label = data.corpus_label(spec)
+            for n in names:
+                ids, _ = loaded[(n, spec)]
+                sliding_window_nll(models[n][0], ids, *geometry[n], config.batch_size, device, warmup=True)
+            done = []
+            for r in range(config.repeats):
+                for n in interleaved_order(names, r):
+                    (ids, n_bytes), (context, stride) = loaded[(n, spec)], geometry[n]
+                    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+                    p = timed_pass(models[n][0], ids, context, stride, config.batch_size, device, meter,
+                                   f"{n}/{spec}/{r}")
+                    e = p.energy
+                    done.append({
+                        "study": study, "variant": n, "dataset": label, "repeat": r,
+                        "perplexity": math.exp(p.nll / p.n_scored), "nll_nats": p.nll / p.n_scored,
+                        "bits_per_byte": p.nll / math.log(2) / n_bytes, "tokens_scored": p.n_scored,
+                        "bytes_evaluated": n_bytes, "context": context, "stride": stride,
+                        "batch_size": config.batch_size, "runtime_s": p.wall_s,
+                        "tokens_per_s": p.n_scored / p.wall_s, "cpu_s": p.cpu_s, "others_cpu_s": p.others_cpu_s,
+                        "steal_s": p.steal_s, "load_avg_1m": load, "n_cpus": n_cpus,
+                        "interference": (p.others_cpu_s + p.steal_s) / (n_cpus * p.wall_s),
+                        "energy_kwh": e.energy_kwh, "energy_cpu_kwh": e.cpu_kwh, "energy_gpu_kwh": e.gpu_kwh,
+                        "energy_ram_kwh": e.ram_kwh, "emissions_kg": e.emissions_kg,
+                        "energy_method": e.method, "energy_detail": e.detail,
+                        "peak_mem_bytes": p.peak_mem_bytes, "peak_mem_method": p.peak_mem_method,
+                        "dtype": dtypes[n], **sizes[n], **env, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        "dataset_sha256": data.loaded_checksums().get(label, ""),
+                        "corpora_sha256": "; ".join(f"{k}={v[:16]}" for k, v in sorted(data.loaded_checksums().items())),
+                        "run_id": run_id, "params_hash": phash, "protocol": f"interleaved x{len(names)}",
+                        **((extra or {}).get(n) or {}),
+                    })
+            _check_finite(done)
+            if on_dataset is not None:
+                on_dataset(done)
+            records += done
+    return records
+
+
+def _check_finite(records: list[dict]) -> None:
+    """A NaN or infinite perplexity is a broken model or artifact, never a row: raise ValueError
+    naming the variants."""
+    bad = sorted({r["variant"] for r in records if not math.isfinite(r["perplexity"])})
+    if bad:
+        raise ValueError(f"non-finite perplexity for {bad} on {records[0]['dataset']}: the model produces NaN or "
+                         f"infinite losses (a corrupted artifact or a failed transform); nothing was written")
+
+
 def evaluate(model, tokenizer, datasets: list[str] | str, config: EvalConfig = EvalConfig(), *,
              variant: str, study: str, extra: dict | None = None, meter: EnergyMeter | None = None,
              size: dict | None = None) -> list[dict]:
-    """Measure one model on each dataset with the study's protocol; one record per repeat.
+    """Measure one model on each dataset with the study's protocol; one record per repeat
+    (`evaluate_many` with a single model: no base to pair with in the same rounds).
 
     Args:
         model, tokenizer: the variant to measure (already on its device / quantized).
@@ -502,69 +662,46 @@ def evaluate(model, tokenizer, datasets: list[str] | str, config: EvalConfig = E
 
     Raises ValueError / CorpusUnavailable for bad datasets before any model work.
     """
-    datasets = [datasets] if isinstance(datasets, str) else list(datasets)
-    device = resolve_device(config.device)
-    loaded = {spec: dataset_ids(tokenizer, spec, config.max_tokens) for spec in datasets}
-    context = min(config.context or 10**9, _context_length(model))
-    stride = min(config.stride or max(1, context // 2), context - 1)  # as `windows` uses it, and as recorded
-    if stride > context:
-        raise ValueError(f"stride {stride} exceeds context {context}")
-    size = size or model_size(model)
-    env = environment(device)
-    dtype = model_dtype(model)
-    records = []
-    own_meter = meter is None
-    meter = meter or EnergyMeter(config.country_iso_code)
-    with (meter if own_meter else contextlib.nullcontext(meter)):
-        for spec, (ids, n_bytes) in loaded.items():
-            sliding_window_nll(model, ids, context, stride, config.batch_size, device, warmup=True)
-            for repeat in range(config.repeats):
-                with PeakMemory(device) as mem, meter.task(f"{variant}/{spec}/{repeat}") as energy:
-                    nll, n_scored = sliding_window_nll(model, ids, context, stride, config.batch_size, device)
-                records.append({
-                    "study": study, "variant": variant, "dataset": data.corpus_label(spec), "repeat": repeat,
-                    "perplexity": math.exp(nll / n_scored), "nll_nats": nll / n_scored,
-                    "bits_per_byte": nll / math.log(2) / n_bytes, "tokens_scored": n_scored,
-                    "bytes_evaluated": n_bytes, "context": context, "stride": stride,
-                    "batch_size": config.batch_size, "runtime_s": energy.seconds,
-                    "tokens_per_s": n_scored / energy.seconds, "energy_kwh": energy.energy_kwh,
-                    "energy_cpu_kwh": energy.cpu_kwh, "energy_gpu_kwh": energy.gpu_kwh,
-                    "energy_ram_kwh": energy.ram_kwh, "emissions_kg": energy.emissions_kg,
-                    "energy_method": energy.method, "energy_detail": energy.detail,
-                    "peak_mem_bytes": mem.peak_bytes, "peak_mem_method": mem.method,
-                    "dtype": dtype, **size, **env, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "dataset_sha256": data.loaded_checksums().get(data.corpus_label(spec), ""),
-                    "corpora_sha256": "; ".join(f"{k}={v[:16]}" for k, v in sorted(data.loaded_checksums().items())),
-                    **(extra or {}),
-                })
-    return records
+    return evaluate_many({variant: (model, tokenizer)}, datasets, config, study=study, extra={variant: extra or {}},
+                         sizes={variant: size} if size else None, meter=meter)
 
 
-def measure_variant(artifact, variant: str, study: str, datasets, config: EvalConfig, *, notebook: str = "",
-                    training_tokens: int = 0, control: str | None = None):
-    """Measure a variant on every dataset (`evaluate`), append the records to
-    `results/<study>/measurements.csv`, and return their per-dataset summary (`summarize`).
+def _variant_extra(artifact, notebook: str, training_tokens: int = 0, control: str | None = None) -> dict:
+    cost = artifact.cost
+    return {"notebook": notebook, "family": getattr(artifact.model.config, "model_type", ""), "artifact": artifact.key,
+            "cost_s": cost.get("seconds", 0.0), "cost_kwh": cost.get("energy_kwh", 0.0),
+            "cost_method": cost.get("method", ""), "training_tokens": int(training_tokens), "control": control or ""}
+
+
+def measure_variants(artifacts: dict, study: str, datasets, config: EvalConfig, *, notebook: str = "",
+                     trained: dict | None = None, base: str = "Base"):
+    """Measure a notebook's variants together, interleaved and paired with their base
+    (`evaluate_many`), append the records to `results/<study>/measurements.csv` dataset by dataset,
+    and return their per-(variant, dataset) summary (`summarize`).
 
     Args:
-        artifact: a `compstudy.models.Artifact`: its model and tokenizer are measured; its
-            recipe gives the cost of producing it (`cost_*` columns), its size (computed at build
-            time) and its cache key (`artifact` column).
-        variant, study: names for the records; notebook: provenance column.
-        training_tokens: tokens of training the variant's production added to the baseline
-            (`pipeline.training_tokens`); control: the name of its equal-training control
-            (`pipeline.control_name`, e.g. `Base+ft10k`), recorded so that notebook 05 can put
-            each variant beside its control.
+        artifacts: variant name -> `compstudy.models.Artifact`; must include `base` (measured in
+            the same rounds, so that every ratio is paired). Their recipes give each variant's
+            production cost (`cost_*` columns), size (computed at build time) and cache key.
+        study: results/<study>/; notebook: provenance column.
+        datasets, config: as for `evaluate_many`.
+        trained: variant name -> {"training_tokens": N, "control": "Base+ft<N>"} for variants
+            whose production added training (`pipeline.control_kwargs`), recorded so that
+            notebook 05 can put each beside its equal-training control.
+        base: the reference variant's name.
+
+    Raises ValueError naming the variants given when `base` is missing.
     """
     from . import results
 
-    cost = artifact.cost
-    model = artifact.model
-    extra = {"notebook": notebook, "family": getattr(model.config, "model_type", ""), "artifact": artifact.key,
-             "cost_s": cost.get("seconds", 0.0), "cost_kwh": cost.get("energy_kwh", 0.0),
-             "cost_method": cost.get("method", ""), "training_tokens": int(training_tokens), "control": control or ""}
-    records = evaluate(model, artifact.tokenizer, datasets, config, variant=variant, study=study, extra=extra,
-                       size=artifact.recipe.get("size"))
-    results.append(study, records)
+    if base not in artifacts:
+        raise ValueError(f"artifacts must include the base variant {base!r} (measured in the same rounds as the "
+                         f"others, for paired ratios); got {list(artifacts)}")
+    trained = trained or {}
+    extra = {n: _variant_extra(a, notebook, **trained.get(n, {})) for n, a in artifacts.items()}
+    records = evaluate_many({n: (a.model, a.tokenizer) for n, a in artifacts.items()}, datasets, config, study=study,
+                            extra=extra, sizes={n: a.recipe.get("size") for n, a in artifacts.items()},
+                            base_key=artifacts[base].key, on_dataset=lambda rows: results.append(study, rows))
     return summarize(records)
 
 
@@ -666,5 +803,6 @@ def summarize(records: list[dict] | "pandas.DataFrame"):
 __all__ = [
     "EvalConfig", "EnergyMeter", "EnergyReading", "PeakMemory", "evaluate", "sliding_window_nll",
     "windows", "count_parameters", "weight_bytes", "environment", "summarize", "resolve_device",
-    "dataset_ids", "git_commit", "model_dtype", "measure_variant", "energy_note", "time_generation",
+    "dataset_ids", "git_commit", "model_dtype", "measure_variants", "evaluate_many",
+    "interleaved_order", "timed_pass", "Pass", "energy_note", "time_generation",
 ]

@@ -299,7 +299,7 @@ def control_name(name: str, defaults: StepDefaults = StepDefaults()) -> str | No
 
 
 def control_kwargs(name: str, defaults: StepDefaults = StepDefaults()) -> dict:
-    """`training_tokens` and `control` of a variant, as `measure.measure_variant` records them.
+    """`training_tokens` and `control` of a variant, as `measure.measure_variants` records them (its `trained`).
 
     Raises ValueError for a name the grammar does not parse."""
     spec = Pipeline.from_name(name, defaults)

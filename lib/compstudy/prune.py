@@ -1008,7 +1008,8 @@ def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, t
     """Magnitude-prune `parent` at every sparsity and scope, before and (if `finetune_tokens`)
     after fine-tuning; measure each variant with the study's protocol (records appended) and
     return one row per (scope, sparsity, fine-tuned, dataset): perplexity, reached sparsity,
-    non-zero parameters, bytes dense and as CSR, runtime, cost.
+    non-zero parameters, bytes dense and as CSR, runtime, cost. All points are measured together,
+    in interleaved rounds with the unpruned `Base` (`measure.measure_variants`).
 
     Sparsity 0 is always included: the unpruned parent, measured with the sweep's settings as
     `Base` (the reference of the sweep's ratios), and, fine-tuned with the same budget, `Mag0+ft`
@@ -1019,7 +1020,7 @@ def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, t
     """
     import pandas as pd
 
-    from .measure import measure_variant
+    from .measure import measure_variants
 
     base_config = base_config or PruneConfig("magnitude", 0.0)
     for s in sparsities:
@@ -1032,18 +1033,21 @@ def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, t
     levels = sorted({0.0, *map(float, sparsities)})
     configs = [replace(base_config, kind="magnitude", amount=s, allocation=scope, finetune_tokens=ft)
                for scope in scopes for s in levels for ft in sorted({0, int(finetune_tokens)})]
-    rows, base_summary = [], None
+    built = {}  # name -> (config, artifact); the unpruned model appears once, as Base
     for cfg in configs:
-        art = get_pruned(parent, cfg, train_corpora, device=device, progress=False)
         name = "Base" if cfg.amount == 0 and not cfg.finetune_tokens else cfg.name
-        if name == "Base" and base_summary is not None:
-            summary = base_summary  # the same unpruned model in another scope: measured once
-        else:
-            summary = measure_variant(art, name, study, datasets, eval_config, notebook=notebook)
-        if name == "Base":
-            base_summary = summary
+        if name not in built:
+            built[name] = (cfg, get_pruned(parent, cfg, train_corpora, device=device, progress=False))
+    # every point of the sweep with its Base, in interleaved rounds (all held in memory at once)
+    # recorded under notebook "<notebook>:sweep": a measurement group of its own, with its own Base rounds
+    summary = measure_variants({name: art for name, (_, art) in built.items()}, study, datasets, eval_config,
+                               notebook=f"{notebook}:sweep" if notebook else "sweep")
+    rows = []
+    for cfg in configs:
+        name = "Base" if cfg.amount == 0 and not cfg.finetune_tokens else cfg.name
+        art = built[name][1]
         storage = sparse_storage_bytes(art.model)
-        for _, r in summary.iterrows():
+        for _, r in summary[summary["variant"] == name].iterrows():
             rows.append({"variant": name, "scope": cfg.allocation, "sparsity": cfg.amount,
                          "fine_tuned": bool(cfg.finetune_tokens), "dataset": r["dataset"],
                          "perplexity": r["perplexity"], "reached_sparsity": art.recipe["facts"]["sparsity"],

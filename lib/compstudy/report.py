@@ -1,6 +1,8 @@
 """The study's report: every executed notebook of `runs/<study>/` rendered into one HTML page."""
 from __future__ import annotations
 
+import os
+
 import time
 from pathlib import Path
 
@@ -58,6 +60,8 @@ def write_provenance(study: str, config_path: str | Path | None, wall_s: float) 
         f"- produced: {time.strftime('%Y-%m-%d %H:%M %Z')} by `python -m compstudy run {config_path}`",
         f"- commit: `{env['git_commit']}` (a `-dirty` suffix means uncommitted changes were present)",
         f"- study wall time: {wall_s:.0f} s",
+        f"- run: `{os.environ.get('COMPSTUDY_RUN_ID', '')}`, parameters hash `{os.environ.get('COMPSTUDY_PARAMS_HASH', '')}` "
+        f"(the `run_id` / `params_hash` of its rows in measurements.csv; `results/{study}/runs.json` lists the runs)",
         f"- hardware: CPU {env['cpu']} ({env['cpu_threads']} torch threads), GPU {env['gpu'] or 'none'}, "
         f"{platform.system()} {platform.machine()}",
         f"- software: Python {env['python']}, torch {env['torch']}, transformers {env['transformers']}, "

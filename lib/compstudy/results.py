@@ -36,6 +36,12 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "batch_size": ("windows", "windows per forward pass"),
     "runtime_s": ("s", "wall time of one whole evaluation pass (warm-up excluded)"),
     "tokens_per_s": ("tokens/s", "tokens_scored / runtime_s"),
+    "cpu_s": ("s", "CPU time of the measuring process during the pass (all its threads)"),
+    "others_cpu_s": ("s", "CPU time the machine's other processes used during the pass"),
+    "steal_s": ("s", "CPU time the hypervisor took from the machine during the pass (0 on bare metal)"),
+    "load_avg_1m": ("", "the machine's 1-minute load average just before the pass"),
+    "n_cpus": ("CPUs", "logical CPUs of the machine"),
+    "interference": ("", "(others_cpu_s + steal_s) / (n_cpus * runtime_s): share of the machine taken by others during the pass"),
     "energy_kwh": ("kWh", "codecarbon energy of the pass (CPU + GPU + RAM)"),
     "energy_cpu_kwh": ("kWh", "CPU part"),
     "energy_gpu_kwh": ("kWh", "GPU part"),
@@ -68,6 +74,9 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "corpora_sha256": ("", "every corpus split the process read (training and evaluation): label=first 16 hex of its SHA-256"),
     "git_commit": ("", "commit of the study (-dirty if modified)"),
     "timestamp": ("", "ISO 8601 local time of the measurement"),
+    "run_id": ("", "the run that wrote the row (compstudy.runs): ratios and rankings never mix runs"),
+    "params_hash": ("", "SHA-256 (12 hex) of the parameters that produced the row (compstudy.runs)"),
+    "protocol": ("", "how the pass was timed: 'interleaved xN' = in rounds with the N-1 other variants of its call"),
 }
 
 
@@ -153,25 +162,38 @@ def _upgrade_header(fh, columns: list[str]) -> None:
     fh.flush()
 
 
+# columns of measurements.csv that hold numbers: a row with text in one of them is
+# foreign (another program's, or a torn line glued to the next one) and is skipped
+NUMERIC = ("repeat", "perplexity", "bits_per_byte", "tokens_scored", "batch_size", "runtime_s")
+
+
 def load(study: str, filename: str = "measurements.csv"):
-    """The study's table as a pandas DataFrame.
+    """The study's table as a pandas DataFrame; `study` may also be the path of a CSV file.
+
+    Rows that do not parse are reported and skipped, never fatal: a last row torn by a crash in
+    the middle of a write (the file does not end with a newline), rows with the wrong number of
+    fields, and (in measurements.csv) rows with text in a `NUMERIC` column.
 
     Raises FileNotFoundError naming the file and how to produce it if it does not exist.
     """
     import pandas as pd
 
-    path = paths.results_dir(study) / filename
+    path = Path(study) if str(study).endswith(".csv") else paths.results_dir(study) / filename
     if not path.exists():
         raise FileNotFoundError(f"no results for study {study!r}: {path} does not exist; run the "
                                 f"study's notebooks first (python -m compstudy run configs/<study>.yaml)")
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header is None:
-            return pd.DataFrame(columns=list(COLUMNS) if filename == "measurements.csv" else [])
-        good, bad = [], []
-        for i, row in enumerate(reader, start=2):
-            (good if len(row) == len(header) else bad).append(row if len(row) == len(header) else i)
+    blob = path.read_bytes().decode("utf-8", errors="replace")
+    torn = bool(blob) and not blob.endswith("\n")
+    if torn:  # the last line was cut by an interrupted write
+        blob = blob[: blob.rfind("\n") + 1]
+    rows = list(csv.reader(io.StringIO(blob, newline="")))
+    if not rows:
+        return pd.DataFrame(columns=list(COLUMNS) if path.name == "measurements.csv" else [])
+    header, good, bad = rows[0], [], []
+    for i, row in enumerate(rows[1:], start=2):
+        (good if len(row) == len(header) else bad).append(row if len(row) == len(header) else i)
+    if torn:
+        print(f"results: {path} ends in a torn row (an interrupted write); it was skipped")
     if bad:
         print(f"results: skipped {len(bad)} row(s) of {path} that do not parse (torn or foreign; lines {bad[:5]})")
     text = io.StringIO()
@@ -179,7 +201,17 @@ def load(study: str, filename: str = "measurements.csv"):
     writer.writerow(header)
     writer.writerows(good)
     text.seek(0)
-    return pd.read_csv(text)
+    df = pd.read_csv(text, low_memory=False)
+    numeric = [c for c in NUMERIC if c in df.columns] if path.name == "measurements.csv" else []
+    if numeric and len(df):
+        coerced = df[numeric].apply(pd.to_numeric, errors="coerce")
+        foreign = (coerced.isna() & df[numeric].notna()).any(axis=1)  # text where a number belongs; blanks are allowed
+        if foreign.any():
+            print(f"results: skipped {int(foreign.sum())} row(s) of {path} whose {numeric} are not numbers "
+                  f"(foreign rows)")
+        df = df.loc[~foreign].copy()
+        df[numeric] = coerced.loc[~foreign]
+    return df
 
 
 def columns_markdown() -> str:

@@ -55,6 +55,9 @@ class Study:
     config_path: Path | None = None
     complete: bool = True  # False when --only selected a subset of the config's notebooks
     timings: dict = field(default_factory=dict)  # notebook file name -> wall seconds, filled by run_study
+    # every notebook's resolved parameters, --only or not: what the run's params_hash covers
+    all_parameters: dict = field(default_factory=dict)
+    run: dict = field(default_factory=dict)  # the run record (compstudy.runs.start), filled by run_study
 
 
 def notebook_parameters(path: str | Path) -> dict:
@@ -168,12 +171,13 @@ def load_study(config_path: str | Path, overrides: dict | None = None, only: lis
     if bad_shared:
         raise ConfigError(f"shared parameter(s) {bad_shared} are declared by no notebook of "
                           f"{config_path}; declared names: {sorted(declared_anywhere)}")
+    all_parameters = {r.path.name: dict(r.parameters) for r in runs}
     if only:
         keep = [r for r in runs if any(o in r.path.name for o in only)]
         if not keep:
             raise ConfigError(f"--only {only} matches none of {[r.path.name for r in runs]}")
         runs = keep
-    return Study(shared["study"], runs, config_path, complete=not only)
+    return Study(shared["study"], runs, config_path, complete=not only, all_parameters=all_parameters)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
@@ -284,6 +288,15 @@ def run_study(study: Study, progress: bool = True) -> list[Path]:
 
     check_corpora(study)  # before any notebook: a missing or altered corpus fails in seconds
     os.environ["COMPSTUDY_NO_PROGRESS"] = "1"  # inherited by the kernels: no frozen bars in stored outputs
+    from . import runs
+
+    # a new run (its id and params_hash reach the kernels through the environment); --only continues
+    # the latest run when its parameters are the same, so that re-measured rows replace earlier ones
+    study.run = runs.start(study.name, study.all_parameters or {r.path.name: r.parameters for r in study.notebooks},
+                           continue_matching=not study.complete, config=str(study.config_path or ""),
+                           notebooks=[r.path.name for r in study.notebooks])
+    print(f"run {study.run['run_id']} ({'continued' if study.run['continued'] else 'new'}; parameters "
+          f"{study.run['params_hash']}); results/{study.name}/runs.json lists the study's runs", flush=True)
     out_dir = paths.runs_dir(study.name)
     out_dir.mkdir(parents=True, exist_ok=True)
     kernel = _kernel_name()
@@ -363,9 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     data_p.add_argument("--config", default=str(paths.repo_root() / "configs" / "default.yaml"),
                         help="the study config whose corpora are needed (default: configs/default.yaml)")
     data_p.add_argument("--from", dest="source", help="a folder of corpora to copy from first (e.g. ../shared/data)")
-    cmp_p = sub.add_parser("compare", help="compare the rankings of two runs (studies or ranking.csv files)")
-    cmp_p.add_argument("a", help="a study name (results/<study>/ranking.csv) or a ranking.csv path")
-    cmp_p.add_argument("b")
+    cmp_p = sub.add_parser("compare", help="compare the rankings of two runs: STUDY[@RUN] or a CSV path[@RUN]")
+    cmp_p.add_argument("a", help="STUDY[@RUN] (RUN: a run id, latest, -2, ...), a measurements.csv[@RUN] or a ranking.csv")
+    cmp_p.add_argument("b", help="the other run, in the same forms")
     args = parser.parse_args(argv)
 
     if args.command == "compare":

@@ -145,11 +145,34 @@ def opt(P, T, E, alpha: float = 0.5, beta: float = 0.5, gamma: float = 1.5):
 
 GROUP_KEYS = ("notebook", "batch_size", "dataset", "tokens_scored")
 
+# Noise thresholds (`timing_noise`). Measured on the study's 2-core VM (benchmarks/timing_protocol.py):
+# an idle machine gives interference below 0.02 and a base spread (max/min - 1 over the rounds)
+# below 0.15; another busy process on one of the two cores gives interference near 0.5.
+MAX_INTERFERENCE = 0.10   # median share of the machine other processes (and steal) took during the passes
+MAX_BASE_SPREAD = 0.30    # (max / min - 1) of the base's own pass times over the rounds of a condition
+
+
+def paired_ratios(df: pd.DataFrame, base: str = "Base", keys=GROUP_KEYS) -> pd.DataFrame:
+    """Per (variant, *keys, repeat): the variant's runtime and energy divided by those of its base's
+    pass in the same round (`T_ratio`, `E_ratio`). Rounds are those of the interleaved protocol
+    (`measure.evaluate_many`): a variant and its base measured in one call share round indices.
+    Rows without the base's pass of the same round are dropped."""
+    keys = [k for k in keys if k in df.columns]
+    cols = ["variant", *keys, "repeat", "runtime_s", "energy_kwh"]
+    v = df[cols]
+    b = v[v["variant"] == base].drop(columns="variant")
+    m = v.merge(b, on=[*keys, "repeat"], suffixes=("", "_base"))
+    m["T_ratio"] = m["runtime_s"] / m["runtime_s_base"]
+    m["E_ratio"] = m["energy_kwh"] / m["energy_kwh_base"]
+    return m
+
 
 def ratio_table(df: pd.DataFrame, base: str = "Base", keys=GROUP_KEYS) -> pd.DataFrame:
-    """Per (variant, *keys): P_c, T_c, E_c = median metric / median metric of `base` measured
-    under the same keys (same notebook run, batch size, dataset and number of tokens). Rows
-    without a matching base are dropped; the dropped variants are listed in `attrs["unmatched"]`.
+    """Per (variant, *keys): P_c = median perplexity / median perplexity of `base` measured under the
+    same keys (same notebook, batch size, dataset and number of tokens); T_c and E_c = the median
+    over rounds of the paired per-round ratios (`paired_ratios`); `n_rounds` = paired rounds.
+    Rows without a matching base are dropped; the dropped variants are listed in `attrs["unmatched"]`.
+    Give one run's rows (`runs.select_run`): ratios never mix runs.
 
     Raises ValueError naming the keys if `base` was never measured.
     """
@@ -162,84 +185,129 @@ def ratio_table(df: pd.DataFrame, base: str = "Base", keys=GROUP_KEYS) -> pd.Dat
     merged = med.merge(b.drop(columns="variant"), on=keys, suffixes=("", "_base"), how="left")
     unmatched = sorted(merged.loc[merged["perplexity_base"].isna(), "variant"].unique())
     merged = merged.dropna(subset=["perplexity_base"]).copy()
+    pairs = paired_ratios(df, base, keys).groupby(["variant", *keys], dropna=False).agg(
+        T_c=("T_ratio", "median"), E_c=("E_ratio", "median"), n_rounds=("T_ratio", "size")).reset_index()
+    merged = merged.merge(pairs, on=["variant", *keys], how="left")
     merged["P_c"] = merged["perplexity"] / merged["perplexity_base"]
-    merged["T_c"] = merged["runtime_s"] / merged["runtime_s_base"]
-    merged["E_c"] = merged["energy_kwh"] / merged["energy_kwh_base"]
+    merged["n_rounds"] = merged["n_rounds"].fillna(0).astype(int)
     merged.attrs["unmatched"] = unmatched
     return merged
 
 
+def timing_noise(df: pd.DataFrame, base: str = "Base", keys=GROUP_KEYS, max_interference: float = MAX_INTERFERENCE,
+                 max_base_spread: float = MAX_BASE_SPREAD) -> pd.DataFrame:
+    """How noisy the timing of each condition (*keys) was, and whether its ratios are reliable.
+
+    Per condition: `rounds`, `base_spread` = max / min - 1 of the base's pass times over the
+    rounds (the machine's own noise: the same work timed again), `interference` = median over
+    the condition's passes of the share of the machine that other processes and the hypervisor
+    took (`measure.timed_pass`; NaN for rows recorded before it existed), `cpu_per_wall` = median
+    process CPU seconds per wall second (about the thread count when the process ran unhindered),
+    and `reliable` = interference <= `max_interference` and base_spread <= `max_base_spread`,
+    with `reason` saying which limit was passed.
+    """
+    import numpy as np
+
+    keys = [k for k in keys if k in df.columns]
+    rows = []
+    for cond, g in df.groupby(keys, dropna=False, sort=False):
+        cond = cond if isinstance(cond, tuple) else (cond,)
+        bt = g.loc[g["variant"] == base, "runtime_s"].to_numpy(float)
+        spread = float(bt.max() / bt.min() - 1) if len(bt) >= 2 else float("nan")
+        inter = float(np.nanmedian(g["interference"])) if "interference" in g and g["interference"].notna().any() else float("nan")
+        cpu = float(np.nanmedian(g["cpu_s"] / g["runtime_s"])) if "cpu_s" in g and g["cpu_s"].notna().any() else float("nan")
+        reasons = []
+        if inter > max_interference:
+            reasons.append(f"other processes took {inter:.0%} of the machine (limit {max_interference:.0%})")
+        if spread > max_base_spread:
+            reasons.append(f"the base's own pass times spread by {spread:.0%} (limit {max_base_spread:.0%})")
+        rows.append({**dict(zip(keys, cond)), "rounds": len(bt), "base_spread": spread, "interference": inter,
+                     "cpu_per_wall": cpu, "reliable": not reasons, "reason": "; ".join(reasons)})
+    return pd.DataFrame(rows)
+
+
+def _bootstrap_mean_of_medians(samples: list, n_boot: int, seed: int) -> tuple[float, float]:
+    """95 % percentile bootstrap interval (scipy.stats.bootstrap) of the mean over conditions of the
+    median over rounds; each condition's rounds are resampled independently."""
+    import numpy as np
+    from scipy import stats
+
+    def statistic(*xs, axis=-1):
+        return np.mean([np.median(x, axis=axis) for x in xs], axis=0)
+
+    if all(np.ptp(x) == 0 for x in samples):  # nothing varies: the interval is the point
+        v = float(statistic(*[np.asarray(x)[None] for x in samples])[0])
+        return v, v
+    res = stats.bootstrap(tuple(np.asarray(x, float) for x in samples), statistic, n_resamples=n_boot,
+                          method="percentile", vectorized=True, random_state=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def ranking(df: pd.DataFrame, alpha: float = 0.5, beta: float = 0.5, gamma: float = 1.5, base: str = "Base",
-            keys=GROUP_KEYS, n_boot: int = 300, seed: int = 0, ratios: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Rank variants by `opt`, lower first, with bootstrap intervals.
+            keys=GROUP_KEYS, n_boot: int = 2000, seed: int = 0, ratios: pd.DataFrame | None = None,
+            noise: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rank variants by `opt`, lower first, with bootstrap intervals over paired rounds.
 
-    P_c, T_c, E_c are the mean over every (notebook, batch size, dataset) where the variant was
-    measured of its ratio to the base measured there (`ratio_table`). Intervals: the repeats of the
-    variant and of its base are resampled with replacement `n_boot` times and the ratios of
-    medians recomputed; `opt_lo` / `opt_hi` are the 2.5 / 97.5 percentiles.
+    Give one run's rows (`runs.select_run`). P_c, T_c, E_c are the mean over every (notebook, batch
+    size, dataset) where the variant was measured of its ratio to the base measured there
+    (`ratio_table`: T_c and E_c are medians of per-round paired ratios). Intervals: 95 % percentile
+    bootstrap (`scipy.stats.bootstrap`) of the mean over conditions of the median over rounds,
+    resampling rounds; `opt_lo` / `opt_hi` come from the per-round cost alpha*T + beta*E, scaled by
+    P_c^gamma (perplexity is deterministic).
 
-    Only repeated measurements are ranked. A condition where the variant or its base was measured
-    once has nothing to resample; it is left out for a variant that also has repeated conditions,
-    and a variant measured only once (e.g. the magnitude sweep's points) gets no rank (`rank` NaN,
-    `ranked` False, NaN intervals) and is listed after the ranked ones, so that notebook 05 can
-    show it apart. `within_noise` marks a ranked variant whose interval overlaps a neighbour's:
-    their order is not established. `rank_range` gives the ranks the intervals allow (e.g.
-    "2-5", see `rank_ranges`) and `tier` groups variants whose intervals overlap (`tiers`).
+    Ranked are the variants measured in at least 2 paired rounds whose conditions all have
+    reliable timing (`timing_noise`). The others get no rank (`rank` NaN, `ranked` False) and a
+    `why_unranked` ("measured once", or the noise reason), and are listed after the ranked ones so
+    that notebook 05 can show them apart. `rank_range` gives the ranks the intervals allow (e.g.
+    "2-5", `rank_ranges`) and `tier` groups variants whose intervals overlap the tier leader's
+    (`tiers`); tier 1 cannot be told apart from the best.
 
-    Returns one row per variant: rank, P_c, T_c, E_c (and intervals), opt, opt_lo, opt_hi,
-    n_conditions, min_repeats, within_noise, rank_range, tier, ranked, energy_method.
+    Returns one row per variant: rank, rank_range, tier, P_c, T_c, E_c (and intervals), opt,
+    opt_lo, opt_hi, n_conditions, min_repeats (paired rounds, fewest over its conditions), ranked,
+    why_unranked, energy_method.
     """
     import numpy as np
 
     ratios = ratio_table(df, base, keys) if ratios is None else ratios
     keys = [k for k in keys if k in df.columns]
-    rng = np.random.default_rng(seed)
-    groups = {k: g for k, g in df.groupby(["variant", *keys], dropna=False)}
-
-    def pair_size(r) -> int:
-        k = tuple(r[c] for c in ["variant", *keys])
-        return min(len(groups[k]), len(groups[(base, *k[1:])]))
-
-    ratios = ratios.assign(_pairs=[pair_size(r) for _, r in ratios.iterrows()]) if len(ratios) else ratios.assign(_pairs=[])
-    repeated = set(ratios.loc[ratios["_pairs"] >= 2, "variant"])
-    ratios = ratios[(ratios["_pairs"] >= 2) | ~ratios["variant"].isin(repeated)]
-    boot_rows, min_repeats = [], {}
-    for _, r in ratios.iterrows():
-        k = tuple(r[c] for c in ["variant", *keys])
-        kb = (base, *k[1:])
-        v, b = groups[k], groups[kb]
-        min_repeats[r["variant"]] = min(min_repeats.get(r["variant"], 10**9), len(v), len(b))
-        for name, col in (("T_c", "runtime_s"), ("E_c", "energy_kwh")):
-            xv, xb = v[col].to_numpy(), b[col].to_numpy()
-            iv = rng.integers(0, len(xv), (n_boot, len(xv)))
-            ib = rng.integers(0, len(xb), (n_boot, len(xb)))
-            boot_rows.append((r["variant"], k[1:], name, np.median(xv[iv], 1) / np.median(xb[ib], 1)))
-    boots: dict = {}
-    for variant, cond, name, arr in boot_rows:
-        boots.setdefault(variant, {}).setdefault(name, []).append(arr)
+    noise = timing_noise(df, base, keys) if noise is None else noise
+    pairs = paired_ratios(df, base, keys)
+    per_cond = {k: g for k, g in pairs.groupby(["variant", *keys], dropna=False)}
+    unreliable = {tuple(r[k] for k in keys): r["reason"] for _, r in noise.iterrows() if not r["reliable"]}
     out = []
     for variant, g in ratios.groupby("variant", sort=False):
-        P, T, E = g["P_c"].mean(), g["T_c"].mean(), g["E_c"].mean()
-        tb = np.mean(boots[variant]["T_c"], axis=0)
-        eb = np.mean(boots[variant]["E_c"], axis=0)
-        ob = opt(P, tb, eb, alpha, beta, gamma)
-        q = (lambda a, pct: np.percentile(a, pct)) if min_repeats[variant] >= 2 else (lambda a, pct: np.nan)
-        out.append({"variant": variant, "P_c": P, "T_c": T, "E_c": E,
-                    "T_c_lo": q(tb, 2.5), "T_c_hi": q(tb, 97.5), "E_c_lo": q(eb, 2.5), "E_c_hi": q(eb, 97.5),
-                    "opt": opt(P, T, E, alpha, beta, gamma), "opt_lo": q(ob, 2.5), "opt_hi": q(ob, 97.5),
-                    "n_conditions": len(g), "min_repeats": min_repeats[variant]})
+        repeated = g[g["n_rounds"] >= 2]
+        use = repeated if len(repeated) else g  # a condition measured once is left out when others are repeated
+        P, T, E = use["P_c"].mean(), use["T_c"].mean(), use["E_c"].mean()
+        n_min = int(use["n_rounds"].min()) if len(use) else 0
+        row = {"variant": variant, "P_c": P, "T_c": T, "E_c": E, "opt": opt(P, T, E, alpha, beta, gamma),
+               "n_conditions": len(use), "min_repeats": n_min, "T_c_lo": np.nan, "T_c_hi": np.nan,
+               "E_c_lo": np.nan, "E_c_hi": np.nan, "opt_lo": np.nan, "opt_hi": np.nan}
+        reasons = sorted({unreliable[c] for c in (tuple(r[k] for k in keys) for _, r in use.iterrows()) if c in unreliable})
+        row["why_unranked"] = ("measured once" if n_min < 2 else
+                               f"timing unreliable: {'; '.join(reasons)}" if reasons else "")
+        if n_min >= 2:
+            groups = [per_cond[(variant, *(r[k] for k in keys))] for _, r in use.iterrows()]
+            row["T_c_lo"], row["T_c_hi"] = _bootstrap_mean_of_medians([x["T_ratio"] for x in groups], n_boot, seed)
+            row["E_c_lo"], row["E_c_hi"] = _bootstrap_mean_of_medians([x["E_ratio"] for x in groups], n_boot, seed)
+            lo, hi = _bootstrap_mean_of_medians([alpha * x["T_ratio"] + beta * x["E_ratio"] for x in groups], n_boot, seed)
+            row["opt_lo"], row["opt_hi"] = P ** gamma * lo, P ** gamma * hi
+        out.append(row)
     table = pd.DataFrame(out)
-    rank = table[table["min_repeats"] >= 2].sort_values("opt").reset_index(drop=True)
+    if table.empty:
+        table = pd.DataFrame(columns=["variant", "P_c", "T_c", "E_c", "opt", "n_conditions", "min_repeats",
+                                      "why_unranked", "opt_lo", "opt_hi"])
+    ok = table["why_unranked"] == ""
+    rank = table[ok].sort_values("opt").reset_index(drop=True)
     rank.insert(0, "rank", pd.array(range(1, len(rank) + 1), dtype="Int64"))
-    rank["within_noise"] = (rank["opt_hi"] >= rank["opt_lo"].shift(-1)) | (rank["opt_lo"] <= rank["opt_hi"].shift(1))
     rank["rank_range"], rank["tier"] = rank_ranges(rank["opt_lo"], rank["opt_hi"]), tiers(rank["opt_lo"], rank["opt_hi"])
     rank["ranked"] = True
-    once = table[table["min_repeats"] < 2].sort_values("opt").reset_index(drop=True)
-    once.insert(0, "rank", pd.array([None] * len(once), dtype="Int64"))
-    rank = pd.concat([rank, once.assign(within_noise=True, ranked=False, rank_range="", tier=pd.NA)], ignore_index=True)
+    rest = table[~ok].sort_values("opt").reset_index(drop=True)
+    rest.insert(0, "rank", pd.array([None] * len(rest), dtype="Int64"))
+    rank = pd.concat([rank, rest.assign(ranked=False, rank_range="", tier=pd.NA)], ignore_index=True)
     rank["tier"] = rank["tier"].astype("Int64")
     if "energy_method" in df.columns:
-        methods = df.groupby("variant")["energy_method"].agg(lambda s: ", ".join(sorted(set(s))))
+        methods = df.groupby("variant")["energy_method"].agg(lambda s: ", ".join(sorted(set(map(str, s)))))
         rank["energy_method"] = rank["variant"].map(methods)
     rank.attrs["unmatched"] = ratios.attrs.get("unmatched", [])
     return rank
