@@ -150,3 +150,34 @@ def test_runs_are_never_pooled(tmp_path, monkeypatch):
     assert runs.select_run(df, "-2")[1] == "r1"
     with pytest.raises(ValueError, match=r"run 'r9' is not in the table; runs present \(oldest first\): \['r1', 'r2'\]"):
         runs.select_run(df, "r9")
+
+
+@pytest.mark.parametrize("damage", ["zeroed", "random"])
+def test_a_corrupted_artifact_is_detected_at_load_and_rebuilt(damage, capsys):
+    """Issue 14: a cached baseline with 64 KiB of its weights zeroed (or overwritten with random
+    bytes) was measured as if intact. Its files are checked against the checksums its recipe
+    recorded; the damaged artifact is moved aside and rebuilt."""
+    import os
+
+    import torch
+
+    from compstudy.baseline import BaselineConfig, get_baseline
+    from conftest import TINY
+
+    cfg = BaselineConfig(**{**TINY, "seed": 11})
+    art = get_baseline(cfg, progress=False)
+    assert "model.safetensors" in cache.read_recipe(art.key)["files_sha256"]
+    weights = art.path / "model.safetensors"
+    blob = bytearray(weights.read_bytes())
+    middle = len(blob) // 2
+    blob[middle:middle + 65536] = bytes(65536) if damage == "zeroed" else os.urandom(65536)
+    weights.write_bytes(bytes(blob))
+    assert cache.verify(art.key) == ["model.safetensors"]
+    again = get_baseline(cfg, progress=False)
+    out = capsys.readouterr().out
+    assert f"artifact {art.key} does not match its recorded checksums (model.safetensors)" in out
+    assert again.key == art.key and cache.verify(again.key) == []
+    assert any(p.name.startswith(f".corrupt-{art.key}") for p in art.path.parent.iterdir())
+    assert again.recipe["params"] == art.recipe["params"]  # rebuilt from the same recipe
+    with torch.no_grad():
+        assert torch.isfinite(again.model(input_ids=torch.arange(20)[None]).logits).all()

@@ -88,8 +88,10 @@ def test_noisy_conditions_are_flagged_and_not_ranked():
     assert rank.loc["V", "ranked"] and not rank.loc["W", "ranked"] and pd.isna(rank.loc["W", "rank"])
     assert rank.loc["W", "why_unranked"].startswith("timing unreliable: other processes took 45%")
     # the base's own spread over rounds is the other signal
-    spread = pd.DataFrame(_rows("Base", 10.0, [1.0, 1.6, 1.0], [1.0, 1.6, 1.0]) + _rows("V", 9.0, [0.5, 0.8, 0.5], [0.5, 0.8, 0.5]))
-    assert "spread by 60%" in score.timing_noise(spread)["reason"].iloc[0]
+    spread = pd.DataFrame(_rows("Base", 10.0, [1.0, 1.8, 1.0], [1.0, 1.8, 1.0]) + _rows("V", 9.0, [0.5, 0.9, 0.5], [0.5, 0.9, 0.5]))
+    assert "spread by 80%" in score.timing_noise(spread)["reason"].iloc[0]
+    rank = score.ranking(spread, n_boot=100).set_index("variant")
+    assert not rank.loc["V", "ranked"] and rank.loc["Base", "ranked"]  # Base's ratio is 1 by construction
 
 
 def test_paper_validation_headline_changes():

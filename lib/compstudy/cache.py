@@ -6,6 +6,12 @@ where the hash is the SHA-256 of the canonical JSON of every parameter that prod
 reused; any change: rebuilt. A build writes into a temporary folder that is renamed into place
 only when complete, with `recipe.json` (the parameters and the build's cost), so an interrupted
 build never leaves a half artifact behind.
+
+The recipe also records the SHA-256 of every file of the artifact (`files_sha256`), verified each
+time the cache is asked whether the artifact exists: an artifact whose files were altered on disk
+(a zeroed block, random bytes, a truncated file) is reported, moved aside to
+`artifacts/.corrupt-<key>-<time>/`, and treated as absent, so the caller rebuilds it. Artifacts
+built before checksums were recorded are accepted unverified.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+import time
 from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 
@@ -32,9 +39,51 @@ def path_of(artifact_key: str) -> Path:
     return paths.artifacts_dir() / artifact_key
 
 
+def file_checksums(folder: Path) -> dict[str, str]:
+    """{relative path: SHA-256 hex} of every file under `folder` except `recipe.json`."""
+    out = {}
+    for f in sorted(Path(folder).rglob("*")):
+        if f.is_file() and f.name != "recipe.json":
+            digest = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            out[str(f.relative_to(folder))] = digest.hexdigest()
+    return out
+
+
+def verify(artifact_key: str) -> list[str]:
+    """Files of a built artifact that differ from the checksums its recipe recorded (missing,
+    changed, or unexpected); [] when intact or when the recipe predates checksums."""
+    recipe = read_recipe(artifact_key)
+    expected = recipe.get("files_sha256")
+    if expected is None:
+        return []
+    found = file_checksums(path_of(artifact_key))
+    return sorted(f for f in set(expected) | set(found) if expected.get(f) != found.get(f))
+
+
 def exists(artifact_key: str) -> bool:
-    """True when the artifact was built completely."""
-    return (path_of(artifact_key) / "recipe.json").exists()
+    """True when the artifact was built completely and its files match their recorded checksums.
+
+    A built artifact whose files do not match is reported, moved aside to
+    `artifacts/.corrupt-<key>-<time>/` (kept for inspection) and reported absent, so that the
+    caller rebuilds it.
+    """
+    if not (path_of(artifact_key) / "recipe.json").exists():
+        return False
+    try:
+        bad = verify(artifact_key)
+    except (OSError, json.JSONDecodeError) as exc:
+        bad = [f"recipe.json ({type(exc).__name__})"]
+    if not bad:
+        return True
+    aside = path_of(artifact_key).with_name(f".corrupt-{artifact_key}-{time.strftime('%Y%m%d-%H%M%S')}")
+    with contextlib.suppress(OSError):
+        path_of(artifact_key).rename(aside)
+    print(f"cache: artifact {artifact_key} does not match its recorded checksums ({', '.join(bad[:5])}); "
+          f"moved aside to {aside.name} and rebuilt")
+    return False
 
 
 def read_recipe(artifact_key: str) -> dict:
@@ -52,6 +101,7 @@ def build(artifact_key: str, params: dict):
     recipe = {"key": artifact_key, "params": params}
     try:
         yield tmp, recipe
+        recipe["files_sha256"] = file_checksums(tmp)
         (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True, default=str))
         try:
             tmp.rename(final)

@@ -57,7 +57,8 @@ class EvalConfig:
         stride: tokens between window starts (1 <= stride <= context); None = context // 2.
         batch_size: windows per forward pass (>= 1).
         max_tokens: evaluate only the first N tokens of each dataset; None = all.
-        repeats: timed passes per dataset (>= 1; the paper uses 30).
+        repeats: interleaved rounds per dataset: each times one pass of every variant measured
+            together (>= 1; the paper uses 30 repeats).
         device: "cpu", "cuda", "cuda:0", or "auto" (cuda if available).
         country_iso_code: electricity mix for codecarbon's emissions (energy does not depend on it).
 
