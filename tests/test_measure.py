@@ -161,3 +161,26 @@ def test_a_nan_measurement_is_an_error_not_a_row(tiny_baseline):
     with pytest.raises(ValueError, match=r"non-finite perplexity for \['Broken'\]"):
         measure.evaluate(NaNModel(0.0, clock), tiny_baseline.tokenizer, ["wikitext-2:test"], cfg, variant="Broken",
                          study="t", size={"n_params": 1, "n_params_nonzero": 0, "weight_bytes": 4})
+
+
+def test_a_loaded_machine_is_detected_and_its_ratios_flagged(tiny_baseline):
+    """Another busy process during the measurement: every pass records the share of the machine
+    it took (`interference`), and `score.timing_noise` marks the condition unreliable."""
+    import subprocess
+    import sys
+
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        cfg = measure.EvalConfig(max_tokens=2000, repeats=3, batch_size=4, device="cpu")
+        art = tiny_baseline
+        rows = measure.evaluate_many({"Base": (art.model, art.tokenizer), "Copy": (art.model, art.tokenizer)},
+                                     ["wikitext-2:test"], cfg, study="t")
+    finally:
+        hog.kill()
+        hog.wait()
+    df = pd.DataFrame(rows)
+    assert df["others_cpu_s"].median() > 0 and df["interference"].median() > 0.15
+    noise = score.timing_noise(df).iloc[0]
+    assert not noise["reliable"] and "other processes took" in noise["reason"]
+    assert not score.ranking(df, n_boot=100).set_index("variant").loc["Copy", "ranked"]

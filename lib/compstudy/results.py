@@ -49,7 +49,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "emissions_kg": ("kg CO2eq", "codecarbon emissions for country_iso_code's grid"),
     "energy_method": ("", "measured | partly measured | estimated | unavailable"),
     "energy_detail": ("", "how each part was obtained (RAPL, NVML, TDP, constant)"),
-    "peak_mem_bytes": ("bytes", "peak memory of the pass (see peak_mem_method)"),
+    "peak_mem_bytes": ("bytes", "peak memory of one batch forward, sampled in the untimed warm-up (see peak_mem_method)"),
     "peak_mem_method": ("", "cuda_max_allocated (GPU) or rss_increase (CPU, sampled every 5 ms)"),
     "n_params": ("parameters", "logical parameter count (tied weights once)"),
     "n_params_nonzero": ("parameters", "parameters that are not zero"),
