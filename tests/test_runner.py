@@ -99,6 +99,12 @@ def test_smoke_config_end_to_end(loopback_mirror, tmp_path, monkeypatch):
     rank = pd.read_csv(paths.results_dir("smoke") / "ranking.csv")
     assert set(rank["variant"]) == set(second["variant"])
     assert (rank.loc[rank["ranked"], "min_repeats"] == 3).all()
+    # a kill in the middle of writing the last row: 05 reports and skips it, and still runs
+    table = results.measurements_path("smoke")
+    blob = table.read_bytes()
+    table.write_bytes(blob[: len(blob) - 40])
+    assert runner.main(["run", str(ROOT / "configs" / "smoke.yaml"), "--no-progress", "--only", "05_comparison"]) == 0
+    assert set(pd.read_csv(paths.results_dir("smoke") / "ranking.csv")["variant"]) == set(second["variant"])
 
 
 @pytest.mark.parametrize("name", ["default.yaml", "smoke.yaml", "gpt2-paper.yaml", "llama.yaml", "online.yaml"])

@@ -283,6 +283,20 @@ def run_study(study: Study, progress: bool = True) -> list[Path]:
     Raises ConfigError (from `check_corpora`) before anything runs, and NotebookFailed naming
     the notebook, the cell and the error; earlier notebooks' results stay written.
     """
+    from . import runs
+
+    saved = {k: os.environ.get(k) for k in (runs.RUN_ENV, runs.HASH_ENV)}
+    try:
+        return _execute_study(study, progress)
+    finally:  # the run's id reaches its kernels only: a later run in this process starts its own
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _execute_study(study: Study, progress: bool) -> list[Path]:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
