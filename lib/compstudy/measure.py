@@ -525,9 +525,9 @@ def timed_pass(model, ids, context: int, stride: int, batch_size: int, device: s
     what the rest of the machine used meanwhile, the study's noise signal.
 
     Nothing else of the study runs during the pass: Python's garbage collector is paused (as
-    `timeit` does) and peak memory is sampled in the untimed warm-up instead (a sampling thread
-    waking every few milliseconds made consecutive passes of the same model differ by a standard
-    deviation of 0.09-0.14 in log time on 2 cores, against 0.05-0.08 without it).
+    `timeit` does) and peak memory is sampled in the untimed warm-up instead: a sampling thread
+    waking every 5 ms made the passes 8-12 % slower on 2 cores and their noise no smaller
+    (`benchmarks/results/pass_noise.json`).
     """
     gc.disable()  # no collection inside the timed pass (as timeit); no gc.collect() first: ~0.3 s with 40 models alive
     try:
