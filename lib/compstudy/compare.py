@@ -59,18 +59,19 @@ def load_ranking(spec: str | Path) -> pd.DataFrame:
 
 
 def top_group(rank: pd.DataFrame) -> set[str]:
-    """Variants whose opt interval overlaps the best variant's (the order among them is not
-    established); just the best one when intervals are missing."""
+    """The top tier (`score.tiers`): variants whose opt interval overlaps the best variant's (the
+    order among them is not established); just the best one when intervals are missing."""
+    from .score import tiers
+
     r = rank.dropna(subset=["opt"])
     if "ranked" in r.columns:
         r = r[r["ranked"].astype(bool)]
     r = r.sort_values("opt")
     if r.empty:
         return set()
-    best = r.iloc[0]
-    if pd.isna(best.get("opt_hi", np.nan)):
-        return {best["variant"]}
-    return set(r.loc[r["opt_lo"] <= best["opt_hi"], "variant"])
+    if pd.isna(r.iloc[0].get("opt_hi", np.nan)):
+        return {r.iloc[0]["variant"]}
+    return {v for v, t in zip(r["variant"], tiers(r["opt_lo"], r["opt_hi"])) if t == 1}
 
 
 @dataclass
