@@ -37,4 +37,4 @@ test: setup data
 	$(PY) -m pytest
 
 clean-results:
-	rm -rf runs results/smoke results/quick figures/smoke figures/quick
+	rm -rf runs results/smoke results/interactive figures/smoke figures/interactive

@@ -33,7 +33,7 @@ def test_unknown_notebook_parameter_is_rejected_before_running(tmp_path):
 def test_unknown_shared_and_override_parameters_are_rejected(tmp_path):
     _notebook(tmp_path / "a.ipynb")
     cfg = _config(tmp_path, "study: t\nparameters: {labl: b}\nnotebooks: [a.ipynb]\n")
-    with pytest.raises(runner.ConfigError, match=r"\['labl'\] are declared by no notebook"):
+    with pytest.raises(runner.ConfigError, match=r"\['labl'\] are used by no notebook"):
         runner.load_study(cfg)
     cfg = _config(tmp_path, "study: t\nnotebooks: [a.ipynb]\n")
     with pytest.raises(runner.ConfigError, match=r"\['nope'\]"):
@@ -51,17 +51,11 @@ def test_failing_cell_names_notebook_cell_and_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_smoke_config_end_to_end(loopback_mirror, tmp_path, monkeypatch):
-    """The smoke study from an empty data dir: every corpus is fetched from a local HTTP server
-    (standing in for the network), verified against its checksum, and the study runs."""
-    import shutil
-
-    for corpus in ("wikitext-2", "tinyshakespeare"):
-        shutil.copytree(paths.data_dir() / corpus, loopback_mirror / corpus)
-    empty = tmp_path / "fresh-data"
-    monkeypatch.setenv("COMPSTUDY_DATA_DIR", str(empty))
-    code = runner.main(["run", str(ROOT / "configs" / "smoke.yaml"), "--no-progress"])
-    assert code == 0
+def test_smoke_config_end_to_end(smoke_study):
+    """The smoke study from an empty data dir (`smoke_study`): every corpus is fetched from a local
+    HTTP server (standing in for the network), verified against its checksum, and the study runs."""
+    assert smoke_study["code"] == 0
+    empty = smoke_study["data"]
     assert {p.name for p in (empty / "wikitext-2").iterdir()} == {"valid.txt", "test.txt"}
     assert (empty / "tinyshakespeare" / "input.txt").exists()
     df = results.load("smoke")

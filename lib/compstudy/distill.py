@@ -89,11 +89,12 @@ class DistillConfig:
 
     @classmethod
     def from_params(cls, params: dict, **changes) -> "DistillConfig":
-        """From notebook parameters: student_layers, student_embd, temperature, alpha, divergence,
+        """From notebook parameters (`compstudy.params`): student_layers, student_embd, temperature,
+        hard_label_weight (the field `alpha`), divergence,
         distill_tokens, distill_lr, batch_size, seq_len, seed (missing names keep their defaults;
         a narrower student gets random init). `changes` override fields."""
         names = {"student_layers": "n_layer", "student_embd": "n_embd", "temperature": "temperature",
-                 "alpha": "alpha", "divergence": "divergence", "distill_tokens": "tokens",
+                 "hard_label_weight": "alpha", "divergence": "divergence", "distill_tokens": "tokens",
                  "distill_lr": "lr", "batch_size": "batch_size", "seq_len": "seq_len", "seed": "seed"}
         if params.get("student_embd"):
             changes = {"init": "random", **changes}

@@ -1,25 +1,28 @@
 """Run a study: execute a config's notebooks in order with papermill.
 
     python -m compstudy run configs/default.yaml [-p key value ...] [--only 01_quantization]
-    python -m compstudy params notebooks/00_baseline.ipynb
+    python -m compstudy params [03_pruning]     # the parameter schema, with its documentation
 
 A config is YAML:
 
     study: default                 # results/<study>/, runs/<study>/, figures/<study>/
     extends: other.yaml            # optional: start from another config (its parameters and notebooks)
-    parameters:                    # shared: given to every notebook that declares the name
+    parameters:                    # given to every notebook that uses the name
       n_layer: 6
     notebooks:
       - path: notebooks/00_baseline.ipynb
         parameters: {repeats: 3}   # this notebook only
 
-Precedence, lowest first: the notebook's own default, a config's shared `parameters`, a notebook
-entry's `parameters`, the command line's `-p` (which wins over both config levels).
+Precedence, lowest first: the schema's default (`compstudy.params`), a config's `parameters`, a
+notebook entry's `parameters`, the command line's `-p` (which wins over both config levels).
 
-Every name is checked against the notebooks' `parameters` cells (papermill's inspection) before
-anything runs: a per-notebook name the notebook does not declare, or a shared / `-p` name no
-notebook declares, is rejected with the allowed names. Executed copies go to `runs/<study>/`.
-A failing cell stops the run with the notebook, the cell and the error.
+Every value is validated against the schema before anything runs (types, ranges, cross-field
+rules, then the corpora: present, verified, decodable): a bad value fails within seconds, naming
+the parameter, the value given and what is allowed; a name no notebook uses is rejected with the
+names in use. A notebook outside the schema is checked against the names its `parameters` cell
+declares (papermill's inspection). The study's notebooks receive their shared parameters as one
+dict, `shared`, and their own parameters by name. Executed copies go to `runs/<study>/`. A failing
+cell stops the run with the notebook, the cell and the error.
 """
 from __future__ import annotations
 
@@ -45,7 +48,8 @@ class ConfigError(ValueError):
 @dataclass
 class NotebookRun:
     path: Path
-    parameters: dict = field(default_factory=dict)
+    parameters: dict = field(default_factory=dict)  # what papermill injects, resolved and validated
+    given: dict = field(default_factory=dict)  # the values the config and command line gave (printed)
 
 
 @dataclass
@@ -126,12 +130,43 @@ def read_config(config_path: str | Path, _seen: tuple = ()) -> dict:
     return cfg
 
 
+def _schema_parameters(nb: Path, shared: dict, own: dict, overrides: dict, label: str) -> tuple[dict, dict, list[str]]:
+    """A schema notebook's parameters (`compstudy.params`): the config's shared values, then its
+    entry's, then the command line, split into the `shared` dict and the notebook's own names,
+    validated. Returns (papermill parameters, the values given, problems)."""
+    from . import params
+
+    usable = set(params.shared_names(nb.name)) | set(params.own_names(nb.name))
+    bad = sorted(set(own) - usable - {"study"})
+    if bad:
+        return {}, {}, [f"{label}: {nb.name} does not use parameter(s) {bad}; it uses: {sorted(usable)}"]
+    given = {k: v for k, v in shared.items() if k in usable}
+    given.update({k: v for k, v in own.items() if k != "study"})
+    given.update({k: v for k, v in overrides.items() if k in usable})  # the command line wins
+    mine = set(params.shared_names(nb.name))
+    try:
+        resolved = params.check(nb.name, {k: v for k, v in given.items() if k in mine},
+                                {k: v for k, v in given.items() if k not in mine})
+    except params.ParameterError as exc:
+        return {}, given, exc.problems
+    run_params = {"shared": {k: resolved[k] for k in params.shared_names(nb.name)}} if mine else {}
+    run_params.update({k: resolved[k] for k in params.own_names(nb.name)})
+    return run_params, given, []
+
+
 def load_study(config_path: str | Path, overrides: dict | None = None, only: list[str] | None = None) -> Study:
     """Read and validate a study config; apply `overrides` (`-p`: they win over every config value,
     shared or per notebook).
 
-    Raises ConfigError naming the offending key and the allowed names, before anything runs.
+    The study's own notebooks (`compstudy.params.NOTEBOOKS`) are validated against the parameter
+    schema here, before anything runs: types, ranges and cross-field rules, every problem of
+    every notebook reported at once. Other notebooks are checked against the names their
+    `parameters` cell declares (papermill's inspection).
+
+    Raises ConfigError naming the offending parameter, the value given and what is allowed.
     """
+    from . import params
+
     config_path = Path(config_path)
     cfg = read_config(config_path)
     if not cfg.get("study") or not isinstance(cfg["study"], str):
@@ -143,8 +178,11 @@ def load_study(config_path: str | Path, overrides: dict | None = None, only: lis
     shared = dict(cfg.get("parameters") or {})
     shared.update(overrides)
     shared["study"] = overrides.get("study", cfg["study"])
+    if not isinstance(shared["study"], str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", shared["study"]):
+        raise ConfigError(f"study = {shared['study']!r}: a name of letters, digits, '.', '_' or '-' is required "
+                          f"(it names results/<study>/)")
     base = config_path.resolve().parent
-    runs, declared_anywhere = [], set()
+    runs, declared_anywhere, problems = [], set(), {}
     for entry in entries:
         extra = set(entry) - {"path", "parameters"}
         if extra or "path" not in entry:
@@ -154,23 +192,34 @@ def load_study(config_path: str | Path, overrides: dict | None = None, only: lis
             raise ConfigError(f"{config_path}: notebook {entry['path']} not found (looked at {nb})")
         if nb.suffix != ".ipynb":
             raise ConfigError(f"{config_path}: {entry['path']} is not a notebook (.ipynb)")
-        declared = notebook_parameters(nb)
-        declared_anywhere |= set(declared)
         own = entry.get("parameters") or {}
         if not isinstance(own, dict):
             raise ConfigError(f"{config_path}: parameters of {nb.name} must be a mapping, got {own!r}")
+        if params.known(nb.name):
+            declared_anywhere |= set(params.shared_names(nb.name)) | set(params.own_names(nb.name))
+            run_params, given, found = _schema_parameters(nb, shared, own, overrides, str(config_path))
+            for problem in found:  # a shared value's problem is reported once, with every notebook it reaches
+                problems.setdefault(problem, []).append(nb.stem)
+            runs.append(NotebookRun(nb, {"study": shared["study"], **run_params}, given))
+            continue
+        declared = notebook_parameters(nb)
+        declared_anywhere |= set(declared)
         bad = sorted(set(own) - set(declared))
         if bad:
             raise ConfigError(f"{config_path}: {nb.name} does not declare parameter(s) {bad}; "
                               f"it declares: {sorted(declared)}")
-        params = {k: v for k, v in shared.items() if k in declared}
-        params.update(own)
-        params.update({k: v for k, v in overrides.items() if k in declared})  # the command line wins
-        runs.append(NotebookRun(nb, params))
+        run_params = {k: v for k, v in shared.items() if k in declared}
+        run_params.update(own)
+        run_params.update({k: v for k, v in overrides.items() if k in declared})  # the command line wins
+        runs.append(NotebookRun(nb, run_params, {k: v for k, v in run_params.items() if k != "study"}))
     bad_shared = sorted(set(shared) - declared_anywhere - {"study"})
+    lines = [f"- {p} (notebooks: {', '.join(where)})" for p, where in problems.items()]
     if bad_shared:
-        raise ConfigError(f"shared parameter(s) {bad_shared} are declared by no notebook of "
-                          f"{config_path}; declared names: {sorted(declared_anywhere)}")
+        lines.insert(0, f"- parameter(s) {bad_shared} are used by no notebook of {config_path}; "
+                        f"names in use: {sorted(declared_anywhere)}")
+    if lines:
+        raise ConfigError(f"{len(lines)} problem(s) found before running anything "
+                          f"(`python -m compstudy params` lists every parameter):\n" + "\n".join(lines))
     all_parameters = {r.path.name: dict(r.parameters) for r in runs}
     if only:
         keep = [r for r in runs if any(o in r.path.name for o in only)]
@@ -229,13 +278,18 @@ def _declared_value(text):
 def study_corpora(study: Study) -> dict[str, list[str]]:
     """Corpus spec -> the parameters that name it, over every notebook of `study` (its own
     default where a notebook is given none). Raises ConfigError for a value that is not a list of specs."""
+    from . import params
+
     found: dict[str, list[str]] = {}
     for run in study.notebooks:
-        declared = notebook_parameters(run.path)
+        if params.known(run.path.name):  # the schema's notebooks: corpora are shared parameters, resolved
+            declared, given = {}, run.parameters.get("shared", {})
+        else:
+            declared, given = notebook_parameters(run.path), run.parameters
         for name in CORPUS_PARAMETERS:
-            if name not in declared and name not in run.parameters:
+            if name not in declared and name not in given:
                 continue
-            value = run.parameters.get(name, _declared_value(declared.get(name)))
+            value = given.get(name, _declared_value(declared.get(name)))
             value = [value] if isinstance(value, str) else value
             if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{name} = {value!r} ({run.path.name}): expected a non-empty list of corpus specs "
@@ -318,7 +372,8 @@ def _execute_study(study: Study, progress: bool) -> list[Path]:
     t_study = time.perf_counter()
     for i, run in enumerate(study.notebooks, 1):
         output = out_dir / run.path.name
-        print(f"[{i}/{len(study.notebooks)}] {run.path.name}  parameters: {run.parameters}", flush=True)
+        print(f"[{i}/{len(study.notebooks)}] {run.path.name}  given: {run.given} (the rest: defaults of "
+              f"compstudy.params)", flush=True)
         t0 = time.perf_counter()
         try:
             papermill.execute_notebook(
@@ -384,8 +439,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="override a shared parameter (VALUE parsed as YAML); repeatable")
     run_p.add_argument("--only", action="append", help="run only notebooks whose file name contains this")
     run_p.add_argument("--no-progress", action="store_true", help="hide papermill's cell progress bar")
-    par_p = sub.add_parser("params", help="list a notebook's parameters and defaults")
-    par_p.add_argument("notebook")
+    par_p = sub.add_parser("params", help="print the parameter schema (of one notebook when given) with its documentation")
+    par_p.add_argument("notebook", nargs="?", help="a notebook path or name, e.g. 03_pruning; all when left out")
     data_p = sub.add_parser("data", help="copy or download the corpora a config needs, and verify their checksums")
     data_p.add_argument("--config", default=str(paths.repo_root() / "configs" / "default.yaml"),
                         help="the study config whose corpora are needed (default: configs/default.yaml)")
@@ -407,8 +462,13 @@ def main(argv: list[str] | None = None) -> int:
         return _data_command(args.config, args.source)
 
     if args.command == "params":
-        for name, default in notebook_parameters(args.notebook).items():
-            print(f"{name} = {default}")
+        from . import params
+
+        if args.notebook is None or params.known(args.notebook):
+            print(params.describe(args.notebook))
+        else:
+            for name, default in notebook_parameters(args.notebook).items():
+                print(f"{name} = {default}")
         return 0
     try:
         overrides = {k: _parse_value(k, v) for k, v in args.parameter}

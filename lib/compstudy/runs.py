@@ -10,7 +10,7 @@ by hand is never pooled with another run's rows.
   to the notebooks' kernels as `COMPSTUDY_RUN_ID` and `COMPSTUDY_PARAMS_HASH`. With `--only`, it
   continues the study's latest run when that run had the same parameters (the re-measured rows
   replace the earlier ones), and starts a new run otherwise.
-- A notebook run outside the runner (Jupyter, nbval) writes into run `interactive-<hash>`, where
+- A notebook run outside the runner (Jupyter) writes into run `interactive-<hash>`, where
   the hash covers the parameters that decide whether two measurements are comparable (the
   baseline's artifact key, datasets, context, stride, device). Rerunning a notebook with those
   unchanged replaces its rows in that run; changing them starts another run.

@@ -1,0 +1,405 @@
+"""The study's parameter schema: every parameter of every notebook, declared once, with its type,
+range, default and documentation (pydantic models).
+
+Parameters come in groups. A *shared* group (the baseline, the measurement, distillation,
+fine-tuning, pruning criteria) is used by several notebooks and must mean the same in each: its
+values reach a notebook through the single `shared` dict of the notebook's parameters cell. A
+notebook's *own* group holds its technique's parameters, written in its parameters cell. Every
+name is unique across the whole schema, so a config's shared `parameters` cannot mean two things.
+
+The defaults are those of the default study (`configs/default.yaml`): a notebook run on its own
+(Run All in JupyterLab) builds and measures the report's model.
+
+    from compstudy import params
+    P = params.resolve("03_pruning", shared, globals())   # validated; P.n_layer, P.sparsities, ...
+
+The runner (`compstudy.runner`) calls `check` on the merged config and command line before any
+notebook starts, so that a bad value fails within seconds, naming the parameter, the value given
+and what is allowed. `python -m compstudy params [NOTEBOOK]` prints this schema.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class ParameterError(ValueError):
+    """One or more parameter values are invalid; the message names each parameter, the value
+    given and what is allowed. `problems` lists them one per entry, `notebook` says where."""
+
+    def __init__(self, notebook: str, problems: list[str]):
+        self.notebook, self.problems = notebook, list(problems)
+        super().__init__(f"{len(problems)} parameter problem(s) in {notebook}:\n- " + "\n- ".join(problems))
+
+
+class Group(BaseModel):
+    """A group of parameters (subclasses): unknown names are refused, values are validated on
+    assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---- shared groups -------------------------------------------------------------------------------
+
+class Baseline(Group):
+    """The baseline model (`compstudy.baseline.BaselineConfig`): pretrained, or trained from
+    scratch on real text. Notebooks 00-04."""
+
+    model: str | None = Field(None, description="hub name or local folder of a pretrained causal LM "
+                              "(e.g. 'gpt2'); None trains a model from scratch with the shape below")
+    family: Literal["gpt2", "llama"] = Field("gpt2", description="architecture of the model trained from scratch")
+    n_layer: int = Field(2, ge=1, description="transformer blocks")
+    n_head: int = Field(8, ge=1, description="attention heads per block (n_embd must be divisible by it)")
+    n_embd: int = Field(128, ge=1, description="hidden size of the residual stream")
+    n_positions: int = Field(256, ge=2, description="the model's context in tokens")
+    tokenizer: str | None = Field(None, description="hub name or folder of a pretrained tokenizer; None trains "
+                                  "a byte-level BPE on train_corpora")
+    vocab_size: int = Field(2048, ge=257, description="BPE vocabulary size (above the 256 byte symbols)")
+    dropout: float | None = Field(0.0, ge=0, lt=1, description="dropout probability; None keeps the family's "
+                                  "default (GPT-2 0.1, Llama 0.0)")
+    train_corpora: list[str] = Field(["wikitext-2:valid", "tinyshakespeare:train"], min_length=1,
+                                     description="corpus specs name:split (or a folder) to train, distil, "
+                                     "calibrate and fine-tune on")
+    train_tokens: int = Field(2_000_000, ge=1, description="training budget of the baseline, in tokens")
+    batch_size: int = Field(16, ge=1, description="training batch size, in sequences")
+    seq_len: int = Field(128, ge=2, description="training sequence length, in tokens (<= n_positions)")
+    lr: float = Field(0.004, gt=0, description="peak learning rate of the baseline")
+    seed: int = Field(0, ge=0, description="random seed of every training run and calibration draw")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="'auto' (cuda when available), "
+                        "'cpu', 'cuda' or 'cuda:N'")
+
+
+class Evaluation(Group):
+    """The measurement protocol (`compstudy.measure.EvalConfig`). Notebooks 00-04."""
+
+    eval_datasets: list[str] = Field(["wikitext-2:test", "tinyshakespeare:test"], min_length=1,
+                                     description="corpus specs the perplexity, runtime and energy are measured on")
+    eval_context: int | None = Field(256, ge=2, description="tokens per window (<= n_positions); None: the "
+                                     "model's context")
+    eval_stride: int | None = Field(256, ge=1, description="tokens between windows, capped at context - 1 so "
+                                    "that every token has context; None: half the context")
+    eval_batch_size: int = Field(8, ge=1, description="windows per forward pass")
+    eval_max_tokens: int | None = Field(32768, ge=2, description="evaluate the first N tokens of each dataset; "
+                                        "None: all of it")
+    repeats: int = Field(3, ge=1, description="interleaved rounds: each times one pass of every variant beside Base")
+
+
+class Distillation(Group):
+    """Knowledge distillation (Hinton et al. 2015; `compstudy.distill.DistillConfig`). Notebooks
+    02 and 04 (which builds the same student, cached once)."""
+
+    temperature: float = Field(2.0, gt=0, description="softmax temperature of teacher and student")
+    hard_label_weight: float = Field(0.5, ge=0, le=1, description="weight of the next-token (hard-label) loss; "
+                                     "1 - this weighs the KL to the teacher (1: no teacher)")
+    divergence: Literal["forward", "reverse"] = Field("forward", description="forward KL(teacher||student) or "
+                                                      "reverse KL(student||teacher) (MiniLLM)")
+    distill_tokens: int = Field(100_000, ge=1, description="token budget of every distilled student")
+    distill_lr: float = Field(2e-3, gt=0, description="peak learning rate of distillation")
+
+
+class Finetuning(Group):
+    """Fine-tuning after compression, and the equal-training controls Base+ft<N>. Notebooks 02-04."""
+
+    finetune_lr: float = Field(5e-4, gt=0, description="peak learning rate of fine-tuning")
+
+
+class PruningCriteria(Group):
+    """How structures are ranked for pruning (`compstudy.prune.PruneConfig`). Notebooks 03 and 04."""
+
+    head_importance: Literal["gradient", "magnitude"] = Field("gradient", description="head importance: "
+                                                              "gradient (Michel et al. 2019) or weight magnitude")
+    head_allocation: Literal["global", "layer"] = Field("global", description="heads removed by one global "
+                                                        "ranking, or the same number in every layer")
+    calibration_batches: int = Field(8, ge=1, description="batches of training text for importance scores")
+
+
+# ---- each notebook's own group -------------------------------------------------------------------
+
+class PlateauCheck(Group):
+    """00_baseline: is the baseline trained to its plateau?"""
+
+    plateau_fraction: float = Field(0.25, gt=0, le=1, description="the check trains this share of "
+                                    "train_tokens more")
+    plateau_threshold_pct: float = Field(1.0, ge=0, description="... and calls the baseline converged if "
+                                         "perplexity improves by at most this (%)")
+
+
+class Quantization(Group):
+    """01_quantization (`compstudy.quantize.QuantConfig.from_name`)."""
+
+    variants: list[str] = Field(["8b", "4b", "4bfp4", "bf16", "dq8"], min_length=1,
+                                description="suffixes: 8b (LLM.int8()), 4b (NF4), 4bfp4 (FP4), bf16, "
+                                "dq8 (PyTorch dynamic int8)")
+    batch_sizes: list[int] = Field([1, 8], min_length=1, description="evaluation batch sizes, each a condition")
+    generate_tokens: int = Field(32, ge=0, description="new tokens per timed generation (0: none)")
+    generate_batch_sizes: list[int] = Field([1], description="batch sizes of the timed generation")
+    skip_emulated_bf16: bool = Field(True, description="leave bf16 out on CPUs that only emulate it")
+
+
+class DistillationStudents(Group):
+    """02_distillation's students and controls."""
+
+    student_layers: int | None = Field(None, ge=1, description="student blocks; None: half the teacher's")
+    student_embd: int | None = Field(None, ge=1, description="student width; None: the teacher's (a narrower "
+                                     "student starts from random weights)")
+    controls: bool = Field(True, description="also train the no-teacher and random-init controls")
+    student_model: str | None = Field(None, description="hub name or folder of a student distilled elsewhere "
+                                      "(e.g. distilgpt2)")
+
+
+class Pruning(Group):
+    """03_pruning. Keep ratios (fractions kept) and sparsities (fractions removed) are distinct
+    parameters."""
+
+    head_keep: list[float] = Field([0.9, 0.8], description="keep ratios of attention heads (AH90, AH80)")
+    sparsities: list[float] = Field([0.1, 0.3, 0.5, 0.7, 0.9], description="magnitude pruning: fractions "
+                                    "of block weights set to zero")
+    magnitude_scopes: list[Literal["layer", "global"]] = Field(["layer", "global"], description="magnitude "
+                                                               "threshold per layer or one global threshold")
+    mlp_keep: float = Field(0.75, gt=0, le=1, description="width pruning: keep ratio of MLP neurons")
+    embedding_keep: float | None = Field(0.75, gt=0, le=1, description="width pruning: keep ratio of embedding "
+                                         "channels (None: skip)")
+    depth_keep: float = Field(0.5, gt=0, le=1, description="depth pruning: keep ratio of blocks")
+    finetune_tokens: int = Field(10_000, ge=0, description="fine-tuning budget after pruning (0: none)")
+    sweep_max_tokens: int | None = Field(4096, ge=2, description="tokens the magnitude sweep is measured on")
+
+
+class Hybrid(Group):
+    """04_hybrid: the paper's combination grid and Minitron-style pruning + distillation."""
+
+    grid_bases: list[Literal["Base", "Distil"]] = Field(["Base", "Distil"], min_length=1,
+                                                        description="models the grid compresses")
+    grid_heads: list[int | None] = Field([None, 90, 80], min_length=1, description="head keep percentages "
+                                         "(None: no head pruning)")
+    grid_quants: list[str | None] = Field([None, "8b", "4b"], min_length=1, description="quantization "
+                                          "suffixes (None: fp32)")
+    minitron_depth_keep: float = Field(0.5, gt=0, le=1, description="keep ratio of blocks of the depth variant")
+    minitron_widths: list[str] = Field(["MLP", "Emb", "Emb+MLP"], description="width recipes pruned to the "
+                                       "depth variant's parameter count")
+    kd_tokens: int = Field(30_000, ge=1, description="distillation budget after pruning, and of the scratch controls")
+    kd_lr: float = Field(5e-4, gt=0, description="peak learning rate of KD after pruning")
+    target_shape: str | None = Field("Depth50+75+MLP50+ft", description="pipeline name of the target-shape "
+                                     "variant (None: skip)")
+    target_finetune_tokens: int = Field(40_000, ge=0, description="fine-tuning budget of the target-shape variant")
+
+
+class Comparison(Group):
+    """05_comparison: the optimization equation opt = P_c^gamma * (alpha*T_c + beta*E_c) (Wallace
+    et al. 2025, with gamma = 1.5)."""
+
+    alpha: float = Field(0.5, ge=0, description="weight of the runtime ratio T_c")
+    beta: float = Field(0.5, ge=0, description="weight of the energy ratio E_c")
+    gamma: float = Field(1.5, gt=0, description="exponent of the perplexity ratio P_c")
+    base_variant: str = Field("Base", description="the variant every ratio is taken against")
+    run: str = Field("latest", description="which run of the study: a run id, 'latest', or '-2' for the one before")
+    n_boot: int = Field(2000, ge=10, description="bootstrap resamples of the intervals (scipy.stats.bootstrap)")
+    top: int = Field(12, ge=1, description="variants shown in the ranking and the sensitivity figure")
+
+
+SHARED: tuple[type[Group], ...] = (Baseline, Evaluation, Distillation, Finetuning, PruningCriteria)
+
+# notebook (file stem) -> (its shared groups, its own group)
+NOTEBOOKS: dict[str, tuple[tuple[type[Group], ...], type[Group]]] = {
+    "00_baseline": ((Baseline, Evaluation), PlateauCheck),
+    "01_quantization": ((Baseline, Evaluation), Quantization),
+    "02_distillation": ((Baseline, Evaluation, Distillation, Finetuning), DistillationStudents),
+    "03_pruning": ((Baseline, Evaluation, Finetuning, PruningCriteria), Pruning),
+    "04_hybrid": ((Baseline, Evaluation, Distillation, Finetuning, PruningCriteria), Hybrid),
+    "05_comparison": ((), Comparison),
+}
+
+
+def names(group: type[Group]) -> list[str]:
+    """The parameter names of a group, in declaration order."""
+    return list(group.model_fields)
+
+
+def shared_names(notebook: str | None = None) -> list[str]:
+    """Names of the shared parameters `notebook` uses (every shared name when None)."""
+    groups = SHARED if notebook is None else NOTEBOOKS[_stem(notebook)][0]
+    return [n for g in groups for n in names(g)]
+
+
+def own_names(notebook: str) -> list[str]:
+    """Names of `notebook`'s own parameters (its parameters cell, besides `study` and `shared`)."""
+    return names(NOTEBOOKS[_stem(notebook)][1])
+
+
+def known(notebook: str) -> bool:
+    """Whether `notebook` (a path or stem) is one of the study's notebooks described here."""
+    return _stem(notebook) in NOTEBOOKS
+
+
+def _stem(notebook) -> str:
+    stem = str(notebook).replace("\\", "/").rsplit("/", 1)[-1]
+    return stem[:-len(".ipynb")] if stem.endswith(".ipynb") else stem
+
+
+def _allowed(group: type[Group], name: str) -> str:
+    """What a field allows, in words: its type, range and documentation."""
+    info = group.model_fields[name]
+    limits = []
+    for meta in info.metadata:
+        for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="), ("min_length", "length >="),
+                           ("pattern", "matching")):
+            if getattr(meta, attr, None) is not None:
+                limits.append(f"{sign} {getattr(meta, attr)}")
+    kind = getattr(info.annotation, "__name__", None) if isinstance(info.annotation, type) else None
+    kind = kind or str(info.annotation).replace("typing.", "")
+    return f"{kind}{' ' + ', '.join(limits) if limits else ''} ({info.description})"
+
+
+def _describe(errors: list, group: type[Group], given: dict, label: str) -> list[str]:
+    lines = []
+    for err in errors:
+        loc = err["loc"]
+        name = str(loc[0]) if loc else "?"
+        if err["type"] == "extra_forbidden":
+            continue  # unknown names are reported by the caller, with the allowed names
+        value = given.get(name, err.get("input"))
+        where = name + "".join(f"[{i}]" for i in loc[1:] if isinstance(i, int))
+        lines.append(f"{where} = {value!r} ({label}): {err['msg']}; allowed: {_allowed(group, name)}")
+    return lines
+
+
+def check(notebook: str, shared: dict | None = None, own: dict | None = None) -> dict:
+    """Validate one notebook's parameters against the schema and return them all, resolved
+    (defaults filled in, values coerced to their declared types), as a plain dict.
+
+    Args:
+        notebook: a notebook's file name or stem, e.g. "03_pruning" (a key of `NOTEBOOKS`).
+        shared: values of shared parameters (names of `shared_names(notebook)`).
+        own: values of the notebook's own parameters (names of `own_names(notebook)`).
+
+    Beyond each field's type and range, checks the cheap cross-field rules (no model is built):
+    the baseline's shape (`baseline.BaselineConfig`), the protocol (`measure.EvalConfig`),
+    eval_context and seq_len within n_positions, every quantization suffix, distillation and
+    pruning configs, the hybrid grid's names.
+
+    Raises:
+        ParameterError listing every bad parameter with the value given and what is allowed,
+            and every unknown name with the names allowed.
+        KeyError if `notebook` is not one of `NOTEBOOKS`.
+    """
+    stem = _stem(notebook)
+    shared_groups, own_group = NOTEBOOKS[stem]
+    shared, own = dict(shared or {}), dict(own or {})
+    problems = []
+    unknown_shared = sorted(set(shared) - set(shared_names(stem)))
+    if unknown_shared:
+        problems.append(f"{stem} uses no shared parameter(s) {unknown_shared}; its shared parameters: "
+                        f"{shared_names(stem) or 'none'}")
+    unknown_own = sorted(set(own) - set(names(own_group)))
+    if unknown_own:
+        problems.append(f"{stem} has no parameter(s) {unknown_own}; its own parameters: {names(own_group)}")
+    resolved = {}
+    for group, given in [(g, shared) for g in shared_groups] + [(own_group, own)]:
+        values = {k: v for k, v in given.items() if k in group.model_fields}
+        try:
+            resolved.update(group(**values).model_dump())
+        except ValidationError as exc:
+            problems += _describe(exc.errors(), group, values, group.__name__)
+    if not problems:
+        problems += _cross_check(stem, resolved)
+    if problems:
+        raise ParameterError(stem, problems)
+    return resolved
+
+
+def _cross_check(stem: str, p: dict) -> list[str]:
+    """Rules that span fields, checked by building the library's (cheap) config objects."""
+    problems = []
+
+    def attempt(label, build):
+        try:
+            build()
+        except (ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{label}: {exc}")
+
+    if "n_layer" in p:
+        from . import baseline, measure
+
+        attempt("baseline", lambda: baseline.BaselineConfig.from_params(p))
+        attempt("measurement", lambda: measure.EvalConfig.from_params(p))
+        if p["model"] is None and p["eval_context"] is not None and p["eval_context"] > p["n_positions"]:
+            problems.append(f"eval_context = {p['eval_context']!r}: must be <= n_positions ({p['n_positions']}), "
+                            f"the context of the model trained from scratch; None uses the model's context")
+    if stem == "01_quantization":
+        from . import quantize
+
+        for v in p["variants"]:
+            attempt(f"variants: {v!r}", lambda v=v: quantize.QuantConfig.from_name(v))
+        if any(b < 1 for b in p["batch_sizes"] + p["generate_batch_sizes"]):
+            problems.append(f"batch_sizes = {p['batch_sizes']!r}, generate_batch_sizes = {p['generate_batch_sizes']!r}:"
+                            f" every batch size must be >= 1")
+    if stem in ("02_distillation", "04_hybrid"):
+        from . import distill
+
+        attempt("distillation", lambda: distill.DistillConfig.from_params(p))
+    if stem == "03_pruning":
+        for name, values in (("head_keep", p["head_keep"]), ("sparsities", p["sparsities"])):
+            lo_ok = (lambda x: 0 < x <= 1) if name == "head_keep" else (lambda x: 0 <= x < 1)
+            bad = [x for x in values if not lo_ok(x)]
+            if bad:
+                allowed = "keep ratios in (0, 1]" if name == "head_keep" else "sparsities in [0, 1)"
+                problems.append(f"{name} = {values!r}: {bad} out of range; allowed: {allowed}")
+    if stem == "04_hybrid":
+        from . import pipeline
+
+        grid = pipeline.paper_grid(p["grid_bases"], p["grid_heads"], p["grid_quants"])
+        for name in grid + ([p["target_shape"]] if p["target_shape"] else []):
+            attempt(f"variant {name!r} (grid_bases, grid_heads, grid_quants, target_shape)",
+                    lambda name=name: pipeline.Pipeline.from_name(name, pipeline.StepDefaults()))
+        attempt("minitron_widths", lambda: pipeline.check_width_axes(p["minitron_widths"]))
+    return problems
+
+
+class Resolved(dict):
+    """A notebook's resolved parameters: a dict (for the configs' `from_params`) whose entries
+    also read as attributes (`P.n_layer`)."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"no parameter {name!r}; parameters: {sorted(self)}") from None
+
+
+def resolve(notebook: str, shared: dict | None, scope: dict) -> Resolved:
+    """A notebook's parameters, validated: `shared` (the parameters cell's dict, filled by the
+    runner) plus the notebook's own parameters read from `scope` (its `globals()`), with the
+    schema's defaults for the rest, and `study` from `scope`.
+
+    Raises ParameterError (see `check`).
+    """
+    own = {k: scope[k] for k in own_names(notebook) if k in scope}
+    resolved = Resolved(check(notebook, shared, own))
+    resolved["study"] = scope.get("study", "interactive")
+    return resolved
+
+
+def defaults(notebook: str | None = None) -> dict:
+    """Every parameter's default (of `notebook` only when given)."""
+    groups = list(SHARED) + [own for _, own in NOTEBOOKS.values()] if notebook is None else \
+        [*NOTEBOOKS[_stem(notebook)][0], NOTEBOOKS[_stem(notebook)][1]]
+    return {k: v for g in groups for k, v in g().model_dump().items()}
+
+
+def describe(notebook: str | None = None) -> str:
+    """The schema as text: each group with its parameters' defaults, types, ranges and
+    documentation (every group, or those `notebook` uses)."""
+    if notebook is None:
+        groups = [(g, "shared: " + ", ".join(s for s, (sh, _) in NOTEBOOKS.items() if g in sh)) for g in SHARED]
+        groups += [(own, f"own parameters of {s}") for s, (_, own) in NOTEBOOKS.items()]
+    else:
+        shared_groups, own = NOTEBOOKS[_stem(notebook)]
+        groups = [(g, "shared") for g in shared_groups] + [(own, "this notebook's own")]
+    lines = []
+    for group, role in groups:
+        lines.append(f"# {group.__name__} ({role}): {(group.__doc__ or '').strip().splitlines()[0]}")
+        for name in names(group):
+            default = group.model_fields[name].default
+            lines.append(f"{name} = {default!r}    # {_allowed(group, name)}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,107 @@
+"""The parameter schema (compstudy.params): declared once, validated before anything runs, and the
+notebooks' parameters cells are no second copy of it."""
+import ast
+import time
+
+import papermill
+import pytest
+
+from compstudy import params, paths, runner
+
+ROOT = paths.repo_root()
+SMOKE = ROOT / "configs" / "smoke.yaml"
+
+
+def test_every_name_is_declared_once_across_the_schema():
+    groups = list(params.SHARED) + [own for _, own in params.NOTEBOOKS.values()]
+    all_names = [n for g in groups for n in params.names(g)]
+    assert len(all_names) == len(set(all_names)), sorted(n for n in all_names if all_names.count(n) > 1)
+    assert "study" not in all_names and "shared" not in all_names
+
+
+@pytest.mark.parametrize("stem", list(params.NOTEBOOKS))
+def test_parameters_cell_holds_study_shared_and_its_own_names_with_the_schema_defaults(stem):
+    declared = papermill.inspect_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb"))
+    expected = {"study", *params.own_names(stem)} | ({"shared"} if params.shared_names(stem) else set())
+    assert set(declared) == expected
+    defaults = params.defaults(stem)
+    for name in params.own_names(stem):  # the cell's value is the schema's default: no copy that can disagree
+        assert ast.literal_eval(declared[name]["default"]) == defaults[name], name
+
+
+@pytest.mark.parametrize("stem", list(params.NOTEBOOKS))
+def test_schema_defaults_are_valid_and_are_the_default_study(stem):
+    resolved = params.resolve(stem, {}, {"study": "x"})
+    assert resolved.study == "x" and resolved["repeats" if "repeats" in resolved else "top"]
+    default = runner.load_study(ROOT / "configs" / "default.yaml")
+    run = next(r for r in default.notebooks if r.path.stem == stem)
+    effective = {**run.parameters.get("shared", {}), **{k: v for k, v in run.parameters.items() if k != "shared"}}
+    assert {k: effective[k] for k in params.defaults(stem)} == params.defaults(stem)
+
+
+def test_command_line_beats_the_configs_per_notebook_value_in_the_schema():
+    # smoke.yaml sets sparsities [0.5] and calibration_batches 2 for 03_pruning; -p wins over both
+    study = runner.load_study(SMOKE, overrides={"sparsities": [0.2], "calibration_batches": 3})
+    pruning = next(r for r in study.notebooks if r.path.stem == "03_pruning")
+    assert pruning.parameters["sparsities"] == [0.2]
+    assert pruning.parameters["shared"]["calibration_batches"] == 3
+    assert runner.load_study(SMOKE).notebooks[3].parameters["sparsities"] == [0.5]
+
+
+@pytest.mark.parametrize("args,words", [
+    (["-p", "repeats", "abc"], ["repeats = 'abc'", "valid integer", "int >= 1"]),
+    (["-p", "eval_context", "100000"], ["eval_context = 100000", "<= n_positions (128)"]),
+    (["-p", "sparsities", "[1.5]"], ["sparsities = [1.5]", "[0, 1)"]),
+    (["-p", "variants", '["9b"]'], ["'9b'", "allowed: ['8b', '4b'"]),
+    (["-p", "family", "gpt3"], ["family = 'gpt3'", "'gpt2' or 'llama'"]),
+    (["-p", "grid_quants", "[null, 3b]"], ["'3b'", "unknown"]),
+    (["-p", "divergence", "sideways"], ["divergence = 'sideways'", "'forward' or 'reverse'"]),
+])
+def test_a_bad_value_fails_before_any_notebook_starts_naming_it(args, words, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPSTUDY_RUNS_DIR", str(tmp_path / "runs"))
+    t0 = time.perf_counter()
+    assert runner.main(["run", str(SMOKE), "--no-progress", *args]) == 2
+    assert time.perf_counter() - t0 < 10
+    err = capsys.readouterr().err
+    assert "before running anything" in err
+    for word in words:
+        assert word in err, (word, err)
+    assert not (tmp_path / "runs").exists()  # nothing started
+
+
+def test_every_problem_is_reported_at_once_and_a_shared_one_once():
+    with pytest.raises(runner.ConfigError) as exc:
+        runner.load_study(SMOKE, overrides={"lr": -1, "n_layer": 2.5, "top": 0})
+    text = str(exc.value)
+    assert text.startswith("3 problem(s)") and text.count("lr = -1") == 1
+    assert "notebooks: 00_baseline, 01_quantization, 02_distillation, 03_pruning, 04_hybrid" in text
+    assert "top = 0" in text and "05_comparison" in text
+
+
+def test_a_notebook_entry_cannot_set_a_name_its_notebook_does_not_use(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"study: t\nnotebooks:\n  - path: {ROOT / 'notebooks' / '05_comparison.ipynb'}\n"
+                   f"    parameters: {{n_layer: 4}}\n")
+    with pytest.raises(runner.ConfigError, match=r"does not use parameter\(s\) \['n_layer'\]"):
+        runner.load_study(cfg)
+
+
+def test_params_command_prints_the_schema_with_its_documentation(capsys):
+    assert runner.main(["params", "03_pruning"]) == 0
+    out = capsys.readouterr().out
+    assert "sparsities = [0.1, 0.3, 0.5, 0.7, 0.9]" in out and "fractions of block weights set to zero" in out
+    assert "n_layer = 2" in out and "# Baseline (shared)" in out and "variants" not in out
+    assert runner.main(["params"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"# {g.__name__}" in out for g in params.SHARED) and "hard_label_weight" in out
+
+
+def test_resolve_validates_a_notebook_run_on_its_own():
+    with pytest.raises(params.ParameterError, match=r"head_keep = \[0.9, 1.5\]"):
+        params.resolve("03_pruning", {}, {"study": "x", "head_keep": [0.9, 1.5]})
+    with pytest.raises(params.ParameterError, match=r"no shared parameter\(s\) \['sparsities'\]"):
+        params.resolve("03_pruning", {"sparsities": [0.5]}, {"study": "x"})
+    p = params.resolve("01_quantization", {"n_layer": 3}, {"study": "x", "variants": ["8b"]})
+    assert p.n_layer == 3 and p.variants == ["8b"] and p.eval_max_tokens == 32768
+    with pytest.raises(AttributeError, match="no parameter 'n_layers'"):
+        p.n_layers
