@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from compstudy import baseline, measure
+from compstudy import baseline, measure, provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "baseline_before_after.json"
@@ -36,7 +36,7 @@ def main() -> None:
                          "perplexity": round(r["perplexity"], 3), "bits_per_byte": round(r["bits_per_byte"], 4),
                          "tokens_scored": r["tokens_scored"]})
             print(rows[-1], flush=True)
-    OUT.write_text(json.dumps({"git_commit": measure.git_commit(), "cpu": measure._cpu_model(), "rows": rows}, indent=2))
+    OUT.write_text(json.dumps({"git_commit": provenance.git_commit(), "cpu": provenance._cpu_model(), "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from compstudy import baseline, measure
+from compstudy import baseline, data, provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "baseline_recipes.json"
@@ -60,7 +60,7 @@ def run(name: str, fields: dict) -> dict:
     t0 = time.perf_counter()
     art = baseline.get_baseline(config, progress=False)
     built_s = time.perf_counter() - t0
-    train_ids, val_ids = baseline.training_streams(art.tokenizer, config.train_corpora, config.val_fraction)
+    train_ids, val_ids = data.training_streams(art.tokenizer, config.train_corpora, config.val_fraction)
     held = baseline.heldout(art.model, art.tokenizer, val_ids)
     check = baseline.plateau_check(config, progress=False)
     return {"name": name, **fields,
@@ -91,9 +91,9 @@ def main(names: list[str]) -> None:
         row = run(name, CANDIDATES[name])
         done = [r for r in done if r["name"] != name] + [row]
         OUT.parent.mkdir(parents=True, exist_ok=True)
-        OUT.write_text(json.dumps({"cpu": measure._cpu_model(), "cpu_threads": torch.get_num_threads(),
+        OUT.write_text(json.dumps({"cpu": provenance._cpu_model(), "cpu_threads": torch.get_num_threads(),
                                    "python": platform.python_version(), "torch": torch.__version__,
-                                   "git_commit": measure.git_commit(), "common": {**COMMON, "train_corpora": list(COMMON["train_corpora"])},
+                                   "git_commit": provenance.git_commit(), "common": {**COMMON, "train_corpora": list(COMMON["train_corpora"])},
                                    "candidates": done}, indent=2))
         print(json.dumps(row), flush=True)
     print(table(done))

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from compstudy import baseline, measure
+from compstudy import baseline, energy, measure, provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "pass_noise.json"
@@ -31,7 +31,7 @@ ROUNDS = 8
 def sampled_pass(original):
     """`measure.timed_pass` with the former 5 ms memory-sampling thread around the timed pass."""
     def timed_pass(*args, **kwargs):
-        with measure.PeakMemory("cpu"):
+        with energy.PeakMemory("cpu"):
             return original(*args, **kwargs)
     return timed_pass
 
@@ -56,7 +56,7 @@ def main() -> None:
                          "wall_spread": float(wall.max() / wall.min() - 1), "cpu_spread": float(cpu.max() / cpu.min() - 1),
                          "median_interference": float(df["interference"].median())})
             print({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
-    OUT.write_text(json.dumps({"git_commit": measure.git_commit(), "cpu": measure._cpu_model(), "rows": rows}, indent=1))
+    OUT.write_text(json.dumps({"git_commit": provenance.git_commit(), "cpu": provenance._cpu_model(), "rows": rows}, indent=1))
     print(f"written {OUT}")
 
 

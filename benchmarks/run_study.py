@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from compstudy import measure, paths, runner
+from compstudy import paths, provenance, runner
 
 
 class KernelMemory:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = {k: runner._parse_value(k, v) for k, v in args.parameter}
     study = runner.load_study(args.config, overrides)
-    env = measure.environment()
+    env = provenance.environment()
     record = {"config": args.config, "overrides": overrides, "study": study.name, "git_commit": env["git_commit"],
               "cpu": env["cpu"], "cpu_threads": env["cpu_threads"], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     t0 = time.perf_counter()

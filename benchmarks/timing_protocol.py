@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from compstudy import baseline, measure, pipeline, score
+from compstudy import baseline, measure, pipeline, provenance, score
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "timing_protocol.json"
@@ -61,7 +61,7 @@ def main(lengths: list[int]) -> None:
                                                device="cpu") for n in VARIANTS}}
     models = {n: (a.model, a.tokenizer) for n, a in arts.items()}
     sizes = {n: a.recipe.get("size") for n, a in arts.items()}
-    out = {"git_commit": measure.git_commit(), "cpu": measure._cpu_model(), "rounds": ROUNDS, "dataset": DATASET,
+    out = {"git_commit": provenance.git_commit(), "cpu": provenance._cpu_model(), "rounds": ROUNDS, "dataset": DATASET,
            "variants": ["Base", *VARIANTS], "by_length": []}
     for tokens in lengths:
         cfg = measure.EvalConfig(context=params["eval_context"], stride=params["eval_stride"], batch_size=8,

@@ -4,7 +4,7 @@ import math
 import pandas as pd
 import pytest
 
-from compstudy import baseline, findings, pipeline, score
+from compstudy import baseline, data, findings, pipeline, score
 from compstudy.distill import DistillConfig
 from compstudy.pipeline import FinetuneConfig, Pipeline, StepDefaults
 from compstudy.prune import PruneConfig
@@ -31,7 +31,7 @@ def test_plateau_check_fails_on_an_undertrained_tiny_model():
     assert "**The baseline is not converged" in check.sentence()
     # the baseline itself is untouched: its held-out loss is still the "before" figure
     art = baseline.get_baseline(config, progress=False)
-    _, val = baseline.training_streams(art.tokenizer, config.train_corpora, config.val_fraction)
+    _, val = data.training_streams(art.tokenizer, config.train_corpora, config.val_fraction)
     assert baseline.heldout(art.model, art.tokenizer, val).perplexity == pytest.approx(check.before.perplexity, rel=1e-6)
     # a looser threshold turns the same measurement into a pass (same cached continuation)
     loose = baseline.plateau_check(config, threshold_pct=check.improvement_pct + 0.01, progress=False)

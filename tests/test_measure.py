@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from compstudy import measure, score
+from compstudy import energy, measure, score
 from compstudy.models import ModelShape, build_model
 
 
@@ -83,9 +83,9 @@ def test_evaluate_records(tiny_baseline):
 
 
 def test_energy_note_says_estimated_when_estimated():
-    note = measure.energy_note([{"energy_method": "estimated", "energy_detail": "cpu: estimated (TDP)"}])
+    note = energy.energy_note([{"energy_method": "estimated", "energy_detail": "cpu: estimated (TDP)"}])
     assert "ESTIMATED" in note and "function of runtime" in note
-    assert "measured by hardware" in measure.energy_note([{"energy_method": "measured", "energy_detail": "gpu: NVML"}])
+    assert "measured by hardware" in energy.energy_note([{"energy_method": "measured", "energy_detail": "gpu: NVML"}])
 
 
 def test_bad_dataset_fails_before_model_work(tiny_baseline):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from compstudy import distill, pipeline, quantize, score
+from compstudy import distill, pipeline, quantize, score, surgery
 from compstudy.distill import DistillConfig
 from compstudy.pipeline import Pipeline, StepDefaults
 from compstudy.prune import PruneConfig
@@ -74,8 +74,7 @@ def test_minitron_and_target_shape_students_have_the_target_shape(tiny_baseline)
     assert [c["step"] for c in depth_kd.recipe["steps"]] == ["prune", "kd"]
     target = pipeline.build(tiny_baseline, Pipeline.from_name("Depth50+50+MLP50+ft", DEFAULTS), CORPORA,
                             device="cpu", progress=False)
-    from compstudy import prune
-    assert prune.head_counts(target.model) == [1]
+    assert surgery.head_counts(target.model) == [1]
     assert target.model.transformer.h[0].mlp.c_fc.weight.shape == (64, 128)  # n_inner 256 -> 128
     scratch = pipeline.scratch_like(depth_kd, 2048, CORPORA, device="cpu", progress=False, **SMALL)
     assert scratch.model.config.n_layer == 1 and scratch.recipe["size"]["n_params"] == depth_kd.recipe["size"]["n_params"]
@@ -85,16 +84,14 @@ def test_minitron_embedding_and_head_width_students_keep_their_shape(tiny_baseli
     """Width pruning over all of Minitron's axes: embedding channels, then heads and MLP neurons,
     then distillation from the unpruned teacher; the student, its from-scratch control and its
     quantized form all have that shape."""
-    from compstudy import prune
-
     kd = pipeline.build(tiny_baseline, Pipeline.from_name("Emb75+50+MLP50+KD", DEFAULTS), CORPORA, device="cpu",
                         progress=False)
     assert [c["step"] for c in kd.recipe["steps"]] == ["prune", "prune", "prune", "kd"]
-    assert kd.model.config.n_embd == 48 and prune.head_counts(kd.model) == [1, 1]
+    assert kd.model.config.n_embd == 48 and surgery.head_counts(kd.model) == [1, 1]
     assert kd.model.transformer.h[0].mlp.c_fc.weight.shape == (48, 128) and kd.history is not None
     scratch = pipeline.scratch_like(kd, 2048, CORPORA, device="cpu", progress=False, **SMALL)
     assert scratch.recipe["size"]["n_params"] == kd.recipe["size"]["n_params"]
-    assert prune.shape_record(scratch.model) == prune.shape_record(kd.model)
+    assert surgery.shape_record(scratch.model) == surgery.shape_record(kd.model)
     quantized = pipeline.build(tiny_baseline, Pipeline.from_name("Emb75+50+MLP50+KD+8b", DEFAULTS), CORPORA,
                                device="cpu", progress=False)
     assert quantize.check_quantized(quantized.model, quantize.QuantConfig("int8"))["Linear8bitLt"] == 8

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from compstudy import prune
+from compstudy import data, prune, surgery
 from compstudy.models import load_artifact
 from compstudy.prune import PruneConfig
 
@@ -20,7 +20,7 @@ def _fresh(art):
 
 @pytest.fixture(scope="module")
 def batches(tiny_baseline):
-    return prune.calibration_batches(tiny_baseline.tokenizer, CORPORA, n_batches=2, batch_size=4, seq_len=32)
+    return data.calibration_batches(tiny_baseline.tokenizer, CORPORA, n_batches=2, batch_size=4, seq_len=32)
 
 
 @pytest.mark.parametrize("fixture", ["tiny_baseline", "tiny_llama"])
@@ -38,28 +38,28 @@ def test_pruning_nothing_leaves_outputs_unchanged(fixture, request, batches):
 @pytest.mark.parametrize("fixture", ["tiny_baseline", "tiny_llama"])
 def test_head_pruning_shapes_and_parameter_count(fixture, request):
     model = _fresh(request.getfixturevalue(fixture))
-    d, e = prune.head_dim(model), model.config.hidden_size
+    d, e = surgery.head_dim(model), model.config.hidden_size
     before = sum(p.numel() for p in model.parameters())
-    assert prune.head_counts(model) == [2, 2]
-    prune.prune_heads(model, {0: [1]})
-    assert prune.head_counts(model) == [1, 2]
+    assert surgery.head_counts(model) == [2, 2]
+    surgery.prune_heads(model, {0: [1]})
+    assert surgery.head_counts(model) == [1, 2]
     has_bias = fixture == "tiny_baseline"  # GPT-2's q/k/v have biases, Llama's do not
     assert before - sum(p.numel() for p in model.parameters()) == 4 * d * e + (3 * d if has_bias else 0)
     assert _logits(model).shape == (2, 24, 512)
     with pytest.raises(ValueError, match="removing every head of layer 1 \\(2 heads\\)"):
-        prune.prune_heads(model, {1: [0, 1]})
+        surgery.prune_heads(model, {1: [0, 1]})
 
 
 def test_removing_a_head_equals_masking_it(tiny_baseline):
     """Physically removing head h gives the same outputs as zeroing its output."""
     model = _fresh(tiny_baseline)
-    block = prune.blocks(model)[0]
-    d = prune.head_dim(model)
-    hook = prune._out_proj(block).register_forward_pre_hook(
+    block = surgery.blocks(model)[0]
+    d = surgery.head_dim(model)
+    hook = surgery._out_proj(block).register_forward_pre_hook(
         lambda m, a: (torch.cat([a[0][..., :d], torch.zeros_like(a[0][..., d:])], -1),))
     masked = _logits(model)
     hook.remove()
-    prune.prune_heads(model, {0: [1]})
+    surgery.prune_heads(model, {0: [1]})
     assert torch.allclose(_logits(model), masked, atol=1e-5)
 
 
@@ -81,7 +81,7 @@ def test_layerwise_sparsity_is_reached_within_one_weight(tiny_baseline, sparsity
     model = _fresh(tiny_baseline)
     prune.magnitude_prune(model, sparsity, "layer")
     prune.make_permanent(model)
-    for _, m in prune.block_linear_layers(model):
+    for _, m in surgery.block_linear_layers(model):
         assert abs(int((m.weight == 0).sum()) - sparsity * m.weight.numel()) <= 1
 
 
@@ -122,13 +122,13 @@ def test_pruned_artifacts_save_and_reload_with_identical_logits(fixture, request
     again = load_artifact(pruned.key, device="cpu")
     assert torch.equal(_logits(again.model), _logits(pruned.model))
     if cfg.kind == "heads":
-        assert sum(prune.head_counts(again.model)) == 3
+        assert sum(surgery.head_counts(again.model)) == 3
     if cfg.kind == "depth":
         assert again.model.config.num_hidden_layers == 1
     if cfg.kind == "embedding":
         assert again.model.config.hidden_size == 48 and again.model.get_input_embeddings().weight.shape == (512, 48)
         # GPT-2 derives its attention width from n_embd, so its config alone cannot rebuild the model
-        assert (pruned.path / prune.SHAPE_FILE).exists() == (fixture == "tiny_baseline")
+        assert (pruned.path / surgery.SHAPE_FILE).exists() == (fixture == "tiny_baseline")
 
 
 @pytest.mark.parametrize("fixture", ["tiny_baseline", "tiny_llama"])
@@ -136,39 +136,39 @@ def test_embedding_channel_pruning_shapes_parameters_and_selection(fixture, requ
     model = _fresh(request.getfixturevalue(fixture))
     scores = prune.embedding_channel_importance(model, batches)
     assert scores.shape == (64,) and (scores >= 0).all()
-    per_channel = prune.params_per_embedding_channel(model)
+    per_channel = surgery.params_per_embedding_channel(model)
     before = sum(p.numel() for p in model.parameters())
-    heads_before, inner_before = prune.head_counts(model), prune._out_features(prune._mlp_up(prune.blocks(model)[0]))
+    heads_before, inner_before = surgery.head_counts(model), surgery._out_features(surgery._mlp_up(surgery.blocks(model)[0]))
     # the 16 channels of lowest importance go; the kept ones keep their order
     importance = torch.arange(64.0).flip(0)
     embeddings = model.get_input_embeddings().weight.detach().clone()
-    prune.prune_embedding_channels(model, 0.75, importance)
+    surgery.prune_embedding_channels(model, 0.75, importance)
     assert torch.equal(model.get_input_embeddings().weight, embeddings[:, :48])
     assert before - sum(p.numel() for p in model.parameters()) == 16 * per_channel
-    assert prune.head_counts(model) == heads_before  # heads and MLP neurons keep their sizes
-    assert prune._out_features(prune._mlp_up(prune.blocks(model)[0])) == inner_before
+    assert surgery.head_counts(model) == heads_before  # heads and MLP neurons keep their sizes
+    assert surgery._out_features(surgery._mlp_up(surgery.blocks(model)[0])) == inner_before
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # still tied
     assert _logits(model).shape == (2, 24, 512)
-    plan = prune.width_plan(_fresh(request.getfixturevalue(fixture)), 16 * per_channel, "Emb")
+    plan = surgery.width_plan(_fresh(request.getfixturevalue(fixture)), 16 * per_channel, "Emb")
     assert plan.name == "Emb75" and plan.residual == 0 and plan.n_params == before - 16 * per_channel
     with pytest.raises(ValueError, match="importance must have shape \\(48,\\)"):
-        prune.prune_embedding_channels(model, 0.5, importance)
+        surgery.prune_embedding_channels(model, 0.5, importance)
     with pytest.raises(ValueError, match="n_params_removed must be in"):
-        prune.width_plan(model, 10**9, "Emb")
+        surgery.width_plan(model, 10**9, "Emb")
 
 
 def test_head_and_embedding_pruning_combine_and_reload(tiny_baseline, tmp_path):
     from compstudy.models import save_model
 
     model = _fresh(tiny_baseline)
-    prune.prune_heads(model, {1: [0]})
-    prune.prune_embedding_channels(model, 0.5, torch.rand(64))
+    surgery.prune_heads(model, {1: [0]})
+    surgery.prune_embedding_channels(model, 0.5, torch.rand(64))
     save_model(model, None, tmp_path)
-    assert prune.shape_record(model) == {"heads_per_layer": [2, 1], "attention_width": 64}
-    again = prune.load_pruned(tmp_path)
+    assert surgery.shape_record(model) == {"heads_per_layer": [2, 1], "attention_width": 64}
+    again = surgery.load_pruned(tmp_path)
     assert torch.equal(_logits(again), _logits(model))
     with pytest.raises(ValueError, match="does not fit the config"):
-        prune.build_pruned_shape(again.config, {"heads_per_layer": [3, 1], "attention_width": 64})
+        surgery.build_pruned_shape(again.config, {"heads_per_layer": [3, 1], "attention_width": 64})
 
 
 def test_fine_tuning_keeps_pruned_weights_zero(tiny_baseline):

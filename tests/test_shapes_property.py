@@ -3,7 +3,7 @@
 For random shapes (layers, heads, head size, MLP width, vocabulary) and random keep ratios, every
 pruning kind and every Minitron width recipe must give a model that the architecture accepts,
 that runs forward, saves, reloads with identical logits, and has the parameter count the library
-predicted for it (`prune.predicted_parameters`, `prune.width_plan`). This is the test that would
+predicted for it (`surgery.predicted_parameters`, `surgery.width_plan`). This is the test that would
 have caught a Llama hidden size (212) that is not a multiple of its 8 heads (issue 16).
 
 Head counts 1..16 are each covered (parametrized); Hypothesis draws the rest. Each tried shape is
@@ -18,7 +18,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from compstudy import measure, models, prune
+from compstudy import models, prune, surgery
 
 KINDS = ("heads-global", "heads-layer", "magnitude-layer", "magnitude-global", "width", "depth", "embedding",
          "MLP", "Emb", "Emb+MLP", "Emb+heads+width")
@@ -48,12 +48,12 @@ def prune_and_predict(model, kind: str, keep: float, batches) -> int:
     if kind.startswith("heads-") or kind in ("width", "depth", "embedding"):
         base_kind, _, allocation = kind.partition("-")
         config = prune.PruneConfig(kind=base_kind, amount=keep, importance="gradient", allocation=allocation or "global")
-        predicted = prune.predicted_parameters(model, config.kind, keep, config.allocation)
+        predicted = surgery.predicted_parameters(model, config.kind, keep, config.allocation)
         prune.apply(model, config, batches)
         return predicted
     if kind.startswith("magnitude-"):
         config = prune.PruneConfig(kind="magnitude", amount=1 - keep, allocation=kind.split("-")[1])
-        predicted = prune.predicted_parameters(model, "magnitude", config.amount)
+        predicted = surgery.predicted_parameters(model, "magnitude", config.amount)
         prune.apply(model, config, batches)
         prune.make_permanent(model)
         return predicted
@@ -62,8 +62,8 @@ def prune_and_predict(model, kind: str, keep: float, batches) -> int:
             predicted = prune_and_predict(model, sub, keep, batches)
         return predicted
     # a Minitron width recipe sized to a depth-like budget: (1 - keep) of the blocks' parameters
-    n_blocks = sum(p.numel() for b in prune.blocks(model) for p in b.parameters())
-    plan = prune.width_plan(model, int((1 - keep) * n_blocks), kind)
+    n_blocks = sum(p.numel() for b in surgery.blocks(model) for p in b.parameters())
+    plan = surgery.width_plan(model, int((1 - keep) * n_blocks), kind)
     for step_kind, fraction in plan.steps:
         prune.apply(model, prune.PruneConfig(kind=step_kind, amount=fraction), batches)
     assert plan.name == "Base" or all(tok.startswith(("Emb", "MLP")) for tok in plan.name.split("+"))
@@ -79,7 +79,7 @@ def check_shape(family, n_layer, n_head, head_size, n_inner, vocab, kind, keep):
     # the shape the architecture accepts: Llama validates hidden % heads when saved
     if family == "llama":
         assert model.config.hidden_size % model.config.num_attention_heads == 0
-    assert measure.count_parameters(model)[0] == predicted, (kind, keep)
+    assert models.count_parameters(model)[0] == predicted, (kind, keep)
     ids = torch.randint(0, vocab, (1, 12), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         logits = model(input_ids=ids).logits
@@ -90,7 +90,7 @@ def check_shape(family, n_layer, n_head, head_size, n_inner, vocab, kind, keep):
         with torch.no_grad():
             again = reloaded(input_ids=ids).logits
     torch.testing.assert_close(again, logits, rtol=0, atol=0)
-    assert measure.count_parameters(reloaded)[0] == predicted
+    assert models.count_parameters(reloaded)[0] == predicted
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
@@ -107,10 +107,10 @@ def test_pruned_shapes_run_save_reload_and_count(family, n_head, n_layer, head_s
 def test_the_issue_16_shape_rounds_to_a_valid_llama():
     """The failing case of issue 16: 256 channels, 8 heads, 212 asked -> 216 (26.5 x 8 rounds up)."""
     model = build("llama", 2, 8, 32, 688, 300)
-    assert prune.embedding_channel_multiple(model) == 8
-    assert prune.kept_count(256, 212 / 256, 8) == 216
-    per_channel = prune.params_per_embedding_channel(model)
-    plan = prune.width_plan(model, 44 * per_channel, "Emb")
+    assert surgery.embedding_channel_multiple(model) == 8
+    assert surgery.kept_count(256, 212 / 256, 8) == 216
+    per_channel = surgery.params_per_embedding_channel(model)
+    plan = surgery.width_plan(model, 44 * per_channel, "Emb")
     assert plan.name == "Emb84" and plan.residual == 4 * per_channel  # 40 channels removed, not 44
     check_shape("llama", 2, 8, 32, 688, 300, "Emb", 0.83)
 
@@ -119,16 +119,16 @@ def test_width_plans_are_as_close_as_valid_shapes_allow():
     """The residual of an MLP or Emb plan is at most half a pruning unit when the target is reachable."""
     for family in ("gpt2", "llama"):
         model = build(family, 2, 4, 8, 80, 64)
-        per_neuron = 2 * prune.params_per_mlp_neuron(model)
+        per_neuron = 2 * surgery.params_per_mlp_neuron(model)
         for target in (0, 1000, 5 * per_neuron + 3, 40 * per_neuron):
-            plan = prune.width_plan(model, target, "MLP")
+            plan = surgery.width_plan(model, target, "MLP")
             assert abs(plan.residual) <= per_neuron / 2, (family, target, plan)
-        unit = prune.embedding_channel_multiple(model) * prune.params_per_embedding_channel(model)
+        unit = surgery.embedding_channel_multiple(model) * surgery.params_per_embedding_channel(model)
         for target in (unit, 3 * unit + 7, 5 * unit):
-            plan = prune.width_plan(model, target, "Emb")
+            plan = surgery.width_plan(model, target, "Emb")
             assert abs(plan.residual) <= unit / 2, (family, target, plan)
     with pytest.raises(ValueError, match="width recipe 'Depth' unknown"):
-        prune.width_plan(model, 10, "Depth")
+        surgery.width_plan(model, 10, "Depth")
 
 
 def test_percent_names_round_trip_to_the_same_count():
@@ -137,8 +137,8 @@ def test_percent_names_round_trip_to_the_same_count():
             for kept in range(multiple, total + 1, max(multiple, total // 37 or 1)):
                 if kept % multiple:
                     continue
-                text = prune.percent_for(kept, total, multiple)
-                assert prune.kept_count(total, float(text) / 100, multiple) == kept, (total, multiple, kept, text)
+                text = surgery.percent_for(kept, total, multiple)
+                assert surgery.kept_count(total, float(text) / 100, multiple) == kept, (total, multiple, kept, text)
 
 
 def test_property_coverage():

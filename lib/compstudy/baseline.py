@@ -20,7 +20,9 @@ import torch
 
 from . import cache, data
 from .paths import repo_root, results_dir
-from .models import Artifact, ModelShape, build_model, load_artifact, load_model, save_model
+from .measure import sliding_window_nll
+from .models import (Artifact, ModelShape, build_model, context_length, load_artifact, load_model, model_size,
+                     resolve_device, save_model)
 from .train import TrainConfig, save_trained, train
 
 
@@ -115,19 +117,6 @@ def describe(config: BaselineConfig, model=None) -> str:
             f"{', '.join(data.corpus_label(s) for s in config.train_corpora)} for {config.train_tokens:,} tokens.")
 
 
-def training_streams(tokenizer, corpora, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token streams (train, validation) from corpus specs: for each corpus the last
-    `val_fraction` of its tokens goes to validation; corpora are joined with the EOS token."""
-    eos = torch.tensor([tokenizer.eos_token_id], dtype=torch.long)
-    train_parts, val_parts = [], []
-    for spec in corpora:
-        ids = data.encode(tokenizer, data.load_text(spec))
-        cut = int(len(ids) * (1 - val_fraction))
-        train_parts += [ids[:cut], eos]
-        val_parts += [ids[cut:], eos]
-    return torch.cat(train_parts), torch.cat(val_parts)
-
-
 def get_tokenizer(config: BaselineConfig):
     """The baseline's tokenizer: pretrained (by name/path), or a BPE trained on the training
     corpora and cached under a key of (vocab_size, corpus fingerprints). Returns (tokenizer, key)."""
@@ -171,8 +160,6 @@ def get_baseline(config: BaselineConfig, progress: bool = True) -> Artifact:
 
     Raises CorpusUnavailable if a training corpus is missing (before any training).
     """
-    from .measure import model_size, resolve_device
-
     device = resolve_device(config.device)
     if config.model is not None:
         # a local copy in the cache gives every later step (quantize, prune, distill) a folder
@@ -188,7 +175,7 @@ def get_baseline(config: BaselineConfig, progress: bool = True) -> Artifact:
     params = _baseline_params(config, tok_key)
     key = cache.key("baseline", params)
     if not cache.exists(key):
-        train_ids, val_ids = training_streams(tokenizer, config.train_corpora, config.val_fraction)
+        train_ids, val_ids = data.training_streams(tokenizer, config.train_corpora, config.val_fraction)
         model = build_model(config.shape, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                             eos_token_id=tokenizer.eos_token_id, seed=config.seed, dropout=config.dropout)
         result = train(model, train_ids, val_ids, config.train_config, desc="baseline", progress=progress)
@@ -220,9 +207,7 @@ def heldout(model, tokenizer, ids: torch.Tensor, context: int | None = None, bat
     """Score the held-out stream `ids` [n_tokens] with the study's sliding-window protocol
     (`measure.sliding_window_nll`, stride = context - 1: each token once). `context` defaults to
     the model's longest context. Returns `HeldOut`."""
-    from .measure import _context_length, sliding_window_nll
-
-    context = min(context or 10**9, _context_length(model))
+    context = min(context or 10**9, context_length(model))
     model.eval()
     nll, n = sliding_window_nll(model, ids, context, context - 1, batch_size, device)
     n_bytes = len(tokenizer.decode(ids.tolist(), skip_special_tokens=True).encode("utf-8"))
@@ -288,8 +273,6 @@ def plateau_check(config: BaselineConfig, fraction: float = 0.25, threshold_pct:
 
     Raises ValueError for `fraction` outside (0, 1] or a negative `threshold_pct`.
     """
-    from .measure import resolve_device
-
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
     if threshold_pct < 0:
@@ -306,7 +289,7 @@ def plateau_check(config: BaselineConfig, fraction: float = 0.25, threshold_pct:
     key = cache.key("plateau", params)
     if not cache.exists(key):
         device = resolve_device(config.device)
-        train_ids, val_ids = training_streams(art.tokenizer, config.train_corpora, config.val_fraction)
+        train_ids, val_ids = data.training_streams(art.tokenizer, config.train_corpora, config.val_fraction)
         model = copy.deepcopy(art.model).to(device)
         state = torch.load(state_path, map_location=device) if state_path.exists() else None
         before = heldout(model, art.tokenizer, val_ids, device=device)
@@ -370,7 +353,6 @@ def candidate_recipes(path=None) -> "pandas.DataFrame":
                               f"measured at commit {d.get('git_commit', '?')} on {d.get('cpu', '?')}, "
                               f"{d.get('cpu_threads', '?')} threads")
     return df
-
 
 
 _RECIPE_FIELDS = ("family", "vocab_size", "n_layer", "n_head", "n_embd", "train_tokens", "lr", "dropout",

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import paths
+from . import paths, results, runs, score
+from .score import tiers
 
 
 def load_ranking(spec: str | Path) -> pd.DataFrame:
@@ -32,8 +33,6 @@ def load_ranking(spec: str | Path) -> pd.DataFrame:
 
     Raises FileNotFoundError naming where it looked, ValueError for an unknown run.
     """
-    from . import results, runs, score
-
     text = str(spec)
     name, _, run = text.partition("@") if "@" in text else (text, "", "latest")
     path = Path(name)
@@ -61,8 +60,6 @@ def load_ranking(spec: str | Path) -> pd.DataFrame:
 def top_group(rank: pd.DataFrame) -> set[str]:
     """The top tier (`score.tiers`): variants whose opt interval overlaps the best variant's (the
     order among them is not established); just the best one when intervals are missing."""
-    from .score import tiers
-
     r = rank.dropna(subset=["opt"])
     if "ranked" in r.columns:
         r = r[r["ranked"].astype(bool)]

@@ -36,6 +36,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from . import paths
 
 TRAIN_FRACTION = 0.9  # tinyshakespeare and plain folders: first 90 % train, last 10 % test
@@ -489,3 +491,29 @@ def encode(tokenizer, text: str):
             _ENCODED.pop(next(iter(_ENCODED)))
         _ENCODED[key] = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
     return _ENCODED[key]
+
+
+def training_streams(tokenizer, corpora, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token streams (train, validation) from corpus specs: for each corpus the last
+    `val_fraction` of its tokens goes to validation; corpora are joined with the EOS token."""
+    eos = torch.tensor([tokenizer.eos_token_id], dtype=torch.long)
+    train_parts, val_parts = [], []
+    for spec in corpora:
+        ids = encode(tokenizer, load_text(spec))
+        cut = int(len(ids) * (1 - val_fraction))
+        train_parts += [ids[:cut], eos]
+        val_parts += [ids[cut:], eos]
+    return torch.cat(train_parts), torch.cat(val_parts)
+
+
+def calibration_batches(tokenizer, corpora, n_batches: int = 8, batch_size: int = 8, seq_len: int = 128,
+                        seed: int = 0) -> list[torch.Tensor]:
+    """`n_batches` batches [batch_size, seq_len] of random windows from the training streams of
+    `corpora` (never the evaluation splits)."""
+    train_ids, _ = training_streams(tokenizer, corpora, 0.05)
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_batches):
+        starts = torch.randint(0, len(train_ids) - seq_len, (batch_size,), generator=g)
+        out.append(torch.stack([train_ids[s: s + seq_len] for s in starts.tolist()]))
+    return out

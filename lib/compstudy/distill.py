@@ -28,10 +28,10 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 
-from . import cache
-from .baseline import training_streams
-from .measure import resolve_device
-from .models import Artifact, load_artifact, load_model
+from . import cache, data
+from .data import training_streams
+from .models import Artifact, load_artifact, load_model, resolve_device
+from .surgery import shape_record
 from .train import TrainConfig, lm_loss, save_trained, train
 
 DIVERGENCES = ("forward", "reverse")
@@ -171,8 +171,6 @@ def make_student(teacher, config: DistillConfig) -> torch.nn.Module:
     """
     from transformers import AutoModelForCausalLM
 
-    from .prune import shape_record
-
     config.check_against(teacher)
     if shape_record(teacher) is not None:
         raise ValueError("cannot build a student from a head-pruned or embedding-pruned teacher (its config does "
@@ -272,8 +270,6 @@ def get_distilled(teacher: Artifact, config: DistillConfig, train_corpora, val_f
 def pretrained_student(name_or_path: str, device: str = "auto") -> Artifact:
     """A student distilled elsewhere, loaded from the hub or a folder (e.g. `distilgpt2`, the
     paper's Distil model); cost 0 here since its distillation was not run by this study."""
-    from . import data
-
     model = load_model(name_or_path, device=resolve_device(device))
     return Artifact(model, data.load_tokenizer(name_or_path), key=f"pretrained:{name_or_path}", path=None,
                     recipe={"cost": {"seconds": 0.0, "energy_kwh": 0.0, "method": "pretrained"}})

@@ -22,6 +22,8 @@ import re
 
 import pandas as pd
 
+from .pipeline import paper_grid
+
 VERDICTS = ("agrees", "disagrees", "cannot tell")
 
 
@@ -117,8 +119,6 @@ def findings_table(measurements: pd.DataFrame, ratios: pd.DataFrame, rank: pd.Da
     Returns a DataFrame: finding, source, claim, ours, paper, verdict (one of `VERDICTS`), why
     (the known cause of a disagreement, empty otherwise).
     """
-    from .pipeline import paper_grid
-
     cpu, energy = _cpu_note(measurements), _energy_note(measurements)
     rows = []
 

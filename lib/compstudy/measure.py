@@ -31,20 +31,18 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import importlib.metadata
 import math
 import os
-import platform
-import subprocess
-import tempfile
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from . import data, paths
+from . import data, results, runs
+from .cache import from_params
+from .energy import EnergyMeter, EnergyReading, PeakMemory
+from .models import context_length, model_dtype, model_size, resolve_device
+from .provenance import environment
 
 os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
 
@@ -97,16 +95,7 @@ class EvalConfig:
     def from_params(cls, params: dict, **changes) -> "EvalConfig":
         """Build from notebook parameters named as in `PARAMS` (eval_context, eval_stride,
         eval_batch_size, eval_max_tokens, repeats, device); `changes` override fields."""
-        from .cache import from_params
-
         return from_params(cls, params, cls.PARAMS, **changes)
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a GPU is available, else 'cpu'; other values unchanged."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 # --------------------------------------------------------------------------------------------
@@ -178,292 +167,8 @@ def sliding_window_nll(model, ids: torch.Tensor, context: int, stride: int, batc
 # Energy
 
 
-@dataclass
-class EnergyReading:
-    """Energy of one measured block, in kWh, with how each part was obtained."""
-
-    seconds: float = 0.0
-    energy_kwh: float = float("nan")
-    cpu_kwh: float = float("nan")
-    gpu_kwh: float = float("nan")
-    ram_kwh: float = float("nan")
-    emissions_kg: float = float("nan")
-    method: str = "unavailable"
-    detail: str = ""
-
-    def as_cost(self) -> dict:
-        """The reading as an artifact recipe's `cost`: seconds, energy_kwh, method, detail."""
-        return {"seconds": self.seconds, "energy_kwh": self.energy_kwh, "method": self.method, "detail": self.detail}
-
-
-class EnergyMeter:
-    """codecarbon `OfflineEmissionsTracker` wrapper: `with meter.task(): ...` gives a reading.
-
-    No network access, no files written (output to `output_dir`, default a temp folder, and
-    no output methods). Start it once (`with EnergyMeter() as meter:`), then time each block
-    with `meter.task()`; the tracker's start/stop overhead falls outside the blocks.
-    If codecarbon fails to start, readings carry `method="unavailable"` and NaN energy.
-    """
-
-    def __init__(self, country_iso_code: str = "CAN", measure_power_secs: float = 1.0):
-        self.country_iso_code = country_iso_code
-        self.measure_power_secs = measure_power_secs
-        self._tracker = None
-        self._tmp = None
-        self.error = None
-
-    def __enter__(self):
-        try:
-            from codecarbon import OfflineEmissionsTracker
-
-            self._tmp = tempfile.TemporaryDirectory(prefix="codecarbon-")
-            self._tracker = OfflineEmissionsTracker(
-                country_iso_code=self.country_iso_code, output_methods=[], output_dir=self._tmp.name,
-                log_level="error", measure_power_secs=self.measure_power_secs, tracking_mode="machine",
-            )
-            self._tracker.start()
-        except Exception as exc:  # energy is optional: never lose a measurement for it
-            self._tracker, self.error = None, f"{type(exc).__name__}: {exc}"
-        return self
-
-    def __exit__(self, *exc):
-        if self._tracker is not None:
-            with contextlib.suppress(Exception):
-                self._tracker.stop()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-        return False
-
-    def method(self) -> tuple[str, str]:
-        """('measured' | 'partly measured' | 'estimated' | 'unavailable', per-part detail)."""
-        if self._tracker is None:
-            return "unavailable", self.error or "codecarbon not started"
-        parts = {}
-        for hw in getattr(self._tracker, "_hardware", []):
-            kind = type(hw).__name__
-            mode = getattr(hw, "_mode", None)
-            if kind == "GPU":
-                parts["gpu"] = "measured (NVML)"
-            elif kind == "CPU":
-                parts["cpu"] = ("measured (RAPL)" if mode == "intel_rapl" else
-                                f"estimated ({mode}, TDP {getattr(hw, '_tdp', '?')} W)")
-            elif kind == "RAM":
-                parts["ram"] = "estimated (constant W per GB)"
-            elif kind == "AppleSiliconChip":
-                parts[kind.lower()] = "measured (powermetrics)"
-        measured = [k for k, v in parts.items() if v.startswith("measured")]
-        overall = ("measured" if parts and len(measured) == len(parts) else
-                   "partly measured" if measured else "estimated")
-        return overall, "; ".join(f"{k}: {v}" for k, v in sorted(parts.items()))
-
-    @contextlib.contextmanager
-    def task(self, name: str = "block"):
-        """Time and meter the enclosed block; yields an `EnergyReading` filled in on exit."""
-        reading = EnergyReading()
-        started = False
-        if self._tracker is not None:
-            try:
-                self._tracker.start_task(name)
-                started = True
-            except Exception as exc:
-                self.error = f"{type(exc).__name__}: {exc}"
-        t0 = time.perf_counter()
-        try:
-            yield reading
-        finally:
-            _sync()
-            reading.seconds = time.perf_counter() - t0
-            if started:
-                try:
-                    d = self._tracker.stop_task()
-                    reading.energy_kwh, reading.cpu_kwh = d.energy_consumed, d.cpu_energy
-                    reading.gpu_kwh, reading.ram_kwh = d.gpu_energy, d.ram_energy
-                    reading.emissions_kg = d.emissions
-                except Exception as exc:
-                    self.error = f"{type(exc).__name__}: {exc}"
-            reading.method, reading.detail = self.method()
-
-
-def _sync():
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-
-
-class PeakMemory:
-    """Peak memory of a block in bytes: CUDA max allocated on GPU; on CPU, the peak increase of
-    the process's resident set size over its value at the start (sampled every 5 ms)."""
-
-    def __init__(self, device: str):
-        self.device = device
-        self.peak_bytes = 0
-        self.method = "cuda_max_allocated" if device.startswith("cuda") else "rss_increase"
-
-    def __enter__(self):
-        if self.method == "cuda_max_allocated":
-            torch.cuda.reset_peak_memory_stats()
-            return self
-        import psutil
-
-        self._proc = psutil.Process()
-        self._base = self._proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self):
-        while not self._stop.is_set():
-            self.peak_bytes = max(self.peak_bytes, self._proc.memory_info().rss - self._base)
-            self._stop.wait(0.005)
-
-    def __exit__(self, *exc):
-        if self.method == "cuda_max_allocated":
-            self.peak_bytes = int(torch.cuda.max_memory_allocated())
-        else:
-            self._stop.set()
-            self._thread.join()
-        return False
-
-
 # --------------------------------------------------------------------------------------------
 # Size and environment
-
-
-def count_parameters(model) -> tuple[int, int]:
-    """(parameters, non-zero parameters) of a model, counting logical weights.
-
-    bitsandbytes 4-bit weights are stored packed two per byte; they are counted by their
-    logical shape and their non-zeros by dequantizing.
-    """
-    total = nonzero = 0
-    seen = set()
-    for p in model.parameters():
-        if id(p) in seen:  # tied weights count once
-            continue
-        seen.add(id(p))
-        quant_state = getattr(p, "quant_state", None)
-        if quant_state is not None and type(p).__name__ == "Params4bit":
-            import bitsandbytes.functional as bnbf
-
-            w = bnbf.dequantize_4bit(p.data, quant_state)
-            total += w.numel()
-            nonzero += int(torch.count_nonzero(w))
-        else:
-            total += p.numel()
-            nonzero += int(torch.count_nonzero(p.data))
-    extra_total, extra_nonzero = _packed_int8_counts(model)
-    return total + extra_total, nonzero + extra_nonzero
-
-
-def _packed_int8_counts(model) -> tuple[int, int]:
-    total = nonzero = 0
-    for module in model.modules():
-        if type(module).__module__.startswith("torch.ao.nn.quantized") and hasattr(module, "weight"):
-            w = module.weight()
-            w = w.dequantize() if w.is_quantized else w
-            total += w.numel()
-            nonzero += int(torch.count_nonzero(w))
-            bias = module.bias() if callable(getattr(module, "bias", None)) else None
-            if bias is not None:
-                total += bias.numel()
-                nonzero += int(torch.count_nonzero(bias))
-    return total, nonzero
-
-
-def weight_bytes(model) -> int:
-    """Bytes of the model's weights as saved on disk.
-
-    Saved with `save_pretrained` (safetensors, tied weights once) to a temporary folder and the
-    weight files summed; models that `save_pretrained` cannot write (torch dynamic int8) are saved
-    with `torch.save(state_dict)`. `get_memory_footprint()` is not used: it is wrong for several
-    quantization backends.
-    """
-    with tempfile.TemporaryDirectory(prefix="weights-") as tmp:
-        try:
-            model.save_pretrained(tmp, safe_serialization=True)
-            files = [p for p in Path(tmp).iterdir() if p.suffix in (".safetensors", ".bin")]
-            if files:
-                return sum(p.stat().st_size for p in files)
-        except Exception:
-            pass
-        target = Path(tmp) / "state_dict.pt"
-        torch.save(model.state_dict(), target)
-        return target.stat().st_size
-
-
-def model_size(model) -> dict:
-    """{"n_params", "n_params_nonzero", "weight_bytes"} of a model (see `count_parameters`,
-    `weight_bytes`).
-
-    Call it before the model's first forward pass: bitsandbytes 0.50.2 on CPUs with AVX512-BF16
-    repacks 4-bit weights at the first forward, and a later `state_dict()` (which `weight_bytes`
-    needs) undoes the packing in a way that changes every later output. The study therefore
-    computes sizes when an artifact is built and stores them in its recipe.
-    """
-    n_params, n_nonzero = count_parameters(model)
-    return {"n_params": n_params, "n_params_nonzero": n_nonzero, "weight_bytes": weight_bytes(model)}
-
-
-def _version(pkg: str) -> str:
-    try:
-        return importlib.metadata.version(pkg)
-    except importlib.metadata.PackageNotFoundError:
-        return ""
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> str:
-    """Commit of the study's checkout (with `-dirty` if code, notebooks or configs have uncommitted
-    changes; the study's regenerated outputs in figures/ and results/ do not count), or ''."""
-    root = paths.repo_root()
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=10).stdout.strip()
-        # the study's own outputs (figures/, results/) are regenerated by the run: not "dirty"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)figures", ":(exclude)results"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return f"{sha}-dirty" if sha and dirty else sha
-
-
-_ENV_CACHE: dict = {}
-
-
-def environment(device: str = "cpu") -> dict:
-    """Hardware and software facts recorded with every measurement."""
-    if not _ENV_CACHE:
-        _ENV_CACHE.update(
-            cpu=_cpu_model(), cpu_threads=torch.get_num_threads(), python=platform.python_version(),
-            torch=torch.__version__, transformers=_version("transformers"),
-            bitsandbytes=_version("bitsandbytes"), codecarbon=_version("codecarbon"),
-            git_commit=git_commit(),
-        )
-    env = dict(_ENV_CACHE)
-    env["gpu"] = torch.cuda.get_device_name(0) if device.startswith("cuda") else ""
-    env["device"] = device
-    return env
-
-
-def model_dtype(model) -> str:
-    """The dtype the model computes in, plus its quantization method if any (e.g. 'float32+nf4')."""
-    dtype = str(getattr(model, "dtype", next(model.parameters()).dtype)).replace("torch.", "")
-    q = getattr(model.config, "quantization_config", None)
-    if q is not None:
-        q = q.to_dict() if hasattr(q, "to_dict") else dict(q)
-        if q.get("load_in_4bit"):
-            return f"{dtype}+{q.get('bnb_4bit_quant_type', '4bit')}"
-        if q.get("load_in_8bit"):
-            return f"{dtype}+int8"
-    return getattr(model, "_compstudy_dtype", dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -580,8 +285,6 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
     Raises ValueError / CorpusUnavailable for bad datasets or an empty `models`, before any
     model work.
     """
-    from . import runs
-
     if not models:
         raise ValueError("models is empty: give at least one variant name -> (model, tokenizer)")
     datasets = [datasets] if isinstance(datasets, str) else list(datasets)
@@ -590,7 +293,7 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
     loaded = {(n, spec): dataset_ids(models[n][1], spec, config.max_tokens) for n in names for spec in datasets}
     geometry = {}
     for n in names:
-        context = min(config.context or 10**9, _context_length(models[n][0]))
+        context = min(config.context or 10**9, context_length(models[n][0]))
         geometry[n] = (context, min(config.stride or max(1, context // 2), context - 1))  # as `windows` uses it
     first = geometry[names[0]]
     run_id, phash = runs.current(_comparable(datasets, *first, device, base_key))
@@ -704,8 +407,6 @@ def measure_variants(artifacts: dict, study: str, datasets, config: EvalConfig, 
 
     Raises ValueError naming the variants given when `base` is missing.
     """
-    from . import results
-
     if base not in artifacts:
         raise ValueError(f"artifacts must include the base variant {base!r} (measured in the same rounds as the "
                          f"others, for paired ratios); got {list(artifacts)}")
@@ -730,9 +431,6 @@ def time_generation(model, tokenizer, variant: str, study: str, *, new_tokens: i
 
     Raises ValueError if a count is < 1 or prompt + new tokens exceed the model's context.
     """
-    from . import results
-    from .models import context_length
-
     for name, value in (("new_tokens", new_tokens), ("prompt_tokens", prompt_tokens),
                         ("batch_size", batch_size), ("repeats", repeats)):
         if value < 1:
@@ -764,30 +462,6 @@ def time_generation(model, tokenizer, variant: str, study: str, *, new_tokens: i
     return records
 
 
-def energy_note(records) -> str:
-    """One sentence on how the energy in `records` was obtained and what that means."""
-    import pandas as pd
-
-    df = pd.DataFrame(records)
-    methods = sorted(set(df["energy_method"]))
-    detail = "; ".join(sorted(set(df["energy_detail"])))
-    if methods == ["measured"]:
-        return f"Energy was measured by hardware counters ({detail})."
-    if "unavailable" in methods:
-        return f"Energy could not be obtained for some rows ({detail})."
-    if methods == ["estimated"]:
-        return (f"Energy was ESTIMATED, not measured ({detail}): codecarbon found no RAPL or NVML "
-                f"counter, so it multiplied modelled power by time. Energy here is a function of "
-                f"runtime; energy ratios repeat runtime ratios and carry no independent information.")
-    return f"Energy was partly measured ({detail}): the measured parts come from hardware counters."
-
-
-def _context_length(model) -> int:
-    from .models import context_length
-
-    return context_length(model)
-
-
 def summarize(records: list[dict] | "pandas.DataFrame"):
     """Median and spread over repeats per (variant, dataset) as a DataFrame (runtime, energy, ...).
 
@@ -813,8 +487,6 @@ def summarize(records: list[dict] | "pandas.DataFrame"):
 
 
 __all__ = [
-    "EvalConfig", "EnergyMeter", "EnergyReading", "PeakMemory", "evaluate", "sliding_window_nll",
-    "windows", "count_parameters", "weight_bytes", "environment", "summarize", "resolve_device",
-    "dataset_ids", "git_commit", "model_dtype", "measure_variants", "evaluate_many",
-    "interleaved_order", "timed_pass", "Pass", "energy_note", "time_generation",
+    "EvalConfig", "evaluate", "sliding_window_nll", "windows", "summarize", "dataset_ids", "measure_variants",
+    "evaluate_many", "interleaved_order", "timed_pass", "Pass", "time_generation",
 ]

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+
+from . import cache, data
+from .surgery import SHAPE_FILE, load_pruned, shape_record
 
 FAMILIES = ("gpt2", "llama")
 
@@ -121,12 +125,10 @@ def save_model(model, tokenizer, path: str | Path) -> Path:
     """Save model (safetensors), config and tokenizer together in `path`; returns `path`.
 
     A pruned model whose shape its config cannot describe (heads differing per layer, a GPT-2
-    whose hidden size was pruned) also gets `pruned_shape.json` (`prune.shape_record`), and
-    `load_artifact` reloads it with `prune.load_pruned`; `from_pretrained` alone fails on it
+    whose hidden size was pruned) also gets `pruned_shape.json` (`surgery.shape_record`), and
+    `load_artifact` reloads it with `surgery.load_pruned`; `from_pretrained` alone fails on it
     with a size mismatch.
     """
-    from .prune import SHAPE_FILE, shape_record
-
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(path), safe_serialization=True)
@@ -193,11 +195,9 @@ class Artifact:
 
 
 def load_folder(path: str | Path, device: str = "cpu", **load_kwargs) -> torch.nn.Module:
-    """Load a model saved by `save_model`: with `prune.load_pruned` when the folder has a
+    """Load a model saved by `save_model`: with `surgery.load_pruned` when the folder has a
     `pruned_shape.json` (a shape its config cannot describe), else `from_pretrained`
     (`load_model`; `load_kwargs` go there). Returns the model in eval mode on `device`."""
-    from .prune import SHAPE_FILE, load_pruned
-
     path = Path(path)
     if (path / SHAPE_FILE).exists():
         return load_pruned(path, device=device)
@@ -208,15 +208,11 @@ def load_artifact(key: str, device: str = "cpu", **load_kwargs) -> Artifact:
     """Load a cached model artifact (model, tokenizer, recipe, history) by cache key."""
     import pandas as pd
 
-    from . import cache, data
-
     folder = cache.path_of(key)
     history = pd.read_csv(folder / "history.csv") if (folder / "history.csv").exists() else None
     model = load_folder(folder, device=device, **load_kwargs)
     recipe = cache.read_recipe(key)
-    if "size" not in recipe:  # before any forward pass: see measure.model_size
-        from .measure import model_size
-
+    if "size" not in recipe:  # before any forward pass: see model_size
         recipe["size"] = model_size(model)
     return Artifact(model, data.load_tokenizer(folder), key=key, path=folder, recipe=recipe, history=history)
 
@@ -225,8 +221,7 @@ def conv1d_to_linear(model) -> int:
     """Replace every GPT-2 `Conv1D` (weight [in, out]) by an equivalent `nn.Linear` (weight
     [out, in], the transpose), in place; returns how many were replaced.
 
-    Needed by libraries that only know `nn.Linear`: PyTorch dynamic quantization and
-    Torch-Pruning. Outputs are unchanged up to float rounding.
+    Needed by libraries that only know `nn.Linear` (PyTorch dynamic quantization). Outputs are unchanged up to float rounding.
     """
     from transformers.pytorch_utils import Conv1D
 
@@ -244,3 +239,98 @@ def conv1d_to_linear(model) -> int:
                 setattr(parent, name, linear)
                 replaced += 1
     return replaced
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is available, else 'cpu'; other values unchanged."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(parameters, non-zero parameters) of a model, counting logical weights.
+
+    bitsandbytes 4-bit weights are stored packed two per byte; they are counted by their
+    logical shape and their non-zeros by dequantizing.
+    """
+    total = nonzero = 0
+    seen = set()
+    for p in model.parameters():
+        if id(p) in seen:  # tied weights count once
+            continue
+        seen.add(id(p))
+        quant_state = getattr(p, "quant_state", None)
+        if quant_state is not None and type(p).__name__ == "Params4bit":
+            import bitsandbytes.functional as bnbf
+
+            w = bnbf.dequantize_4bit(p.data, quant_state)
+            total += w.numel()
+            nonzero += int(torch.count_nonzero(w))
+        else:
+            total += p.numel()
+            nonzero += int(torch.count_nonzero(p.data))
+    extra_total, extra_nonzero = _packed_int8_counts(model)
+    return total + extra_total, nonzero + extra_nonzero
+
+
+def _packed_int8_counts(model) -> tuple[int, int]:
+    total = nonzero = 0
+    for module in model.modules():
+        if type(module).__module__.startswith("torch.ao.nn.quantized") and hasattr(module, "weight"):
+            w = module.weight()
+            w = w.dequantize() if w.is_quantized else w
+            total += w.numel()
+            nonzero += int(torch.count_nonzero(w))
+            bias = module.bias() if callable(getattr(module, "bias", None)) else None
+            if bias is not None:
+                total += bias.numel()
+                nonzero += int(torch.count_nonzero(bias))
+    return total, nonzero
+
+
+def weight_bytes(model) -> int:
+    """Bytes of the model's weights as saved on disk.
+
+    Saved with `save_pretrained` (safetensors, tied weights once) to a temporary folder and the
+    weight files summed; models that `save_pretrained` cannot write (torch dynamic int8) are saved
+    with `torch.save(state_dict)`. `get_memory_footprint()` is not used: it is wrong for several
+    quantization backends.
+    """
+    with tempfile.TemporaryDirectory(prefix="weights-") as tmp:
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+            files = [p for p in Path(tmp).iterdir() if p.suffix in (".safetensors", ".bin")]
+            if files:
+                return sum(p.stat().st_size for p in files)
+        except Exception:
+            pass
+        target = Path(tmp) / "state_dict.pt"
+        torch.save(model.state_dict(), target)
+        return target.stat().st_size
+
+
+def model_size(model) -> dict:
+    """{"n_params", "n_params_nonzero", "weight_bytes"} of a model (see `count_parameters`,
+    `weight_bytes`).
+
+    Call it before the model's first forward pass: bitsandbytes 0.50.2 on CPUs with AVX512-BF16
+    repacks 4-bit weights at the first forward, and a later `state_dict()` (which `weight_bytes`
+    needs) undoes the packing in a way that changes every later output. The study therefore
+    computes sizes when an artifact is built and stores them in its recipe.
+    """
+    n_params, n_nonzero = count_parameters(model)
+    return {"n_params": n_params, "n_params_nonzero": n_nonzero, "weight_bytes": weight_bytes(model)}
+
+
+def model_dtype(model) -> str:
+    """The dtype the model computes in, plus its quantization method if any (e.g. 'float32+nf4')."""
+    dtype = str(getattr(model, "dtype", next(model.parameters()).dtype)).replace("torch.", "")
+    q = getattr(model.config, "quantization_config", None)
+    if q is not None:
+        q = q.to_dict() if hasattr(q, "to_dict") else dict(q)
+        if q.get("load_in_4bit"):
+            return f"{dtype}+{q.get('bnb_4bit_quant_type', '4bit')}"
+        if q.get("load_in_8bit"):
+            return f"{dtype}+int8"
+    return getattr(model, "_compstudy_dtype", dtype)

@@ -25,11 +25,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 
-from . import distill, prune, quantize
+from . import cache, distill, prune, quantize, surgery
+from .data import training_streams
 from .distill import DistillConfig
-from .models import Artifact
+from .models import Artifact, load_artifact, resolve_device
 from .prune import PruneConfig
 from .quantize import QuantConfig
+from .train import TrainConfig, save_trained, train
 
 STEP_KINDS = ("distill", "prune", "kd", "finetune", "quantize")
 
@@ -62,8 +64,6 @@ class FinetuneConfig:
     def from_params(cls, params: dict, **changes) -> "FinetuneConfig":
         """From notebook parameters `finetune_lr` and `seed` (the settings of post-pruning
         fine-tuning, so that a control trains exactly as a pruned model's `ft` does)."""
-        from . import cache
-
         return cache.from_params(cls, params, {"finetune_lr": "lr", "seed": "seed"}, **changes)
 
 
@@ -120,7 +120,7 @@ class Step:
         return False
 
 
-_PERCENT = r"\d+(?:\.\d{1,3})?"  # a percentage as names write it: 75, 81.25 (see prune.percent_text)
+_PERCENT = r"\d+(?:\.\d{1,3})?"  # a percentage as names write it: 75, 81.25 (see surgery.percent_text)
 _PRUNE_TOKEN = re.compile(rf"^(AH|MLP|Emb|Depth|GMag|Mag)({_PERCENT})$")
 _HEADS_TOKEN = re.compile(rf"^{_PERCENT}$")
 
@@ -162,7 +162,7 @@ class Pipeline:
             elif step.kind == "finetune":
                 parts.append(f"ft{tokens_text(c.tokens)}")
             elif step.kind == "prune":
-                pct = prune.percent_text(c.amount)
+                pct = surgery.percent_text(c.amount)
                 token = f"AH{pct}" if c.kind == "heads" else replace(c, finetune_tokens=0).name
                 if head == "Base" and not parts:
                     head = token
@@ -319,12 +319,6 @@ def get_finetuned(parent: Artifact, config: FinetuneConfig, train_corpora, val_f
     """`parent` trained further on the next-token loss for `config.tokens` tokens (a `ft<N>`
     step), built once and cached under a key of the parent's key and `config`. The recipe's cost
     is the training's wall time (seconds) and energy (kWh)."""
-    from . import cache
-    from .baseline import training_streams
-    from .measure import resolve_device
-    from .models import load_artifact
-    from .train import TrainConfig, save_trained, train
-
     device = resolve_device(device)
     params = {"parent": parent.key, **cache.as_params(config), "corpora": list(train_corpora),
               "val_fraction": val_fraction}
@@ -356,7 +350,7 @@ def paper_grid(bases=("Base", "Distil"), heads=(None, 90, 80), quants=(None, "8b
     return names
 
 
-WIDTH_AXES = prune.WIDTH_RECIPES
+WIDTH_AXES = surgery.WIDTH_RECIPES
 
 
 def check_width_axes(axes) -> tuple:
@@ -369,8 +363,8 @@ def check_width_axes(axes) -> tuple:
     return tuple(axes)
 
 
-def width_plan_for_params(base: Artifact, n_params_removed: int, axes: str) -> "prune.WidthPlan":
-    """The width pruning of `base` (a `prune.WidthPlan`: pipeline name, steps, exact parameter
+def width_plan_for_params(base: Artifact, n_params_removed: int, axes: str) -> "surgery.WidthPlan":
+    """The width pruning of `base` (a `surgery.WidthPlan`: pipeline name, steps, exact parameter
     count) that removes as close to `n_params_removed` parameters as valid shapes allow, to
     compare width against depth at equal parameter count (Minitron, Muralidharan et al. 2024):
     `MLP` (e.g. `MLP25`), `Emb` (e.g. `Emb66.41`), `Emb+MLP` (e.g. `Emb82.81+MLP54.69`). The
@@ -380,7 +374,7 @@ def width_plan_for_params(base: Artifact, n_params_removed: int, axes: str) -> "
     Raises ValueError for unknown `axes` or more parameters than the model holds, before any pruning.
     """
     check_width_axes([axes])
-    return prune.width_plan(base.model, n_params_removed, axes)
+    return surgery.width_plan(base.model, n_params_removed, axes)
 
 
 def scratch_like(shape_of: Artifact, tokens: int, train_corpora, lr: float = 2e-3, seed: int = 0,
@@ -390,17 +384,11 @@ def scratch_like(shape_of: Artifact, tokens: int, train_corpora, lr: float = 2e-
     whether pruning + distillation beat simply training the small shape. Cached.
 
     Shapes their config cannot describe (head-pruned, GPT-2 with pruned embedding channels) are
-    built by `prune.build_pruned_shape` from the pruned model's `prune.shape_record`.
+    built by `surgery.build_pruned_shape` from the pruned model's `surgery.shape_record`.
     """
-    from . import cache
-    from .baseline import training_streams
-    from .measure import resolve_device
-    from .models import load_artifact
-    from .train import TrainConfig, save_trained, train
-
     device = resolve_device(device)
     config = shape_of.model.config
-    record = prune.shape_record(shape_of.model)
+    record = surgery.shape_record(shape_of.model)
     params = {"config": config.to_json_string(), "shape": record, "tokens": tokens, "corpora": list(train_corpora), "lr": lr,
               "seed": seed, "batch_size": batch_size, "seq_len": seq_len}
     key = cache.key("scratch", params)
@@ -410,7 +398,7 @@ def scratch_like(shape_of: Artifact, tokens: int, train_corpora, lr: float = 2e-
 
         torch.manual_seed(seed)
         config = config.__class__.from_dict(config.to_dict())
-        model = prune.build_pruned_shape(config, record) if record else AutoModelForCausalLM.from_config(config)
+        model = surgery.build_pruned_shape(config, record) if record else AutoModelForCausalLM.from_config(config)
         train_ids, val_ids = training_streams(shape_of.tokenizer, train_corpora, 0.05)
         result = train(model, train_ids, val_ids, TrainConfig(tokens=tokens, lr=lr, seed=seed, batch_size=batch_size,
                                                               seq_len=seq_len, device=device),

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import torch
 
 from . import cache
-from .measure import EnergyMeter, model_size, resolve_device
-from .models import Artifact, conv1d_to_linear, load_artifact, load_model, save_model
-from .prune import SHAPE_FILE
+from .energy import EnergyMeter
+from .models import Artifact, conv1d_to_linear, load_artifact, load_model, model_size, resolve_device, save_model
+from .surgery import SHAPE_FILE
 
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # the 8-bit path logs a cast warning per call
 
@@ -252,7 +252,7 @@ def get_quantized(parent: Artifact, config: QuantConfig, device: str = "auto") -
                 model = quantize_in_memory(load_artifact(parent.key, device="cpu").model, config, device)
             else:
                 model = quantize_model(parent.path, config, device)
-        size = model_size(model)  # before any forward pass (see measure.model_size)
+        size = model_size(model)  # before any forward pass (see models.model_size)
         if not cache.exists(key):
             with cache.build(key, params) as (folder, recipe):
                 if not rederive:

@@ -6,7 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from . import paths
+from . import data, paths
+from .provenance import environment
 
 
 def build_report(study: str, out: str | Path | None = None) -> Path:
@@ -18,8 +19,6 @@ def build_report(study: str, out: str | Path | None = None) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
     from nbformat.v4 import new_markdown_cell, new_notebook
-
-    from .measure import environment
 
     folder = paths.runs_dir(study)
     notebooks = sorted(p for p in folder.glob("*.ipynb"))
@@ -48,8 +47,6 @@ def write_provenance(study: str, config_path: str | Path | None, wall_s: float) 
     """`results/<study>/PROVENANCE.md`: the commit, hardware, software, config and wall time that
     produced the study's results and figures (committed with them for the default study)."""
     import platform
-
-    from .measure import environment
 
     env = environment("cuda" if _cuda() else "cpu")
     folder = paths.results_dir(study)
@@ -81,8 +78,6 @@ def write_provenance(study: str, config_path: str | Path | None, wall_s: float) 
 def corpus_lines() -> list[str]:
     """One Markdown line per corpus file present in the data dir: its path, size and SHA-256
     (and whether that matches the recorded reference)."""
-    from . import data
-
     lines = []
     for source in data.SOURCES.values():
         path = paths.data_dir() / source.corpus / source.filename
@@ -104,8 +99,6 @@ def _cuda() -> bool:
 def note_partial_run(study: str, notebooks: list[str], wall_s: float) -> Path | None:
     """Append to an existing `results/<study>/PROVENANCE.md` that some notebooks were re-run
     (`--only`) at the current commit, so that their outputs keep a provenance; returns its path."""
-    from .measure import environment
-
     out = paths.results_dir(study) / "PROVENANCE.md"
     if not out.exists():
         return None

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import yaml
 
-from . import paths
+from . import params, paths, runs
 
 KERNEL_NAME = "compstudy"
 
@@ -134,8 +134,6 @@ def _schema_parameters(nb: Path, shared: dict, own: dict, overrides: dict, label
     """A schema notebook's parameters (`compstudy.params`): the config's shared values, then its
     entry's, then the command line, split into the `shared` dict and the notebook's own names,
     validated. Returns (papermill parameters, the values given, problems)."""
-    from . import params
-
     usable = set(params.shared_names(nb.name)) | set(params.own_names(nb.name))
     bad = sorted(set(own) - usable - {"study"})
     if bad:
@@ -165,8 +163,6 @@ def load_study(config_path: str | Path, overrides: dict | None = None, only: lis
 
     Raises ConfigError naming the offending parameter, the value given and what is allowed.
     """
-    from . import params
-
     config_path = Path(config_path)
     cfg = read_config(config_path)
     if not cfg.get("study") or not isinstance(cfg["study"], str):
@@ -278,8 +274,6 @@ def _declared_value(text):
 def study_corpora(study: Study) -> dict[str, list[str]]:
     """Corpus spec -> the parameters that name it, over every notebook of `study` (its own
     default where a notebook is given none). Raises ConfigError for a value that is not a list of specs."""
-    from . import params
-
     found: dict[str, list[str]] = {}
     for run in study.notebooks:
         if params.known(run.path.name):  # the schema's notebooks: corpora are shared parameters, resolved
@@ -337,8 +331,6 @@ def run_study(study: Study, progress: bool = True) -> list[Path]:
     Raises ConfigError (from `check_corpora`) before anything runs, and NotebookFailed naming
     the notebook, the cell and the error; earlier notebooks' results stay written.
     """
-    from . import runs
-
     saved = {k: os.environ.get(k) for k in (runs.RUN_ENV, runs.HASH_ENV)}
     try:
         return _execute_study(study, progress)
@@ -356,8 +348,6 @@ def _execute_study(study: Study, progress: bool) -> list[Path]:
 
     check_corpora(study)  # before any notebook: a missing or altered corpus fails in seconds
     os.environ["COMPSTUDY_NO_PROGRESS"] = "1"  # inherited by the kernels: no frozen bars in stored outputs
-    from . import runs
-
     # a new run (its id and params_hash reach the kernels through the environment); --only continues
     # the latest run when its parameters are the same, so that re-measured rows replace earlier ones
     study.run = runs.start(study.name, study.all_parameters or {r.path.name: r.parameters for r in study.notebooks},
@@ -462,8 +452,6 @@ def main(argv: list[str] | None = None) -> int:
         return _data_command(args.config, args.source)
 
     if args.command == "params":
-        from . import params
-
         if args.notebook is None or params.known(args.notebook):
             print(params.describe(args.notebook))
         else:

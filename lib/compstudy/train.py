@@ -17,7 +17,8 @@ from typing import Callable
 
 import torch
 
-from .measure import EnergyMeter, EnergyReading, resolve_device
+from .energy import EnergyMeter, EnergyReading
+from .models import model_size, resolve_device, save_model
 
 
 @dataclass(frozen=True)
@@ -202,12 +203,9 @@ def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor, config: TrainCo
 def save_trained(folder, recipe: dict, model, tokenizer, result: TrainResult, save_optimizer: bool = False) -> None:
     """Write a model trained by `train` into a cache folder being built: weights and tokenizer,
     `history.csv`, and in the recipe its cost, final validation loss and size (measured before
-    any later forward pass, see `measure.model_size`). `save_optimizer`: also `optimizer.pt`, the
+    any later forward pass, see `models.model_size`). `save_optimizer`: also `optimizer.pt`, the
     AdamW state at the end of training (2 x the weights' bytes), so that training can resume."""
     from pathlib import Path
-
-    from .measure import model_size
-    from .models import save_model
 
     save_model(model.to("cpu"), tokenizer, folder)
     result.history.to_csv(Path(folder) / "history.csv", index=False)
