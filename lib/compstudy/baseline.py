@@ -21,9 +21,9 @@ import torch
 from . import cache, data
 from .paths import repo_root, results_dir
 from .measure import sliding_window_nll
-from .models import (Artifact, ModelShape, build_model, context_length, load_artifact, load_model, model_size,
-                     resolve_device, save_model)
-from .train import TrainConfig, save_trained, train
+from .models import Artifact, ModelShape, build_model, context_length, load_model, resolve_device
+from .step import Built, cached_folder, cached_step, trained
+from .train import TrainConfig, train
 
 
 @dataclass(frozen=True)
@@ -127,11 +127,13 @@ def get_tokenizer(config: BaselineConfig):
     texts = [data.load_text(spec) for spec in config.train_corpora]
     params = {"vocab_size": config.vocab_size, "corpora": list(config.train_corpora),
               "fingerprints": [data.fingerprint(t) for t in texts]}
-    key = cache.key("tokenizer", params)
-    if not cache.exists(key):
-        with cache.build(key, params) as (folder, _):
-            data.train_bpe_tokenizer("\n".join(texts), config.vocab_size, save_dir=folder)
-    return data.load_tokenizer(cache.path_of(key)), key
+
+    def build(meter):
+        train = lambda folder: data.train_bpe_tokenizer("\n".join(texts), config.vocab_size, save_dir=folder)  # noqa: E731
+        return Built(files={"": train})  # the tokenizer's files fill the artifact's folder
+
+    folder = cached_folder("tokenizer", params, build)
+    return data.load_tokenizer(folder), folder.name
 
 
 def baseline_key(config: BaselineConfig) -> str:
@@ -163,26 +165,20 @@ def get_baseline(config: BaselineConfig, progress: bool = True) -> Artifact:
     device = resolve_device(config.device)
     if config.model is not None:
         # a local copy in the cache gives every later step (quantize, prune, distill) a folder
-        key = cache.key("pretrained", {"model": str(config.model)})
-        if not cache.exists(key):
-            model = load_model(config.model, device="cpu")
-            with cache.build(key, {"model": str(config.model)}) as (folder, recipe):
-                save_model(model, data.load_tokenizer(config.model), folder)
-                recipe["cost"] = {"seconds": 0.0, "energy_kwh": 0.0, "method": "pretrained (not trained here)"}
-                recipe["size"] = model_size(model)
-        return load_artifact(key, device)
+        return cached_step("pretrained", {"model": str(config.model)}, lambda meter: Built(
+            load_model(config.model, device="cpu"), data.load_tokenizer(config.model),
+            cost={"seconds": 0.0, "energy_kwh": 0.0, "method": "pretrained (not trained here)"}), device)
     tokenizer, tok_key = get_tokenizer(config)
     params = _baseline_params(config, tok_key)
-    key = cache.key("baseline", params)
-    if not cache.exists(key):
+
+    def build(meter):
         train_ids, val_ids = data.training_streams(tokenizer, config.train_corpora, config.val_fraction)
         model = build_model(config.shape, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                             eos_token_id=tokenizer.eos_token_id, seed=config.seed, dropout=config.dropout)
-        result = train(model, train_ids, val_ids, config.train_config, desc="baseline", progress=progress)
-        with cache.build(key, params) as (folder, recipe):
-            save_trained(folder, recipe, model, tokenizer, result, save_optimizer=True)
-            recipe["train_tokens"] = int(len(train_ids))
-    return load_artifact(key, device)
+        result = train(model, train_ids, val_ids, config.train_config, desc="baseline", progress=progress, meter=meter)
+        return trained(model, tokenizer, result, save_optimizer=True, train_tokens=int(len(train_ids)))
+
+    return cached_step("baseline", params, build, device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,8 +282,8 @@ def plateau_check(config: BaselineConfig, fraction: float = 0.25, threshold_pct:
     state_path = cache.path_of(art.key) / "optimizer.pt"
     params = {"baseline": art.key, "fraction": fraction, "tokens": tokens, "lr": final_lr,
               "resumes_optimizer": state_path.exists()}
-    key = cache.key("plateau", params)
-    if not cache.exists(key):
+
+    def build(meter):
         device = resolve_device(config.device)
         train_ids, val_ids = data.training_streams(art.tokenizer, config.train_corpora, config.val_fraction)
         model = copy.deepcopy(art.model).to(device)
@@ -299,13 +295,14 @@ def plateau_check(config: BaselineConfig, fraction: float = 0.25, threshold_pct:
         cont = TrainConfig(**{**config._train_kwargs(), "tokens": tokens, "lr": final_lr, "min_lr_ratio": 1.0,
                               "warmup": 0.0 if state is not None else 0.05, "seed": config.seed + 1,
                               "eval_every": 10**9})
-        train(model, train_ids, val_ids, cont, desc="plateau check", progress=progress, optimizer_state=state)
+        train(model, train_ids, val_ids, cont, desc="plateau check", progress=progress, optimizer_state=state,
+              meter=meter)
         seconds = time.perf_counter() - t0
         after = heldout(model, art.tokenizer, val_ids, device=device)
-        with cache.build(key, params) as (folder, recipe):
-            (folder / "plateau.json").write_text(json.dumps({
-                "before": before.__dict__, "after": after.__dict__, "seconds": seconds}, indent=2))
-    stored = json.loads((cache.path_of(key) / "plateau.json").read_text())
+        result = json.dumps({"before": before.__dict__, "after": after.__dict__, "seconds": seconds}, indent=2)
+        return Built(files={"plateau.json": lambda path: path.write_text(result)})
+
+    stored = json.loads((cached_folder("plateau", params, build) / "plateau.json").read_text())
     before, after = HeldOut(**stored["before"]), HeldOut(**stored["after"])
     return PlateauCheck(before, after, fraction, tokens, final_lr, stored["seconds"],
                         100 * (1 - after.perplexity / before.perplexity), threshold_pct,

@@ -32,7 +32,8 @@ from . import cache, data
 from .data import training_streams
 from .models import Artifact, load_artifact, load_model, resolve_device
 from .surgery import shape_record
-from .train import TrainConfig, lm_loss, save_trained, train
+from .step import cached_step, trained
+from .train import TrainConfig, lm_loss, train
 
 DIVERGENCES = ("forward", "reverse")
 INITS = ("teacher", "random")
@@ -207,10 +208,11 @@ def make_student(teacher, config: DistillConfig) -> torch.nn.Module:
 
 
 def distill(teacher, student, train_ids, val_ids, config: DistillConfig, device: str = "auto",
-            progress: bool = True, desc: str = "distill"):
+            progress: bool = True, desc: str = "distill", meter=None):
     """Train `student` against `teacher` on the token streams; returns `compstudy.train.TrainResult`.
 
     The teacher is put in eval mode without gradients; with `alpha == 1` it is not run at all.
+    `meter`: as in `train.train` (the cached step's meter).
     """
     device = resolve_device(device)
     teacher.eval().to(device)
@@ -226,7 +228,7 @@ def distill(teacher, student, train_ids, val_ids, config: DistillConfig, device:
                        config.temperature, config.alpha, config.divergence)
 
     return train(student, train_ids, val_ids, replace(config.train_config, device=device), loss_fn=loss_fn,
-                 desc=desc, progress=progress)
+                 desc=desc, progress=progress, meter=meter)
 
 
 def get_distilled(teacher: Artifact, config: DistillConfig, train_corpora, val_fraction: float = 0.05,
@@ -249,22 +251,22 @@ def get_distilled(teacher: Artifact, config: DistillConfig, train_corpora, val_f
               "val_fraction": val_fraction}
     if student is not None:
         params.update(student=student.key, n_layer=None, n_embd=None, init="given")
-    key = cache.key("distill", params)
-    if not cache.exists(key):
+
+    def build(meter):
         if student is not None:
             if student.path is None:
                 raise ValueError("the given student has no saved folder; save it with compstudy.models.save_model")
             student_model = load_artifact(student.key, device=device).model
         else:
             student_model = make_student(teacher.model, config)
-        student = student_model
         train_ids, val_ids = training_streams(teacher.tokenizer, train_corpora, val_fraction)
-        result = distill(teacher.model, student, train_ids, val_ids, config, device, progress,
-                         desc=f"distill a={config.alpha}")
-        with cache.build(key, params) as (folder, recipe):
-            save_trained(folder, recipe, student, teacher.tokenizer, result)
-        teacher.model.to(device)
-    return load_artifact(key, device=device)
+        result = distill(teacher.model, student_model, train_ids, val_ids, config, device, progress,
+                         desc=f"distill a={config.alpha}", meter=meter)
+        return trained(student_model, teacher.tokenizer, result)
+
+    art = cached_step("distill", params, build, device)
+    teacher.model.to(device)
+    return art
 
 
 def pretrained_student(name_or_path: str, device: str = "auto") -> Artifact:

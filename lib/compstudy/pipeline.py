@@ -31,7 +31,8 @@ from .distill import DistillConfig
 from .models import Artifact, load_artifact, resolve_device
 from .prune import PruneConfig
 from .quantize import QuantConfig
-from .train import TrainConfig, save_trained, train
+from .step import cached_step, trained
+from .train import TrainConfig, train
 
 STEP_KINDS = ("distill", "prune", "kd", "finetune", "quantize")
 
@@ -322,17 +323,17 @@ def get_finetuned(parent: Artifact, config: FinetuneConfig, train_corpora, val_f
     device = resolve_device(device)
     params = {"parent": parent.key, **cache.as_params(config), "corpora": list(train_corpora),
               "val_fraction": val_fraction}
-    key = cache.key("finetune", params)
-    if not cache.exists(key):
+
+    def build(meter):
         model = load_artifact(parent.key, device=device).model if parent.path else parent.model
         train_ids, val_ids = training_streams(parent.tokenizer, train_corpora, val_fraction)
         result = train(model, train_ids, val_ids,
                        TrainConfig(tokens=config.tokens, lr=config.lr, batch_size=config.batch_size,
                                    seq_len=config.seq_len, seed=config.seed, device=device),
-                       desc=f"fine-tune {tokens_text(config.tokens)}", progress=progress)
-        with cache.build(key, params) as (folder, recipe):
-            save_trained(folder, recipe, model, parent.tokenizer, result)
-    return load_artifact(key, device=device)
+                       desc=f"fine-tune {tokens_text(config.tokens)}", progress=progress, meter=meter)
+        return trained(model, parent.tokenizer, result)
+
+    return cached_step("finetune", params, build, device)
 
 
 def paper_grid(bases=("Base", "Distil"), heads=(None, 90, 80), quants=(None, "8b", "4b")) -> list[str]:
@@ -391,18 +392,18 @@ def scratch_like(shape_of: Artifact, tokens: int, train_corpora, lr: float = 2e-
     record = surgery.shape_record(shape_of.model)
     params = {"config": config.to_json_string(), "shape": record, "tokens": tokens, "corpora": list(train_corpora), "lr": lr,
               "seed": seed, "batch_size": batch_size, "seq_len": seq_len}
-    key = cache.key("scratch", params)
-    if not cache.exists(key):
+
+    def build(meter):
         from transformers import AutoModelForCausalLM
         import torch
 
         torch.manual_seed(seed)
-        config = config.__class__.from_dict(config.to_dict())
-        model = surgery.build_pruned_shape(config, record) if record else AutoModelForCausalLM.from_config(config)
+        fresh = config.__class__.from_dict(config.to_dict())
+        model = surgery.build_pruned_shape(fresh, record) if record else AutoModelForCausalLM.from_config(fresh)
         train_ids, val_ids = training_streams(shape_of.tokenizer, train_corpora, 0.05)
         result = train(model, train_ids, val_ids, TrainConfig(tokens=tokens, lr=lr, seed=seed, batch_size=batch_size,
                                                               seq_len=seq_len, device=device),
-                       desc="from scratch", progress=progress)
-        with cache.build(key, params) as (folder, recipe):
-            save_trained(folder, recipe, model, shape_of.tokenizer, result)
-    return load_artifact(key, device=device)
+                       desc="from scratch", progress=progress, meter=meter)
+        return trained(model, shape_of.tokenizer, result)
+
+    return cached_step("scratch", params, build, device)

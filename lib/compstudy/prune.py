@@ -27,9 +27,9 @@ import torch.nn.utils.prune as torch_prune
 
 from . import cache
 from .data import calibration_batches, training_streams
-from .energy import EnergyMeter
 from .measure import measure_variants
-from .models import Artifact, load_artifact, model_size, resolve_device, save_model
+from .models import Artifact, load_artifact, resolve_device
+from .step import Built, cached_step
 from .surgery import (_attn, _check_family, _mlp_down, _norm_layers, _out_proj, block_linear_layers, blocks,
                       head_counts, head_dim, kept_count, percent_text, prune_embedding_channels, prune_heads,
                       prune_layers, prune_mlp)
@@ -409,34 +409,28 @@ def get_pruned(parent: Artifact, config: PruneConfig, train_corpora, val_fractio
     device = resolve_device(device)
     params = {"parent": parent.key, **{k: v for k, v in cache.as_params(config).items()},
               "corpora": list(train_corpora), "val_fraction": val_fraction}
-    key = cache.key(f"prune-{config.kind}", params)
-    if not cache.exists(key):
+
+    def build(meter):
         model = load_artifact(parent.key, device=device).model if parent.path else parent.model
         batches = calibration_batches(parent.tokenizer, train_corpora, config.calibration_batches,
                                       config.calibration_batch_size, config.calibration_seq_len, config.seed)
-        with EnergyMeter() as meter, meter.task("prune") as prune_cost:
+        with meter.task("prune"):
             facts = apply(model, config, batches)
-        seconds, kwh, history = prune_cost.seconds, prune_cost.energy_kwh, None
+        history = None
         if config.finetune_tokens:
             train_ids, val_ids = training_streams(parent.tokenizer, train_corpora, val_fraction)
             tc = TrainConfig(tokens=config.finetune_tokens, lr=config.finetune_lr, seed=config.seed,
                              batch_size=config.calibration_batch_size * 2, seq_len=config.calibration_seq_len,
                              device=device)
-            result = train(model, train_ids, val_ids, tc, desc=f"fine-tune {config.name}", progress=progress)
-            seconds, kwh, history = seconds + result.cost.seconds, kwh + result.cost.energy_kwh, result.history
+            history = train(model, train_ids, val_ids, tc, desc=f"fine-tune {config.name}", progress=progress,
+                            meter=meter).history
         make_permanent(model)
         if config.kind == "magnitude":
             facts["sparsity"] = sparsity_report(model)["sparsity"]
-        model.to("cpu")
-        with cache.build(key, params) as (folder, recipe):
-            save_model(model, parent.tokenizer, folder)  # with pruned_shape.json where the config cannot say
-            if history is not None:
-                history.to_csv(folder / "history.csv", index=False)
-            recipe["cost"] = {"seconds": seconds, "energy_kwh": kwh, "method": prune_cost.method,
-                              "detail": prune_cost.detail}
-            recipe["facts"] = facts
-            recipe["size"] = model_size(model)
-    return load_artifact(key, device=device)
+        # saved with pruned_shape.json where the config cannot describe the shape (models.save_model)
+        return Built(model.to("cpu"), parent.tokenizer, history=history, recipe={"facts": facts})
+
+    return cached_step(f"prune-{config.kind}", params, build, device)
 
 
 def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, train_corpora, *, study: str,

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import torch
 
 from . import cache
-from .energy import EnergyMeter
-from .models import Artifact, conv1d_to_linear, load_artifact, load_model, model_size, resolve_device, save_model
+from .models import Artifact, conv1d_to_linear, load_artifact, load_model, model_size, resolve_device
+from .step import Built, cached_step
 from .surgery import SHAPE_FILE
 
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # the 8-bit path logs a cast warning per call
@@ -243,29 +243,25 @@ def get_quantized(parent: Artifact, config: QuantConfig, device: str = "auto") -
         raise ValueError("parent has no saved folder to quantize from; save it with compstudy.models.save_model")
     device = resolve_device(device)
     params = {"parent": parent.key, **cache.as_params(config)}
-    key = cache.key(f"quant-{config.suffix}", params)
     shape_pruned = (parent.path / SHAPE_FILE).exists()  # from_pretrained cannot rebuild the parent
     rederive = config.method == "dynamic-int8" or shape_pruned  # not serialisable by save_pretrained
-    if rederive or not cache.exists(key):
-        with EnergyMeter() as meter, meter.task("quantize") as cost:
+
+    def build(meter):
+        with meter.task("quantize"):
             if shape_pruned:
                 model = quantize_in_memory(load_artifact(parent.key, device="cpu").model, config, device)
             else:
                 model = quantize_model(parent.path, config, device)
         size = model_size(model)  # before any forward pass (see models.model_size)
-        if not cache.exists(key):
-            with cache.build(key, params) as (folder, recipe):
-                if not rederive:
-                    save_model(model, parent.tokenizer, folder)
-                recipe["cost"] = cost.as_cost()
-                recipe["layers"] = check_quantized(model, config)
-                recipe["cpu_generic_4bit_layers"] = guard_cpu_4bit(model)
-                recipe["size"] = size
-                recipe["stored"] = "recipe only, re-derived from the parent" if rederive else "quantized weights"
-        if rederive:
-            return Artifact(model, parent.tokenizer, key, cache.path_of(key), {**cache.read_recipe(key), "size": size})
-    kwargs = {"device_map": {"": device}} if device.startswith("cuda") and config.bnb_config() else {}
-    art = load_artifact(key, device="cpu" if kwargs else device, **kwargs)
-    check_quantized(art.model, config)
-    guard_cpu_4bit(art.model)
-    return art
+        return Built(model, parent.tokenizer, size=size, stored=not rederive,
+                     recipe={"layers": check_quantized(model, config), "cpu_generic_4bit_layers": guard_cpu_4bit(model),
+                             **({} if rederive else {"stored": "quantized weights"})})
+
+    def load(key, device):
+        kwargs = {"device_map": {"": device}} if device.startswith("cuda") and config.bnb_config() else {}
+        art = load_artifact(key, device="cpu" if kwargs else device, **kwargs)
+        check_quantized(art.model, config)
+        guard_cpu_4bit(art.model)
+        return art
+
+    return cached_step(f"quant-{config.suffix}", params, build, device, load=load)

@@ -9,6 +9,7 @@ cost of producing the trained artifact.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -18,7 +19,7 @@ from typing import Callable
 import torch
 
 from .energy import EnergyMeter, EnergyReading
-from .models import model_size, resolve_device, save_model
+from .models import resolve_device
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def _batch(ids: torch.Tensor, batch_size: int, seq_len: int, gen: torch.Generato
 
 def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor, config: TrainConfig = TrainConfig(),
           loss_fn: Callable | None = None, desc: str = "train", progress: bool = True,
-          optimizer_state: dict | None = None) -> TrainResult:
+          optimizer_state: dict | None = None, meter=None) -> TrainResult:
     """Train `model` in place on the token stream `train_ids` [n] within the token budget.
 
     Args:
@@ -126,6 +127,8 @@ def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor, config: TrainCo
         optimizer_state: an AdamW state dict from an earlier `TrainResult` of the same model, to
             continue that training with its moment estimates (a fresh AdamW's first steps move
             every weight by about the learning rate, whatever the gradient's size).
+        meter: an open meter to time the training with (`step.StepMeter` or `energy.EnergyMeter`,
+            anything with `task(name)`); None opens one for the training alone.
 
     Returns `TrainResult`. The model is left in eval mode on the training device.
 
@@ -172,7 +175,8 @@ def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor, config: TrainCo
         return sum(losses) / len(losses)
 
     history = []
-    with EnergyMeter(config.country_iso_code) as meter, meter.task(desc) as cost:
+    own = EnergyMeter(config.country_iso_code) if meter is None else contextlib.nullcontext(meter)
+    with own as meter, meter.task(desc) as cost:
         t0 = time.perf_counter()
         show = progress and not os.environ.get("COMPSTUDY_NO_PROGRESS")
         bar = tqdm(range(steps), desc=desc, disable=not show, mininterval=2.0)
@@ -198,19 +202,3 @@ def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor, config: TrainCo
     df = pd.DataFrame(history)
     return TrainResult(history=df, cost=cost, final_val_loss=float(df["val_loss"].dropna().iloc[-1]),
                        optimizer_state=opt.state_dict())
-
-
-def save_trained(folder, recipe: dict, model, tokenizer, result: TrainResult, save_optimizer: bool = False) -> None:
-    """Write a model trained by `train` into a cache folder being built: weights and tokenizer,
-    `history.csv`, and in the recipe its cost, final validation loss and size (measured before
-    any later forward pass, see `models.model_size`). `save_optimizer`: also `optimizer.pt`, the
-    AdamW state at the end of training (2 x the weights' bytes), so that training can resume."""
-    from pathlib import Path
-
-    save_model(model.to("cpu"), tokenizer, folder)
-    result.history.to_csv(Path(folder) / "history.csv", index=False)
-    if save_optimizer and result.optimizer_state is not None:
-        torch.save(result.optimizer_state, Path(folder) / "optimizer.pt")
-    recipe["cost"] = result.cost.as_cost()
-    recipe["final_val_loss"] = result.final_val_loss
-    recipe["size"] = model_size(model)

@@ -1,0 +1,165 @@
+"""The one cached step: every artifact of the study (tokenizer, baseline, quantized, pruned,
+distilled, fine-tuned and from-scratch models, the plateau check) is built or loaded here.
+
+A technique is a plain transform that builds something; `cached_step` does the rest, once for all:
+
+- keying: `cache.key(kind, params)`, the SHA-256 of every parameter that produced the artifact
+  (the parent's key included), so the same parameters load and any change rebuilds;
+- metering: one codecarbon meter (`energy.EnergyMeter`) for the whole build, handed to the
+  transform as a `StepMeter`; the phases the transform times with `meter.task(...)` (quantizing,
+  the pruning pass, training) add up to the artifact's `cost` (seconds, kWh, and whether the
+  energy was measured or estimated);
+- sizing: parameters, non-zero parameters and bytes on disk (`models.model_size`), taken right
+  after the build, before any forward pass of a loaded copy;
+- saving: weights and tokenizer (`models.save_model`), training history, extra files, and the
+  recipe, written atomically with the SHA-256 of every file (`cache.build`);
+- loading: `models.load_artifact`, after the checksums are verified (`cache.exists`: a
+  corrupted artifact is reported, moved aside and rebuilt).
+
+    art = cached_step("quant-4b", {"parent": base.key, ...}, lambda meter: Built(model, tokenizer))
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import cache
+from .energy import EnergyMeter, EnergyReading
+from .models import Artifact, load_artifact, model_size, save_model
+
+
+class StepMeter:
+    """The meter a transform times its phases with: `with meter.task("prune"): ...`. Every
+    reading is kept; `cost()` adds them up."""
+
+    def __init__(self, meter: EnergyMeter):
+        self.meter = meter
+        self.readings: list[EnergyReading] = []
+
+    @contextlib.contextmanager
+    def task(self, name: str = "block"):
+        """Time and meter the enclosed block (as `EnergyMeter.task`); yields its `EnergyReading`."""
+        with self.meter.task(name) as reading:
+            yield reading
+        self.readings.append(reading)
+
+    def cost(self) -> dict:
+        """The sum of the readings as a recipe's `cost`: seconds (wall, s), energy_kwh (kWh, NaN
+        if any phase has none), method and detail of the first phase (one meter: the same for all)."""
+        if not self.readings:
+            return {"seconds": 0.0, "energy_kwh": 0.0, "method": "none", "detail": "nothing metered"}
+        kwh = [r.energy_kwh for r in self.readings]
+        return {"seconds": sum(r.seconds for r in self.readings),
+                "energy_kwh": float("nan") if any(math.isnan(k) for k in kwh) else sum(kwh),
+                "method": self.readings[0].method, "detail": self.readings[0].detail}
+
+
+@dataclass
+class Built:
+    """What a transform returns to `cached_step`.
+
+    Attributes:
+        model: the built model (None for an artifact that is only files, e.g. a tokenizer).
+        tokenizer: its tokenizer, saved with it.
+        history: training history (DataFrame), saved as `history.csv`.
+        recipe: facts to record beside the parameters (e.g. `facts`, `final_val_loss`).
+        files: extra files, name -> writer(path), e.g. an optimizer state; the name "" hands the
+            writer the artifact's folder itself (a tokenizer writes its files there).
+        cost: a cost to record instead of the metered one (a pretrained model: not produced here).
+        stored: False for a model that `save_pretrained` cannot write (torch dynamic int8): only
+            the recipe is stored and the transform runs again at every call (deterministic).
+        size: the model's size when it must be taken inside the transform (else taken here).
+    """
+
+    model: torch.nn.Module | None = None
+    tokenizer: object = None
+    history: object = None
+    recipe: dict = field(default_factory=dict)
+    files: dict[str, Callable[[Path], None]] = field(default_factory=dict)
+    cost: dict | None = None
+    stored: bool = True
+    size: dict | None = None
+
+
+def trained(model, tokenizer, result, save_optimizer: bool = False, **recipe) -> Built:
+    """`Built` of a model trained by `train.train`: its history and final validation loss, and
+    (`save_optimizer`) the AdamW state as `optimizer.pt` (2 x the weights' bytes) so that training
+    can resume (the plateau check does)."""
+    files = {}
+    if save_optimizer and result.optimizer_state is not None:
+        files["optimizer.pt"] = lambda path, state=result.optimizer_state: torch.save(state, path)
+    return Built(model, tokenizer, history=result.history, files=files,
+                 recipe={"final_val_loss": result.final_val_loss, **recipe})
+
+
+def cached_folder(kind: str, params: dict, build: Callable[[StepMeter], Built]) -> Path:
+    """The folder of the artifact of `kind` built from `params`, building it first when the cache
+    has no intact copy: `build(meter)` runs under one energy meter and returns a `Built`, which is
+    sized, saved and recorded (see the module docstring). Returns the cached folder.
+
+    Raises whatever `build` raises; nothing is left in the cache then.
+    """
+    key = cache.key(kind, params)
+    if not cache.exists(key):
+        with EnergyMeter() as energy:
+            meter = StepMeter(energy)
+            built = build(meter)
+        _write(key, params, built, meter)
+    return cache.path_of(key)
+
+
+def cached_step(kind: str, params: dict, build: Callable[[StepMeter], Built], device: str = "cpu",
+                load: Callable[[str, str], Artifact] | None = None) -> Artifact:
+    """The model artifact of `kind` built from `params`: loaded from the cache, or built by
+    `build(meter)` (a `Built` with a model), saved, and loaded (`cached_folder`).
+
+    Args:
+        device: where the loaded model goes.
+        load: `load(key, device) -> Artifact` when loading needs more than `models.load_artifact`
+            (e.g. bitsandbytes on CUDA); default `load_artifact`.
+
+    A `Built` with `stored=False` is rebuilt at every call and returned from memory with the
+    recorded recipe (which is written the first time).
+    """
+    key = cache.key(kind, params)
+    if not cache.exists(key):
+        with EnergyMeter() as energy:
+            meter = StepMeter(energy)
+            built = build(meter)
+        _write(key, params, built, meter)
+        if not built.stored:
+            return Artifact(built.model, built.tokenizer, key, cache.path_of(key), cache.read_recipe(key))
+    recipe = cache.read_recipe(key)
+    if recipe.get("stored") == "recipe only, re-derived from the parent":
+        with EnergyMeter() as energy:
+            built = build(StepMeter(energy))
+        return Artifact(built.model, built.tokenizer, key, cache.path_of(key), {**recipe, "size": _size(built)})
+    return (load or load_artifact)(key, device)
+
+
+def _size(built: Built) -> dict | None:
+    if built.size is not None or built.model is None:
+        return built.size
+    return model_size(built.model)
+
+
+def _write(key: str, params: dict, built: Built, meter: StepMeter) -> None:
+    size = _size(built)  # before anything else touches the model (see models.model_size)
+    with cache.build(key, params) as (folder, recipe):
+        if built.model is not None and built.stored:
+            save_model(built.model.to("cpu"), built.tokenizer, folder)
+        if built.history is not None:
+            built.history.to_csv(folder / "history.csv", index=False)
+        for name, write in built.files.items():
+            write(folder / name)
+        recipe["cost"] = built.cost if built.cost is not None else meter.cost()
+        if size is not None:
+            recipe["size"] = size
+        if not built.stored:
+            recipe["stored"] = "recipe only, re-derived from the parent"
+        recipe.update(built.recipe)
