@@ -207,3 +207,81 @@ def test_sparsity_sweep_includes_the_unpruned_model_and_the_fine_tuning_control(
     assert set(recorded["variant"]) == set(sweep["variant"]) and recorded["tokens_scored"].nunique() == 1
     with pytest.raises(ValueError, match="sparsity must be in \\[0, 1\\), got 1.5"):
         prune.sparsity_sweep(tiny_baseline, [1.5], ["layer"], 0, CORPORA, study="x", datasets=[], eval_config=None)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_baseline", "tiny_llama"])
+def test_wanda_prunes_the_lowest_weight_times_input_norm_within_each_output(fixture, request, batches):
+    """Wanda (Sun et al. 2023): score |W_ij| * ||X_j||_2, the norms taken here with hooks of our own;
+    each output keeps its highest-scoring weights, exactly round(sparsity * in_features) are zero."""
+    import copy
+
+    model = copy.deepcopy(request.getfixturevalue(fixture).model)
+    layers = dict(surgery.block_linear_layers(model))
+    norms, hooks = {}, []
+    for name, layer in layers.items():
+        hooks.append(layer.register_forward_pre_hook(
+            lambda m, args, name=name: norms.__setitem__(name, norms.get(name, 0) + args[0].reshape(
+                -1, args[0].shape[-1]).float().pow(2).sum(0))))
+    with torch.no_grad():
+        for b in batches:
+            model(input_ids=b)
+    for h in hooks:
+        h.remove()
+    before = {name: layer.weight.detach().clone() for name, layer in layers.items()}
+    prune.wanda_prune(model, 0.5, batches)
+    prune.make_permanent(model)
+    for name, layer in layers.items():
+        w0, w = before[name], layer.weight.detach()
+        conv1d = type(layer).__name__ == "Conv1D"
+        score = w0.abs() * (norms[name].sqrt()[:, None] if conv1d else norms[name].sqrt()[None, :])
+        if conv1d:  # outputs are columns
+            score, w, w0 = score.T, w.T, w0.T
+        k = round(0.5 * w.shape[1])
+        assert ((w == 0).sum(1) >= k).all(), name  # per output, at least k zeros (exactly, but for exact zeros)
+        kept_min = torch.where(w != 0, score, torch.inf).min(1).values
+        pruned_max = torch.where(w == 0, score, -torch.inf).max(1).values
+        assert (pruned_max <= kept_min + 1e-6).all(), name  # nothing pruned scores above anything kept
+        assert torch.equal(w[w != 0], w0[w != 0])  # kept weights untouched
+
+
+def test_wanda_differs_from_magnitude_where_inputs_differ():
+    """One layer, two inputs: feature 0 carries large activations, feature 1 none. Magnitude keeps
+    the larger weight (on feature 1); Wanda keeps the one that matters (on feature 0)."""
+    torch.manual_seed(0)
+
+    class One(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.transformer = torch.nn.Module()
+            self.transformer.h = torch.nn.ModuleList([torch.nn.Module()])
+            self.transformer.h[0].fc = torch.nn.Linear(2, 1, bias=False)
+
+        def forward(self, input_ids):
+            return self.transformer.h[0].fc(input_ids.float())
+
+    model = One()
+    with torch.no_grad():
+        model.transformer.h[0].fc.weight.copy_(torch.tensor([[0.1, 1.0]]))
+    prune.wanda_prune(model, 0.5, [torch.tensor([[10.0, 0.0], [20.0, 0.0]])])
+    assert (model.transformer.h[0].fc.weight != 0).tolist() == [[True, False]]
+    magnitude = One()
+    with torch.no_grad():
+        magnitude.transformer.h[0].fc.weight.copy_(torch.tensor([[0.1, 1.0]]))
+    prune.magnitude_prune(magnitude, 0.5)
+    assert (magnitude.transformer.h[0].fc.weight != 0).tolist() == [[False, True]]
+
+
+def test_wanda_in_the_sweep_and_the_naming_grammar(tiny_baseline):
+    from compstudy import measure, pipeline
+
+    cfg = PruneConfig("magnitude", 0.0, calibration_batches=2, calibration_batch_size=4, calibration_seq_len=32)
+    sweep = prune.sparsity_sweep(tiny_baseline, [0.5], ["layer"], 1024, CORPORA, study="wanda-sweep-test",
+                                 datasets=["tinyshakespeare:test"], notebook="t", device="cpu", base_config=cfg,
+                                 eval_config=measure.EvalConfig(max_tokens=512, repeats=1, device="cpu"), wanda=True)
+    assert list(sweep["variant"]) == ["Base", "Mag0+ft", "Mag50", "Mag50+ft", "Wanda50", "Wanda50+ft"]
+    w = sweep.set_index("variant").loc["Wanda50"]
+    assert w["scope"] == "wanda" and w["reached_sparsity"] == pytest.approx(0.5, abs=0.01)
+    step = pipeline.Pipeline.from_name("Wanda50").steps[0]
+    assert step.config.kind == "wanda" and step.config.amount == 0.5 and step.config.name == "Wanda50"
+    with pytest.raises(ValueError, match="wanda pruning: sparsity"):
+        PruneConfig("wanda", 1.0)

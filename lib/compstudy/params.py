@@ -157,6 +157,8 @@ class Pruning(Group):
                                     "of block weights set to zero")
     magnitude_scopes: list[Literal["layer", "global"]] = Field(["layer", "global"], description="magnitude "
                                                                "threshold per layer or one global threshold")
+    wanda_sweep: bool = Field(True, description="the sweep also prunes by Wanda (|W| x ||X||, per output; Sun et "
+                              "al. 2023) at the same sparsities")
     mlp_keep: float = Field(0.75, gt=0, le=1, description="width pruning: keep ratio of MLP neurons")
     embedding_keep: float | None = Field(0.75, gt=0, le=1, description="width pruning: keep ratio of embedding "
                                          "channels (None: skip)")

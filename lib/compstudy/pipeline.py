@@ -8,7 +8,7 @@ and its name is the paper's: `Distil+90+4b`. The grammar (tokens joined by `+`):
 | `Base` | nothing (the baseline) |
 | `Distil` | distill a half-depth student from the current model (`distill.DistillConfig`) |
 | `AH90`, `AH80` (first) or `90`, `80` (later) | keep 90 % / 80 % of attention heads (`prune`, kind heads) |
-| `MLP75`, `Emb75`, `Depth50`, `Mag50`, `GMag50` | MLP-neuron / embedding-channel / depth / magnitude pruning (`prune.PruneConfig.name`) |
+| `MLP75`, `Emb75`, `Depth50`, `Mag50`, `GMag50`, `Wanda50` | MLP-neuron / embedding-channel / depth / magnitude (layer-wise, global) / Wanda pruning (`prune.PruneConfig.name`) |
 | `ft` | fine-tune the previous pruning step (its `finetune_tokens`) |
 | `KD` | Minitron: retrain the current (pruned) model as a student of the unpruned baseline |
 | `ft<N>` (e.g. `Base+ft10k`) | continue training the current model on labels for N tokens (`FinetuneConfig`): the equal-training control |
@@ -122,7 +122,7 @@ class Step:
 
 
 _PERCENT = r"\d+(?:\.\d{1,3})?"  # a percentage as names write it: 75, 81.25 (see surgery.percent_text)
-_PRUNE_TOKEN = re.compile(rf"^(AH|MLP|Emb|Depth|GMag|Mag)({_PERCENT})$")
+_PRUNE_TOKEN = re.compile(rf"^(AH|MLP|Emb|Depth|GMag|Mag|Wanda)({_PERCENT})$")
 _HEADS_TOKEN = re.compile(rf"^{_PERCENT}$")
 
 
@@ -222,7 +222,7 @@ def _quant(token: str, name: str) -> QuantConfig:
         return QuantConfig.from_name(token)
     except ValueError as exc:
         raise ValueError(f"{name!r}: token {token!r} is not a step. Grammar: Base|Distil[quant], AH<pct>, "
-                         f"<pct> (heads), MLP<pct>, Emb<pct>, Depth<pct>, Mag<pct>, GMag<pct>, ft, KD, Distil, and a "
+                         f"<pct> (heads), MLP<pct>, Emb<pct>, Depth<pct>, Mag<pct>, GMag<pct>, Wanda<pct>, ft, KD, Distil, and a "
                          f"final quantization ({exc})") from None
 
 
@@ -232,9 +232,10 @@ def _prune_step(token: str, defaults: StepDefaults, name: str, first: bool) -> S
     m = _PRUNE_TOKEN.match(token)
     if not m:
         raise ValueError(f"{name!r}: first token {token!r} must be Base, Distil (each optionally with a "
-                         f"quantization suffix, e.g. Base4b), AH<pct>, MLP<pct>, Emb<pct>, Depth<pct>, Mag<pct> or GMag<pct>")
-    kind = {"AH": "heads", "MLP": "width", "Emb": "embedding", "Depth": "depth", "Mag": "magnitude", "GMag": "magnitude"}[m.group(1)]
-    allocation = ("global" if m.group(1) == "GMag" else "layer") if kind == "magnitude" else defaults.prune.allocation
+                         f"quantization suffix, e.g. Base4b), AH<pct>, MLP<pct>, Emb<pct>, Depth<pct>, Mag<pct>, GMag<pct> or Wanda<pct>")
+    kind = {"AH": "heads", "MLP": "width", "Emb": "embedding", "Depth": "depth", "Mag": "magnitude", "GMag": "magnitude",
+            "Wanda": "wanda"}[m.group(1)]
+    allocation = ("global" if m.group(1) == "GMag" else "layer") if kind in prune.UNSTRUCTURED else defaults.prune.allocation
     return Step("prune", replace(defaults.prune, kind=kind, amount=float(m.group(2)) / 100, allocation=allocation,
                                  finetune_tokens=0))
 

@@ -5,6 +5,7 @@ with optional post-pruning fine-tuning. GPT-2 and Llama.
 |-------------|-----------------|------------|-----------|
 | `heads`     | whole attention heads, physically (weights sliced) | gradient of the loss w.r.t. a head mask, `|dL/dm_h|`, summed over a calibration set and normalised per layer (Michel et al. 2019, "Are Sixteen Heads Really Better than One?"); or the L1 norm of the head's weights | the paper's AH90 / AH80 (keep 90 % / 80 % of heads) |
 | `magnitude` | individual weights (set to zero, masks made permanent) | |w|, per layer (`torch.nn.utils.prune.l1_unstructured`) or across all block layers (`global_unstructured`) | Gholami & Omar 2023; the paper's magnitude pruning |
+| `wanda`     | individual weights (set to zero, masks made permanent) | |W_ij| * ||X_j||_2, the weight times the L2 norm of its input feature over the calibration tokens, compared within each output (Sun et al. 2023, "A Simple and Effective Pruning Approach for Large Language Models"); masks applied with `torch.nn.utils.prune.custom_from_mask` | an activation-aware alternative to magnitude in the sweep |
 | `width`     | MLP neurons, the same number in every block | mean |activation| of the neuron on a calibration set (Minitron, Muralidharan et al. 2024) | |
 | `depth`     | whole transformer blocks | Block Importance, 1 - cos(block input, block output), on a calibration set (used by Minitron for depth; Men et al. 2024) | |
 | `embedding` | embedding channels: the hidden size of the residual stream, in every embedding, norm and projection | mean |LayerNorm output| of the channel, summed over the norms (Minitron) | |
@@ -35,7 +36,8 @@ from .surgery import (_attn, _check_family, _mlp_down, _norm_layers, _out_proj, 
                       prune_layers, prune_mlp)
 from .train import TrainConfig, train
 
-KINDS = ("heads", "magnitude", "width", "depth", "embedding")
+KINDS = ("heads", "magnitude", "wanda", "width", "depth", "embedding")
+UNSTRUCTURED = ("magnitude", "wanda")  # kinds whose amount is a sparsity (fraction removed)
 HEAD_IMPORTANCE = ("gradient", "magnitude")
 ALLOCATIONS = ("global", "layer")
 
@@ -177,6 +179,44 @@ def magnitude_prune(model, sparsity: float, scope: str = "layer") -> list[tuple[
     else:
         torch_prune.global_unstructured([(m, "weight") for _, m in layers], torch_prune.L1Unstructured,
                                         amount=float(sparsity))
+    return layers
+
+
+def wanda_prune(model, sparsity: float, batches) -> list[tuple[str, torch.nn.Module]]:
+    """Wanda (Sun et al. 2023): zero, in every output of every block linear layer, the fraction
+    `sparsity` of its weights with the smallest score |W_ij| * ||X_j||_2, where ||X_j||_2 is the L2
+    norm of input feature j over all calibration tokens (`batches`: LongTensors [batch, seq]).
+    Weights are compared within one output (a row of `nn.Linear`'s weight [out, in], a column of
+    GPT-2's `Conv1D` weight [in, out]), as the paper does; each output loses
+    round(sparsity * in_features) weights. Masks are attached with
+    `torch.nn.utils.prune.custom_from_mask` (call `make_permanent` before saving), so fine-tuning
+    keeps pruned weights at zero. Biases are not pruned. Returns the pruned layers.
+
+    Raises ValueError if `sparsity` is not in [0, 1).
+    """
+    if not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    layers = block_linear_layers(model)
+    sq_norms: dict = {}
+    hooks = []
+    for name, layer in layers:
+        def pre_hook(module, args, name=name):
+            x = args[0].detach().float()
+            sq_norms[name] = sq_norms.get(name, 0) + x.reshape(-1, x.shape[-1]).pow(2).sum(0)
+        hooks.append(layer.register_forward_pre_hook(pre_hook))
+    _calibration_pass(model, batches, hooks)
+    for name, layer in layers:
+        w = layer.weight.detach()
+        norm = sq_norms[name].sqrt().to(w.device)
+        conv1d = type(layer).__name__ == "Conv1D"  # weight [in, out]: inputs along dim 0
+        inputs_dim = 0 if conv1d else 1
+        score = w.abs().float() * (norm[:, None] if conv1d else norm[None, :])
+        k = int(round(sparsity * w.shape[inputs_dim]))
+        mask = torch.ones_like(w)
+        if k:
+            lowest = torch.topk(score, k, dim=inputs_dim, largest=False).indices
+            mask.scatter_(inputs_dim, lowest, 0.0)
+        torch_prune.custom_from_mask(layer, "weight", mask)
     return layers
 
 
@@ -336,9 +376,9 @@ class PruneConfig:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"pruning kind must be one of {KINDS}, got {self.kind!r}")
-        if self.kind == "magnitude":
+        if self.kind in UNSTRUCTURED:
             if not 0 <= self.amount < 1:
-                raise ValueError(f"magnitude pruning: sparsity (amount) must be in [0, 1), got {self.amount}")
+                raise ValueError(f"{self.kind} pruning: sparsity (amount) must be in [0, 1), got {self.amount}")
         elif not 0 < self.amount <= 1:
             raise ValueError(f"{self.kind} pruning: keep fraction (amount) must be in (0, 1], got {self.amount}")
         if self.importance not in HEAD_IMPORTANCE:
@@ -364,7 +404,7 @@ class PruneConfig:
     def name(self) -> str:
         """Variant name: AH90 / AH80 (the paper's), Mag50 / GMag50, MLP75, Depth67, Emb75; +ft if fine-tuned."""
         pct = percent_text(self.amount)
-        base = {"heads": f"AH{pct}", "magnitude": f"{'G' if self.allocation == 'global' else ''}Mag{pct}",
+        base = {"heads": f"AH{pct}", "magnitude": f"{'G' if self.allocation == 'global' else ''}Mag{pct}", "wanda": f"Wanda{pct}",
                 "width": f"MLP{pct}", "depth": f"Depth{pct}", "embedding": f"Emb{pct}"}[self.kind]
         return base + ("+ft" if self.finetune_tokens else "")
 
@@ -383,6 +423,9 @@ def apply(model, config: PruneConfig, batches) -> dict:
                      heads_per_layer=head_counts(model))
     elif config.kind == "magnitude":
         magnitude_prune(model, config.amount, config.allocation)
+        facts["sparsity"] = sparsity_report(model)["sparsity"]
+    elif config.kind == "wanda":
+        wanda_prune(model, config.amount, batches)
         facts["sparsity"] = sparsity_report(model)["sparsity"]
     elif config.kind == "width":
         scores = mlp_neuron_importance(model, batches)
@@ -425,7 +468,7 @@ def get_pruned(parent: Artifact, config: PruneConfig, train_corpora, val_fractio
             history = train(model, train_ids, val_ids, tc, desc=f"fine-tune {config.name}", progress=progress,
                             meter=meter).history
         make_permanent(model)
-        if config.kind == "magnitude":
+        if config.kind in UNSTRUCTURED:
             facts["sparsity"] = sparsity_report(model)["sparsity"]
         # saved with pruned_shape.json where the config cannot describe the shape (models.save_model)
         return Built(model.to("cpu"), parent.tokenizer, history=history, recipe={"facts": facts})
@@ -435,8 +478,9 @@ def get_pruned(parent: Artifact, config: PruneConfig, train_corpora, val_fractio
 
 def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, train_corpora, *, study: str,
                    datasets, eval_config, notebook: str = "", device: str = "auto",
-                   base_config: PruneConfig | None = None):
-    """Magnitude-prune `parent` at every sparsity and scope, before and (if `finetune_tokens`)
+                   base_config: PruneConfig | None = None, wanda: bool = False):
+    """Magnitude-prune `parent` at every sparsity and scope (and, with `wanda`, prune it by Wanda,
+    `wanda_prune`, at the same sparsities: its rows have scope "wanda"), before and (if `finetune_tokens`)
     after fine-tuning; measure each variant with the study's protocol (records appended) and
     return one row per (scope, sparsity, fine-tuned, dataset): perplexity, reached sparsity,
     non-zero parameters, bytes dense and as CSR, runtime, cost. All points are measured together,
@@ -460,8 +504,12 @@ def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, t
             raise ValueError(f"scope must be one of {ALLOCATIONS}, got {scope!r}")
     # sparsity 0 is the unpruned model (and, fine-tuned, the control for the extra training)
     levels = sorted({0.0, *map(float, sparsities)})
+    budgets = sorted({0, int(finetune_tokens)})
     configs = [replace(base_config, kind="magnitude", amount=s, allocation=scope, finetune_tokens=ft)
-               for scope in scopes for s in levels for ft in sorted({0, int(finetune_tokens)})]
+               for scope in scopes for s in levels for ft in budgets]
+    if wanda:  # sparsity 0 is the unpruned model again: Base and the Mag0+ft control stand for it
+        configs += [replace(base_config, kind="wanda", amount=s, allocation="layer", finetune_tokens=ft)
+                    for s in levels if s > 0 for ft in budgets]
     built = {}  # name -> (config, artifact); the unpruned model appears once, as Base
     for cfg in configs:
         name = "Base" if cfg.amount == 0 and not cfg.finetune_tokens else cfg.name
@@ -477,7 +525,8 @@ def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, t
         art = built[name][1]
         storage = sparse_storage_bytes(art.model)
         for _, r in summary[summary["variant"] == name].iterrows():
-            rows.append({"variant": name, "scope": cfg.allocation, "sparsity": cfg.amount,
+            rows.append({"variant": name, "scope": "wanda" if cfg.kind == "wanda" else cfg.allocation,
+                         "sparsity": cfg.amount,
                          "fine_tuned": bool(cfg.finetune_tokens), "dataset": r["dataset"],
                          "perplexity": r["perplexity"], "reached_sparsity": art.recipe["facts"]["sparsity"],
                          "n_params_nonzero": art.recipe["size"]["n_params_nonzero"],

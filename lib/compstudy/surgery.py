@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 SHAPE_FILE = "pruned_shape.json"
-STRUCTURES = ("heads", "width", "embedding", "depth", "magnitude")  # what `predicted_parameters` counts
+STRUCTURES = ("heads", "width", "embedding", "depth", "magnitude", "wanda")  # what `predicted_parameters` counts
 
 
 def blocks(model) -> torch.nn.ModuleList:
@@ -404,7 +404,7 @@ def predicted_parameters(model, kind: str, keep: float, allocation: str = "globa
     Raises ValueError for an unknown kind, or for depth pruning of blocks of different sizes.
     """
     n = _n_params(model)
-    if kind == "magnitude":
+    if kind in ("magnitude", "wanda"):  # unstructured: weights are zeroed, none removed
         return n
     if kind == "heads":
         counts = head_counts(model)
