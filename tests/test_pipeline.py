@@ -31,7 +31,7 @@ def test_names_round_trip(name):
 def test_steps_are_in_order():
     p = Pipeline.from_name("Distil+90+4b", DEFAULTS)
     assert [s.kind for s in p.steps] == ["distill", "prune", "quantize"]
-    assert p.steps[1].config.kind == "heads" and p.steps[1].config.amount == 0.9
+    assert p.steps[1].config.kind == "heads" and p.steps[1].config.keep_ratio == 0.9
     assert p.steps[2].config.method == "nf4"
 
 

@@ -27,7 +27,7 @@ def batches(tiny_baseline):
 def test_pruning_nothing_leaves_outputs_unchanged(fixture, request, batches):
     art = request.getfixturevalue(fixture)
     ref = _logits(art.model)
-    for cfg in [PruneConfig("heads", 1.0), PruneConfig("magnitude", 0.0), PruneConfig("width", 1.0),
+    for cfg in [PruneConfig("heads", 1.0), PruneConfig.unstructured("magnitude", 0.0), PruneConfig("mlp", 1.0),
                 PruneConfig("depth", 1.0), PruneConfig("embedding", 1.0)]:
         model = _fresh(art)
         prune.apply(model, cfg, batches)
@@ -110,9 +110,9 @@ def test_masks_are_permanent_and_round_trip_is_exact(tiny_baseline, tmp_path):
 
 
 @pytest.mark.parametrize("fixture", ["tiny_baseline", "tiny_llama"])
-@pytest.mark.parametrize("cfg", [PruneConfig("heads", 0.75), PruneConfig("magnitude", 0.6, allocation="layer"),
-                                 PruneConfig("width", 0.5), PruneConfig("depth", 0.5), PruneConfig("embedding", 0.75)],
-                         ids=["heads", "magnitude", "width", "depth", "embedding"])
+@pytest.mark.parametrize("cfg", [PruneConfig("heads", 0.75), PruneConfig.unstructured("magnitude", 0.6),
+                                 PruneConfig("mlp", 0.5), PruneConfig("depth", 0.5), PruneConfig("embedding", 0.75)],
+                         ids=["heads", "magnitude", "mlp", "depth", "embedding"])
 def test_pruned_artifacts_save_and_reload_with_identical_logits(fixture, request, cfg):
     art = request.getfixturevalue(fixture)
     small = PruneConfig(**{**cfg.__dict__, "calibration_batches": 2, "calibration_batch_size": 4,
@@ -172,7 +172,7 @@ def test_head_and_embedding_pruning_combine_and_reload(tiny_baseline, tmp_path):
 
 
 def test_fine_tuning_keeps_pruned_weights_zero(tiny_baseline):
-    cfg = PruneConfig("magnitude", 0.7, allocation="layer", finetune_tokens=2048, calibration_batch_size=4,
+    cfg = PruneConfig.unstructured("magnitude", 0.7, magnitude_scope="layer", finetune_tokens=2048, calibration_batch_size=4,
                       calibration_seq_len=32)
     art = prune.get_pruned(tiny_baseline, cfg, CORPORA, device="cpu", progress=False)
     assert art.history is not None and art.cost["seconds"] > 0
@@ -180,14 +180,18 @@ def test_fine_tuning_keeps_pruned_weights_zero(tiny_baseline):
 
 
 def test_impossible_requests_fail_early():
-    for bad, match in [(dict(kind="heads", amount=0), "keep fraction .* \\(0, 1\\]"),
-                       (dict(kind="heads", amount=1.2), "keep fraction"),
-                       (dict(kind="magnitude", amount=1.0), "sparsity .* \\[0, 1\\)"),
-                       (dict(kind="magnitude", amount=-0.1), "sparsity"),
-                       (dict(kind="width", amount=0), "keep fraction"), (dict(kind="rows"), "kind must be one of"),
-                       (dict(kind="embedding", amount=1.5), "embedding pruning: keep fraction"),
+    for bad, match in [(dict(kind="heads", keep_ratio=0), "keep_ratio must be in \\(0, 1\\]"),
+                       (dict(kind="heads", keep_ratio=1.2), "keep_ratio"),
+                       (dict(kind="magnitude", keep_ratio=None, sparsity=1.0), "sparsity must be in \\[0, 1\\)"),
+                       (dict(kind="magnitude", keep_ratio=None, sparsity=-0.1), "sparsity"),
+                       (dict(kind="magnitude", sparsity=0.5), "sized by sparsity .* not keep_ratio"),
+                       (dict(kind="heads", sparsity=0.5), "sized by keep_ratio .* not sparsity"),
+                       (dict(kind="mlp", keep_ratio=0), "keep_ratio"), (dict(kind="rows"), "kind must be one of"),
+                       (dict(kind="width"), "kind must be one of"),
+                       (dict(kind="embedding", keep_ratio=1.5), "embedding pruning: keep_ratio"),
                        (dict(importance="taylor"), "importance must be one of"),
-                       (dict(allocation="block"), "allocation must be one of")]:
+                       (dict(head_allocation="block"), "head_allocation must be one of"),
+                       (dict(magnitude_scope="row"), "magnitude_scope must be one of")]:
         with pytest.raises(ValueError, match=match):
             PruneConfig(**bad)
     with pytest.raises(ValueError, match="sparsity must be in \\[0, 1\\)"):
@@ -197,7 +201,7 @@ def test_impossible_requests_fail_early():
 def test_sparsity_sweep_includes_the_unpruned_model_and_the_fine_tuning_control(tiny_baseline):
     from compstudy import measure, results
 
-    cfg = PruneConfig("magnitude", 0.0, calibration_batches=2, calibration_batch_size=4, calibration_seq_len=32)
+    cfg = PruneConfig(calibration_batches=2, calibration_batch_size=4, calibration_seq_len=32)
     sweep = prune.sparsity_sweep(tiny_baseline, [0.5], ["layer"], 1024, CORPORA, study="sweep-test",
                                  datasets=["tinyshakespeare:test"], notebook="t", device="cpu", base_config=cfg,
                                  eval_config=measure.EvalConfig(max_tokens=512, repeats=1, device="cpu"))
@@ -274,7 +278,7 @@ def test_wanda_differs_from_magnitude_where_inputs_differ():
 def test_wanda_in_the_sweep_and_the_naming_grammar(tiny_baseline):
     from compstudy import measure, pipeline
 
-    cfg = PruneConfig("magnitude", 0.0, calibration_batches=2, calibration_batch_size=4, calibration_seq_len=32)
+    cfg = PruneConfig(calibration_batches=2, calibration_batch_size=4, calibration_seq_len=32)
     sweep = prune.sparsity_sweep(tiny_baseline, [0.5], ["layer"], 1024, CORPORA, study="wanda-sweep-test",
                                  datasets=["tinyshakespeare:test"], notebook="t", device="cpu", base_config=cfg,
                                  eval_config=measure.EvalConfig(max_tokens=512, repeats=1, device="cpu"), wanda=True)
@@ -282,6 +286,6 @@ def test_wanda_in_the_sweep_and_the_naming_grammar(tiny_baseline):
     w = sweep.set_index("variant").loc["Wanda50"]
     assert w["scope"] == "wanda" and w["reached_sparsity"] == pytest.approx(0.5, abs=0.01)
     step = pipeline.Pipeline.from_name("Wanda50").steps[0]
-    assert step.config.kind == "wanda" and step.config.amount == 0.5 and step.config.name == "Wanda50"
+    assert step.config.kind == "wanda" and step.config.sparsity == 0.5 and step.config.keep_ratio is None and step.config.name == "Wanda50"
     with pytest.raises(ValueError, match="wanda pruning: sparsity"):
-        PruneConfig("wanda", 1.0)
+        PruneConfig.unstructured("wanda", 1.0)

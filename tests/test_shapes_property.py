@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from compstudy import models, prune, surgery
 
-KINDS = ("heads-global", "heads-layer", "magnitude-layer", "magnitude-global", "width", "depth", "embedding",
-         "MLP", "Emb", "Emb+MLP", "Emb+heads+width")
+KINDS = ("heads-global", "heads-layer", "magnitude-layer", "magnitude-global", "mlp", "depth", "embedding",
+         "MLP", "Emb", "Emb+MLP", "Emb+heads+mlp")
 TRIED: list[dict] = []
 PROPERTY_SETTINGS = settings(max_examples=10, deadline=None, derandomize=True, database=None,
                              suppress_health_check=[HealthCheck.too_slow])
@@ -45,27 +45,27 @@ def build(family: str, n_layer: int, n_head: int, head_size: int, n_inner: int, 
 
 def prune_and_predict(model, kind: str, keep: float, batches) -> int:
     """Prune `model` in place by `kind`; returns the parameter count the library predicts."""
-    if kind.startswith("heads-") or kind in ("width", "depth", "embedding"):
+    if kind.startswith("heads-") or kind in ("mlp", "depth", "embedding"):
         base_kind, _, allocation = kind.partition("-")
-        config = prune.PruneConfig(kind=base_kind, amount=keep, importance="gradient", allocation=allocation or "global")
-        predicted = surgery.predicted_parameters(model, config.kind, keep, config.allocation)
+        config = prune.PruneConfig(kind=base_kind, keep_ratio=keep, importance="gradient", head_allocation=allocation or "global")
+        predicted = surgery.predicted_parameters(model, config.kind, keep, config.head_allocation)
         prune.apply(model, config, batches)
         return predicted
     if kind.startswith("magnitude-"):
-        config = prune.PruneConfig(kind="magnitude", amount=1 - keep, allocation=kind.split("-")[1])
-        predicted = surgery.predicted_parameters(model, "magnitude", config.amount)
+        config = prune.PruneConfig.unstructured("magnitude", 1 - keep, magnitude_scope=kind.split("-")[1])
+        predicted = surgery.predicted_parameters(model, "magnitude", None)
         prune.apply(model, config, batches)
         prune.make_permanent(model)
         return predicted
-    if kind == "Emb+heads+width":  # a target shape over all three width axes, as Sheared-LLaMA / Minitron
-        for sub in ("embedding", "heads-global", "width"):
+    if kind == "Emb+heads+mlp":  # a target shape over all three width axes, as Sheared-LLaMA / Minitron
+        for sub in ("embedding", "heads-global", "mlp"):
             predicted = prune_and_predict(model, sub, keep, batches)
         return predicted
     # a Minitron width recipe sized to a depth-like budget: (1 - keep) of the blocks' parameters
     n_blocks = sum(p.numel() for b in surgery.blocks(model) for p in b.parameters())
     plan = surgery.width_plan(model, int((1 - keep) * n_blocks), kind)
     for step_kind, fraction in plan.steps:
-        prune.apply(model, prune.PruneConfig(kind=step_kind, amount=fraction), batches)
+        prune.apply(model, prune.PruneConfig.structured(step_kind, fraction), batches)
     assert plan.name == "Base" or all(tok.startswith(("Emb", "MLP")) for tok in plan.name.split("+"))
     return plan.n_params
 

@@ -85,8 +85,8 @@ class StepDefaults:
         distill: the `DistillConfig` of `Distil` steps.
         kd: the `DistillConfig` of `KD` steps (its n_layer / n_embd / init are ignored: the
             student is the current model).
-        prune: the base `PruneConfig` of pruning steps (importance, allocation, calibration,
-            fine-tuning budget used by `ft`); kind and amount come from the token.
+        prune: the base `PruneConfig` of pruning steps (importance, head allocation, calibration,
+            fine-tuning budget used by `ft`); kind and keep ratio or sparsity come from the token.
     """
 
     distill: DistillConfig = field(default_factory=DistillConfig)
@@ -163,7 +163,7 @@ class Pipeline:
             elif step.kind == "finetune":
                 parts.append(f"ft{tokens_text(c.tokens)}")
             elif step.kind == "prune":
-                pct = surgery.percent_text(c.amount)
+                pct = c.percent
                 token = f"AH{pct}" if c.kind == "heads" else replace(c, finetune_tokens=0).name
                 if head == "Base" and not parts:
                     head = token
@@ -228,16 +228,18 @@ def _quant(token: str, name: str) -> QuantConfig:
 
 def _prune_step(token: str, defaults: StepDefaults, name: str, first: bool) -> Step:
     if _HEADS_TOKEN.match(token) and not first:
-        return Step("prune", replace(defaults.prune, kind="heads", amount=float(token) / 100, finetune_tokens=0))
+        return Step("prune", PruneConfig.structured("heads", float(token) / 100, defaults.prune, finetune_tokens=0))
     m = _PRUNE_TOKEN.match(token)
     if not m:
         raise ValueError(f"{name!r}: first token {token!r} must be Base, Distil (each optionally with a "
                          f"quantization suffix, e.g. Base4b), AH<pct>, MLP<pct>, Emb<pct>, Depth<pct>, Mag<pct>, GMag<pct> or Wanda<pct>")
-    kind = {"AH": "heads", "MLP": "width", "Emb": "embedding", "Depth": "depth", "Mag": "magnitude", "GMag": "magnitude",
+    kind = {"AH": "heads", "MLP": "mlp", "Emb": "embedding", "Depth": "depth", "Mag": "magnitude", "GMag": "magnitude",
             "Wanda": "wanda"}[m.group(1)]
-    allocation = ("global" if m.group(1) == "GMag" else "layer") if kind in prune.UNSTRUCTURED else defaults.prune.allocation
-    return Step("prune", replace(defaults.prune, kind=kind, amount=float(m.group(2)) / 100, allocation=allocation,
-                                 finetune_tokens=0))
+    fraction = float(m.group(2)) / 100
+    if kind in prune.UNSTRUCTURED:
+        scope = "global" if m.group(1) == "GMag" else "layer"
+        return Step("prune", PruneConfig.unstructured(kind, fraction, defaults.prune, magnitude_scope=scope, finetune_tokens=0))
+    return Step("prune", PruneConfig.structured(kind, fraction, defaults.prune, finetune_tokens=0))
 
 
 def build(base: Artifact, pipeline: Pipeline, train_corpora, device: str = "auto",

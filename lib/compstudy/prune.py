@@ -1,4 +1,4 @@
-"""Pruning: attention heads, unstructured magnitude, MLP width, embedding channels and depth,
+"""Pruning: attention heads, MLP neurons, embedding channels, depth, and unstructured magnitude and Wanda,
 with optional post-pruning fine-tuning. GPT-2 and Llama.
 
 | kind        | what is removed | importance | reference |
@@ -6,7 +6,7 @@ with optional post-pruning fine-tuning. GPT-2 and Llama.
 | `heads`     | whole attention heads, physically (weights sliced) | gradient of the loss w.r.t. a head mask, `|dL/dm_h|`, summed over a calibration set and normalised per layer (Michel et al. 2019, "Are Sixteen Heads Really Better than One?"); or the L1 norm of the head's weights | the paper's AH90 / AH80 (keep 90 % / 80 % of heads) |
 | `magnitude` | individual weights (set to zero, masks made permanent) | |w|, per layer (`torch.nn.utils.prune.l1_unstructured`) or across all block layers (`global_unstructured`) | Gholami & Omar 2023; the paper's magnitude pruning |
 | `wanda`     | individual weights (set to zero, masks made permanent) | |W_ij| * ||X_j||_2, the weight times the L2 norm of its input feature over the calibration tokens, compared within each output (Sun et al. 2023, "A Simple and Effective Pruning Approach for Large Language Models"); masks applied with `torch.nn.utils.prune.custom_from_mask` | an activation-aware alternative to magnitude in the sweep |
-| `width`     | MLP neurons, the same number in every block | mean |activation| of the neuron on a calibration set (Minitron, Muralidharan et al. 2024) | |
+| `mlp`       | MLP neurons, the same number in every block | mean |activation| of the neuron on a calibration set (Minitron, Muralidharan et al. 2024) | |
 | `depth`     | whole transformer blocks | Block Importance, 1 - cos(block input, block output), on a calibration set (used by Minitron for depth; Men et al. 2024) | |
 | `embedding` | embedding channels: the hidden size of the residual stream, in every embedding, norm and projection | mean |LayerNorm output| of the channel, summed over the norms (Minitron) | |
 
@@ -36,8 +36,8 @@ from .surgery import (_attn, _check_family, _mlp_down, _norm_layers, _out_proj, 
                       prune_layers, prune_mlp)
 from .train import TrainConfig, train
 
-KINDS = ("heads", "magnitude", "wanda", "width", "depth", "embedding")
-UNSTRUCTURED = ("magnitude", "wanda")  # kinds whose amount is a sparsity (fraction removed)
+KINDS = ("heads", "mlp", "embedding", "depth", "magnitude", "wanda")
+UNSTRUCTURED = ("magnitude", "wanda")  # kinds sized by a sparsity (fraction removed); the rest by a keep_ratio
 HEAD_IMPORTANCE = ("gradient", "magnitude")
 ALLOCATIONS = ("global", "layer")
 
@@ -344,28 +344,34 @@ def embedding_channel_importance(model, batches) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """A pruning recipe.
+    """A pruning recipe. A structured kind removes units and is sized by `keep_ratio` (the fraction
+    kept); an unstructured kind zeroes weights and is sized by `sparsity` (the fraction removed).
+    Exactly the one that applies is set; the other is None.
 
     Attributes:
-        kind: "heads", "magnitude", "width" (MLP neurons), "depth" (blocks) or "embedding"
-            (embedding channels: the hidden size).
-        amount: heads / width / embedding: fraction of heads / MLP neurons / channels KEPT, in (0, 1];
-            magnitude: SPARSITY (fraction of weights zeroed), in [0, 1);
-            depth: fraction of blocks kept, in (0, 1] (at least one block).
+        kind: "heads", "mlp" (MLP neurons), "embedding" (embedding channels: the hidden size),
+            "depth" (blocks) (structured); "magnitude", "wanda" (unstructured).
+        keep_ratio: structured kinds: fraction of heads / MLP neurons / channels / blocks kept, in (0, 1].
+        sparsity: unstructured kinds: fraction of block weights set to zero, in [0, 1).
         importance: heads only: "gradient" (Michel et al.) or "magnitude".
-        allocation: heads: "global" or "layer"; magnitude: scope "layer" (layer-wise L1) or "global".
+        head_allocation: heads only: "global" (one ranking) or "layer" (the same share per layer).
+        magnitude_scope: magnitude only: "layer" (each layer loses the same share, l1_unstructured)
+            or "global" (one threshold, global_unstructured).
         calibration_batches, calibration_batch_size, calibration_seq_len: calibration set size.
         finetune_tokens: token budget of post-pruning fine-tuning (0 = none).
         finetune_lr: its peak learning rate.
         seed: calibration sampling and fine-tuning seed.
 
-    Raises ValueError on construction for an unknown kind or an amount out of range.
+    Raises ValueError on construction for an unknown kind, a missing or out-of-range keep_ratio /
+    sparsity, or the one of them that does not apply to the kind.
     """
 
     kind: str = "heads"
-    amount: float = 0.9
+    keep_ratio: float | None = 0.9
+    sparsity: float | None = None
     importance: str = "gradient"
-    allocation: str = "global"
+    head_allocation: str = "global"
+    magnitude_scope: str = "layer"
     calibration_batches: int = 8
     calibration_batch_size: int = 8
     calibration_seq_len: int = 128
@@ -377,14 +383,22 @@ class PruneConfig:
         if self.kind not in KINDS:
             raise ValueError(f"pruning kind must be one of {KINDS}, got {self.kind!r}")
         if self.kind in UNSTRUCTURED:
-            if not 0 <= self.amount < 1:
-                raise ValueError(f"{self.kind} pruning: sparsity (amount) must be in [0, 1), got {self.amount}")
-        elif not 0 < self.amount <= 1:
-            raise ValueError(f"{self.kind} pruning: keep fraction (amount) must be in (0, 1], got {self.amount}")
+            if self.keep_ratio is not None:
+                raise ValueError(f"{self.kind} pruning is sized by sparsity (the fraction removed), not keep_ratio "
+                                 f"(got keep_ratio={self.keep_ratio}); set keep_ratio=None")
+            if self.sparsity is None or not 0 <= self.sparsity < 1:
+                raise ValueError(f"{self.kind} pruning: sparsity must be in [0, 1), got {self.sparsity}")
+        else:
+            if self.sparsity is not None:
+                raise ValueError(f"{self.kind} pruning is sized by keep_ratio (the fraction kept), not sparsity "
+                                 f"(got sparsity={self.sparsity}); set sparsity=None")
+            if self.keep_ratio is None or not 0 < self.keep_ratio <= 1:
+                raise ValueError(f"{self.kind} pruning: keep_ratio must be in (0, 1], got {self.keep_ratio}")
         if self.importance not in HEAD_IMPORTANCE:
             raise ValueError(f"importance must be one of {HEAD_IMPORTANCE}, got {self.importance!r}")
-        if self.allocation not in ALLOCATIONS:
-            raise ValueError(f"allocation must be one of {ALLOCATIONS}, got {self.allocation!r}")
+        for name in ("head_allocation", "magnitude_scope"):
+            if getattr(self, name) not in ALLOCATIONS:
+                raise ValueError(f"{name} must be one of {ALLOCATIONS}, got {getattr(self, name)!r}")
         if self.finetune_tokens < 0:
             raise ValueError(f"finetune_tokens must be >= 0, got {self.finetune_tokens}")
         for name in ("calibration_batches", "calibration_batch_size", "calibration_seq_len"):
@@ -393,19 +407,35 @@ class PruneConfig:
 
     @classmethod
     def from_params(cls, params: dict, **changes) -> "PruneConfig":
-        """From notebook parameters: head_importance, head_allocation, calibration_batches,
-        finetune_lr, seed (missing names keep their defaults); `changes` set the rest
-        (kind, amount, allocation, finetune_tokens)."""
-        names = {"head_importance": "importance", "head_allocation": "allocation",
+        """From notebook parameters (`compstudy.params`): head_importance, head_allocation,
+        calibration_batches, finetune_lr, seed (missing names keep their defaults); `changes` set
+        the rest (kind, keep_ratio or sparsity, magnitude_scope, finetune_tokens)."""
+        names = {"head_importance": "importance", "head_allocation": "head_allocation",
                  "calibration_batches": "calibration_batches", "finetune_lr": "finetune_lr", "seed": "seed"}
         return cache.from_params(cls, params, names, **changes)
 
+    @classmethod
+    def structured(cls, kind: str, keep_ratio: float, base: "PruneConfig | None" = None, **changes) -> "PruneConfig":
+        """`base` (default settings when None) made a structured recipe: `kind` at `keep_ratio`."""
+        return replace(base or cls(), kind=kind, keep_ratio=keep_ratio, sparsity=None, **changes)
+
+    @classmethod
+    def unstructured(cls, kind: str, sparsity: float, base: "PruneConfig | None" = None, **changes) -> "PruneConfig":
+        """`base` (default settings when None) made an unstructured recipe: `kind` at `sparsity`."""
+        return replace(base or cls(), kind=kind, keep_ratio=None, sparsity=sparsity, **changes)
+
+    @property
+    def percent(self) -> str:
+        """The size as a name writes it: the keep ratio or the sparsity in percent (`percent_text`)."""
+        return percent_text(self.sparsity if self.kind in UNSTRUCTURED else self.keep_ratio)
+
     @property
     def name(self) -> str:
-        """Variant name: AH90 / AH80 (the paper's), Mag50 / GMag50, MLP75, Depth67, Emb75; +ft if fine-tuned."""
-        pct = percent_text(self.amount)
-        base = {"heads": f"AH{pct}", "magnitude": f"{'G' if self.allocation == 'global' else ''}Mag{pct}", "wanda": f"Wanda{pct}",
-                "width": f"MLP{pct}", "depth": f"Depth{pct}", "embedding": f"Emb{pct}"}[self.kind]
+        """Variant name: AH90 / AH80 (the paper's, keep ratios), MLP75, Depth67, Emb75 (keep ratios),
+        Mag50 / GMag50 / Wanda50 (sparsities); +ft if fine-tuned."""
+        pct = self.percent
+        base = {"heads": f"AH{pct}", "magnitude": f"{'G' if self.magnitude_scope == 'global' else ''}Mag{pct}",
+                "wanda": f"Wanda{pct}", "mlp": f"MLP{pct}", "depth": f"Depth{pct}", "embedding": f"Emb{pct}"}[self.kind]
         return base + ("+ft" if self.finetune_tokens else "")
 
 
@@ -417,26 +447,26 @@ def apply(model, config: PruneConfig, batches) -> dict:
     if config.kind == "heads":
         _check_family(model)
         scores = head_importance(model, batches, config.importance)
-        remove = select_heads(scores, config.amount, config.allocation, head_counts(model))
+        remove = select_heads(scores, config.keep_ratio, config.head_allocation, head_counts(model))
         prune_heads(model, remove)
         facts.update(importance=scores.tolist(), removed_heads={str(k): v for k, v in remove.items()},
                      heads_per_layer=head_counts(model))
     elif config.kind == "magnitude":
-        magnitude_prune(model, config.amount, config.allocation)
+        magnitude_prune(model, config.sparsity, config.magnitude_scope)
         facts["sparsity"] = sparsity_report(model)["sparsity"]
     elif config.kind == "wanda":
-        wanda_prune(model, config.amount, batches)
+        wanda_prune(model, config.sparsity, batches)
         facts["sparsity"] = sparsity_report(model)["sparsity"]
-    elif config.kind == "width":
+    elif config.kind == "mlp":
         scores = mlp_neuron_importance(model, batches)
-        prune_mlp(model, config.amount, scores)
+        prune_mlp(model, config.keep_ratio, scores)
     elif config.kind == "embedding":
         scores = embedding_channel_importance(model, batches)
-        prune_embedding_channels(model, config.amount, scores)
+        prune_embedding_channels(model, config.keep_ratio, scores)
         facts.update(importance=scores.tolist(), hidden_size=model.config.hidden_size)
     else:
         scores = block_importance(model, batches)
-        n_keep = kept_count(len(blocks(model)), config.amount)
+        n_keep = kept_count(len(blocks(model)), config.keep_ratio)
         prune_layers(model, n_keep, scores)
         facts.update(importance=scores.tolist(), kept_layers=model._compstudy_kept_layers)
     return facts
@@ -495,7 +525,7 @@ def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, t
     """
     import pandas as pd
 
-    base_config = base_config or PruneConfig("magnitude", 0.0)
+    base_config = base_config or PruneConfig()
     for s in sparsities:
         if not 0 <= s < 1:
             raise ValueError(f"sparsity must be in [0, 1), got {s}")
@@ -505,14 +535,14 @@ def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, t
     # sparsity 0 is the unpruned model (and, fine-tuned, the control for the extra training)
     levels = sorted({0.0, *map(float, sparsities)})
     budgets = sorted({0, int(finetune_tokens)})
-    configs = [replace(base_config, kind="magnitude", amount=s, allocation=scope, finetune_tokens=ft)
+    configs = [PruneConfig.unstructured("magnitude", s, base_config, magnitude_scope=scope, finetune_tokens=ft)
                for scope in scopes for s in levels for ft in budgets]
     if wanda:  # sparsity 0 is the unpruned model again: Base and the Mag0+ft control stand for it
-        configs += [replace(base_config, kind="wanda", amount=s, allocation="layer", finetune_tokens=ft)
+        configs += [PruneConfig.unstructured("wanda", s, base_config, finetune_tokens=ft)
                     for s in levels if s > 0 for ft in budgets]
     built = {}  # name -> (config, artifact); the unpruned model appears once, as Base
     for cfg in configs:
-        name = "Base" if cfg.amount == 0 and not cfg.finetune_tokens else cfg.name
+        name = "Base" if cfg.sparsity == 0 and not cfg.finetune_tokens else cfg.name
         if name not in built:
             built[name] = (cfg, get_pruned(parent, cfg, train_corpora, device=device, progress=False))
     # every point of the sweep with its Base, in interleaved rounds (all held in memory at once)
@@ -521,12 +551,12 @@ def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, t
                                notebook=f"{notebook}:sweep" if notebook else "sweep")
     rows = []
     for cfg in configs:
-        name = "Base" if cfg.amount == 0 and not cfg.finetune_tokens else cfg.name
+        name = "Base" if cfg.sparsity == 0 and not cfg.finetune_tokens else cfg.name
         art = built[name][1]
         storage = sparse_storage_bytes(art.model)
         for _, r in summary[summary["variant"] == name].iterrows():
-            rows.append({"variant": name, "scope": "wanda" if cfg.kind == "wanda" else cfg.allocation,
-                         "sparsity": cfg.amount,
+            rows.append({"variant": name, "scope": "wanda" if cfg.kind == "wanda" else cfg.magnitude_scope,
+                         "sparsity": cfg.sparsity,
                          "fine_tuned": bool(cfg.finetune_tokens), "dataset": r["dataset"],
                          "perplexity": r["perplexity"], "reached_sparsity": art.recipe["facts"]["sparsity"],
                          "n_params_nonzero": art.recipe["size"]["n_params_nonzero"],

@@ -97,6 +97,21 @@ def trained(model, tokenizer, result, save_optimizer: bool = False, **recipe) ->
                  recipe={"final_val_loss": result.final_val_loss, **recipe})
 
 
+REDERIVED = "recipe only, re-derived from the parent"  # the recipe's `stored` for a `Built` with stored=False
+
+
+def _ensure(key: str, params: dict, build: Callable[[StepMeter], Built]) -> Built | None:
+    """Build and write the artifact `key` unless the cache holds an intact copy; returns the
+    `Built` when it was built now, else None."""
+    if cache.exists(key):
+        return None
+    with EnergyMeter() as energy:
+        meter = StepMeter(energy)
+        built = build(meter)
+    _write(key, params, built, meter)
+    return built
+
+
 def cached_folder(kind: str, params: dict, build: Callable[[StepMeter], Built]) -> Path:
     """The folder of the artifact of `kind` built from `params`, building it first when the cache
     has no intact copy: `build(meter)` runs under one energy meter and returns a `Built`, which is
@@ -105,11 +120,7 @@ def cached_folder(kind: str, params: dict, build: Callable[[StepMeter], Built]) 
     Raises whatever `build` raises; nothing is left in the cache then.
     """
     key = cache.key(kind, params)
-    if not cache.exists(key):
-        with EnergyMeter() as energy:
-            meter = StepMeter(energy)
-            built = build(meter)
-        _write(key, params, built, meter)
+    _ensure(key, params, build)
     return cache.path_of(key)
 
 
@@ -125,19 +136,16 @@ def cached_step(kind: str, params: dict, build: Callable[[StepMeter], Built], de
 
     A `Built` with `stored=False` is rebuilt at every call and returned from memory with the
     recorded recipe (which is written the first time).
+
+    Raises whatever `build` raises; nothing is left in the cache then.
     """
     key = cache.key(kind, params)
-    if not cache.exists(key):
-        with EnergyMeter() as energy:
-            meter = StepMeter(energy)
-            built = build(meter)
-        _write(key, params, built, meter)
-        if not built.stored:
-            return Artifact(built.model, built.tokenizer, key, cache.path_of(key), cache.read_recipe(key))
+    built = _ensure(key, params, build)
     recipe = cache.read_recipe(key)
-    if recipe.get("stored") == "recipe only, re-derived from the parent":
-        with EnergyMeter() as energy:
-            built = build(StepMeter(energy))
+    if recipe.get("stored") == REDERIVED:
+        if built is None:
+            with EnergyMeter() as energy:
+                built = build(StepMeter(energy))
         return Artifact(built.model, built.tokenizer, key, cache.path_of(key), {**recipe, "size": _size(built)})
     return (load or load_artifact)(key, device)
 
@@ -161,5 +169,5 @@ def _write(key: str, params: dict, built: Built, meter: StepMeter) -> None:
         if size is not None:
             recipe["size"] = size
         if not built.stored:
-            recipe["stored"] = "recipe only, re-derived from the parent"
+            recipe["stored"] = REDERIVED
         recipe.update(built.recipe)

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 SHAPE_FILE = "pruned_shape.json"
-STRUCTURES = ("heads", "width", "embedding", "depth", "magnitude", "wanda")  # what `predicted_parameters` counts
+STRUCTURES = ("heads", "mlp", "embedding", "depth", "magnitude", "wanda")  # what `predicted_parameters` counts
 
 
 def blocks(model) -> torch.nn.ModuleList:
@@ -396,10 +396,11 @@ def _n_params(model) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
-def predicted_parameters(model, kind: str, keep: float, allocation: str = "global") -> int:
-    """Parameters `model` will have after pruning by `kind` with keep fraction `keep` (magnitude:
-    sparsity), computed from the shape alone (the importance decides which units go, not how
-    many): the check that pruning produced the shape it reports.
+def predicted_parameters(model, kind: str, keep_ratio: float | None, head_allocation: str = "global") -> int:
+    """Parameters `model` will have after pruning by `kind` with `keep_ratio` (ignored, and may be
+    None, for the unstructured kinds, which zero weights and remove none), computed from the shape
+    alone (the importance decides which units go, not how many): the check that pruning produced
+    the shape it reports.
 
     Raises ValueError for an unknown kind, or for depth pruning of blocks of different sizes.
     """
@@ -408,24 +409,24 @@ def predicted_parameters(model, kind: str, keep: float, allocation: str = "globa
         return n
     if kind == "heads":
         counts = head_counts(model)
-        if allocation == "layer":
-            kept = sum(kept_count(c, keep) for c in counts)
+        if head_allocation == "layer":
+            kept = sum(kept_count(c, keep_ratio) for c in counts)
         else:
-            kept = kept_count(sum(counts), keep, minimum=len(counts))
+            kept = kept_count(sum(counts), keep_ratio, minimum=len(counts))
         return n - (sum(counts) - kept) * params_per_head(model)
-    if kind == "width":
+    if kind == "mlp":
         n_inner = _in_features(_mlp_down(blocks(model)[0]))
-        removed = n_inner - kept_count(n_inner, keep)
+        removed = n_inner - kept_count(n_inner, keep_ratio)
         return n - removed * len(blocks(model)) * params_per_mlp_neuron(model)
     if kind == "embedding":
         hidden = model.config.hidden_size
-        removed = hidden - kept_count(hidden, keep, embedding_channel_multiple(model))
+        removed = hidden - kept_count(hidden, keep_ratio, embedding_channel_multiple(model))
         return n - removed * params_per_embedding_channel(model)
     if kind == "depth":
         sizes = {sum(p.numel() for p in b.parameters()) for b in blocks(model)}
         if len(sizes) != 1:
             raise ValueError("depth pruning of blocks of different sizes: the count depends on which blocks go")
-        return n - (len(blocks(model)) - kept_count(len(blocks(model)), keep)) * sizes.pop()
+        return n - (len(blocks(model)) - kept_count(len(blocks(model)), keep_ratio)) * sizes.pop()
     raise ValueError(f"pruning kind must be one of {STRUCTURES}, got {kind!r}")
 
 
@@ -439,7 +440,7 @@ class WidthPlan:
     Attributes:
         recipe: one of `WIDTH_RECIPES`.
         name: its pipeline name with the percentages actually reached, e.g. `Emb81.25+MLP55.37`.
-        steps: ((kind, keep fraction), ...) in the order they are applied.
+        steps: ((kind, keep ratio), ...) in the order they are applied (kinds "embedding", "mlp").
         n_params: the parameter count after pruning (exact: computed from the valid shape).
         target_n_params: the count that was asked for.
     """
@@ -505,7 +506,7 @@ def width_plan(model, n_params_removed: int, recipe: str) -> WidthPlan:
     if recipe in ("MLP", "Emb+MLP"):
         kept_m = _mlp_neurons_for(model, n_params_removed - removed, hidden)
         if kept_m < n_inner:
-            steps.append(("width", kept_m / n_inner))
+            steps.append(("mlp", kept_m / n_inner))
             tokens.append(f"MLP{percent_for(kept_m, n_inner)}")
             removed += (n_inner - kept_m) * n_layer * params_per_mlp_neuron(model, hidden)
     name = "+".join(tokens) or "Base"

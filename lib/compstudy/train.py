@@ -152,10 +152,10 @@ def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor, config: TrainCo
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.95))
     if optimizer_state is not None:
-        opt.load_state_dict(optimizer_state)
+        optimizer.load_state_dict(optimizer_state)
     steps = config.steps
     warm = int(config.warmup * steps)
 
@@ -181,16 +181,16 @@ def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor, config: TrainCo
         show = progress and not os.environ.get("COMPSTUDY_NO_PROGRESS")
         bar = tqdm(range(steps), desc=desc, disable=not show, mininterval=2.0)
         for step in bar:
-            for g in opt.param_groups:
+            for g in optimizer.param_groups:
                 g["lr"] = lr_at(step)
             batch = _batch(train_ids, config.batch_size, config.seq_len, gen).to(device)
             with autocast:
                 loss = loss_fn(model, batch)
-            opt.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            opt.step()
+            optimizer.step()
             row = {"step": step + 1, "tokens": (step + 1) * config.batch_size * config.seq_len,
                    "lr": lr_at(step), "train_loss": loss.item(), "val_loss": float("nan")}
             if (step + 1) % config.eval_every == 0 or step + 1 == steps or step == 0:
@@ -201,4 +201,4 @@ def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor, config: TrainCo
     model.eval()
     df = pd.DataFrame(history)
     return TrainResult(history=df, cost=cost, final_val_loss=float(df["val_loss"].dropna().iloc[-1]),
-                       optimizer_state=opt.state_dict())
+                       optimizer_state=optimizer.state_dict())
