@@ -105,3 +105,17 @@ def test_resolve_validates_a_notebook_run_on_its_own():
     assert p.n_layer == 3 and p.variants == ["8b"] and p.eval_max_tokens == 32768
     with pytest.raises(AttributeError, match="no parameter 'n_layers'"):
         p.n_layers
+
+
+def test_an_unwritable_output_folder_fails_before_any_notebook_starts(tmp_path, monkeypatch, capsys):
+    # a file where the results folder should be: no one can create the folder (root included)
+    blocker = tmp_path / "results"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("COMPSTUDY_RESULTS_DIR", str(blocker))
+    monkeypatch.setenv("COMPSTUDY_RUNS_DIR", str(tmp_path / "runs"))
+    t0 = time.perf_counter()
+    assert runner.main(["run", str(SMOKE), "--no-progress"]) == 2
+    assert time.perf_counter() - t0 < 10
+    err = capsys.readouterr().err
+    assert "the results folder" in err and "COMPSTUDY_RESULTS_DIR" in err and "before running anything" in err
+    assert not list((tmp_path / "runs").glob("smoke/*.ipynb"))  # no notebook ran

@@ -314,6 +314,36 @@ def check_corpora(study: Study) -> dict[str, list[str]]:
     return files
 
 
+OUTPUT_FOLDERS = (("artifacts", paths.artifacts_dir, "COMPSTUDY_ARTIFACTS_DIR"), ("results", paths.results_dir,
+                  "COMPSTUDY_RESULTS_DIR"), ("runs", paths.runs_dir, "COMPSTUDY_RUNS_DIR"),
+                  ("figures", paths.figures_dir, "COMPSTUDY_FIGURES_DIR"))
+
+
+def check_output_folders(study: str) -> None:
+    """Make sure every folder the study writes (artifacts, results/<study>, runs/<study>,
+    figures/<study>) can be created and written, before any notebook starts: a file is created
+    and removed in each.
+
+    Raises ConfigError naming each folder that cannot be written, why, and the environment
+    variable that moves it.
+    """
+    import tempfile
+
+    problems = []
+    for label, where, env in OUTPUT_FOLDERS:
+        folder = where() if label == "artifacts" else where(study)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+                pass
+        except OSError as exc:
+            problems.append(f"the {label} folder {folder} cannot be written ({type(exc).__name__}: {exc}); "
+                            f"make it writable or set {env} to a writable folder")
+    if problems:
+        raise ConfigError(f"{len(problems)} output folder problem(s), found before running anything:\n- "
+                          + "\n- ".join(problems))
+
+
 def _kernel_name() -> str | None:
     from jupyter_client.kernelspec import KernelSpecManager
 
@@ -328,7 +358,7 @@ class NotebookFailed(RuntimeError):
 def run_study(study: Study, progress: bool = True) -> list[Path]:
     """Execute the study's notebooks in order; returns the executed copies' paths.
 
-    Raises ConfigError (from `check_corpora`) before anything runs, and NotebookFailed naming
+    Raises ConfigError (from `check_output_folders`, `check_corpora`) before anything runs, and NotebookFailed naming
     the notebook, the cell and the error; earlier notebooks' results stay written.
     """
     saved = {k: os.environ.get(k) for k in (runs.RUN_ENV, runs.HASH_ENV)}
@@ -346,6 +376,7 @@ def _execute_study(study: Study, progress: bool) -> list[Path]:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    check_output_folders(study.name)  # before any notebook: nothing is computed that cannot be written
     check_corpora(study)  # before any notebook: a missing or altered corpus fails in seconds
     os.environ["COMPSTUDY_NO_PROGRESS"] = "1"  # inherited by the kernels: no frozen bars in stored outputs
     # a new run (its id and params_hash reach the kernels through the environment); --only continues
