@@ -103,6 +103,10 @@ def test_resolve_validates_a_notebook_run_on_its_own():
         params.resolve("03_pruning", {"sparsities": [0.5]}, {"study": "x"})
     p = params.resolve("01_quantization", {"n_layer": 3}, {"study": "x", "variants": ["8b"]})
     assert p.n_layer == 3 and p.variants == ["8b"] and p.eval_max_tokens == 32768
+    # papermill used directly injects a shared parameter by name: it is used, not silently ignored
+    assert params.resolve("01_quantization", {"n_layer": 3}, {"study": "x", "n_layer": 4}).n_layer == 4
+    with pytest.raises(params.ParameterError, match="n_layer = 0"):
+        params.resolve("00_baseline", {}, {"study": "x", "n_layer": 0})
     with pytest.raises(AttributeError, match="no parameter 'n_layers'"):
         p.n_layers
 

@@ -371,12 +371,15 @@ class Resolved(dict):
 def resolve(notebook: str, shared: dict | None, scope: dict) -> Resolved:
     """A notebook's parameters, validated: `shared` (the parameters cell's dict, filled by the
     runner) plus the notebook's own parameters read from `scope` (its `globals()`), with the
-    schema's defaults for the rest, and `study` from `scope`.
+    schema's defaults for the rest, and `study` from `scope`. A shared parameter that `scope`
+    holds by name (injected by papermill directly, `-p n_layer 4`) wins over `shared`.
 
     Raises ParameterError (see `check`).
     """
     own = {k: scope[k] for k in own_names(notebook) if k in scope}
-    resolved = Resolved(check(notebook, shared, own))
+    # a shared parameter injected by name (papermill -p n_layer 4, outside the runner) is used, not ignored
+    by_name = {k: scope[k] for k in shared_names(notebook) if k in scope}
+    resolved = Resolved(check(notebook, {**(shared or {}), **by_name}, own))
     resolved["study"] = scope.get("study", "interactive")
     return resolved
 
