@@ -178,7 +178,7 @@ def load_study(config_path: str | Path, overrides: dict | None = None, only: lis
         raise ConfigError(f"study = {shared['study']!r}: a name of letters, digits, '.', '_' or '-' is required "
                           f"(it names results/<study>/)")
     base = config_path.resolve().parent
-    runs, declared_anywhere, problems = [], set(), {}
+    notebook_runs, declared_anywhere, problems = [], set(), {}
     for entry in entries:
         extra = set(entry) - {"path", "parameters"}
         if extra or "path" not in entry:
@@ -196,7 +196,7 @@ def load_study(config_path: str | Path, overrides: dict | None = None, only: lis
             run_params, given, found = _schema_parameters(nb, shared, own, overrides, str(config_path))
             for problem in found:  # a shared value's problem is reported once, with every notebook it reaches
                 problems.setdefault(problem, []).append(nb.stem)
-            runs.append(NotebookRun(nb, {"study": shared["study"], **run_params}, given))
+            notebook_runs.append(NotebookRun(nb, {"study": shared["study"], **run_params}, given))
             continue
         declared = notebook_parameters(nb)
         declared_anywhere |= set(declared)
@@ -207,7 +207,7 @@ def load_study(config_path: str | Path, overrides: dict | None = None, only: lis
         run_params = {k: v for k, v in shared.items() if k in declared}
         run_params.update(own)
         run_params.update({k: v for k, v in overrides.items() if k in declared})  # the command line wins
-        runs.append(NotebookRun(nb, run_params, {k: v for k, v in run_params.items() if k != "study"}))
+        notebook_runs.append(NotebookRun(nb, run_params, {k: v for k, v in run_params.items() if k != "study"}))
     bad_shared = sorted(set(shared) - declared_anywhere - {"study"})
     lines = [f"- {p} (notebooks: {', '.join(where)})" for p, where in problems.items()]
     if bad_shared:
@@ -216,13 +216,13 @@ def load_study(config_path: str | Path, overrides: dict | None = None, only: lis
     if lines:
         raise ConfigError(f"{len(lines)} problem(s) found before running anything "
                           f"(`python -m compstudy params` lists every parameter):\n" + "\n".join(lines))
-    all_parameters = {r.path.name: dict(r.parameters) for r in runs}
+    all_parameters = {r.path.name: dict(r.parameters) for r in notebook_runs}
     if only:
-        keep = [r for r in runs if any(o in r.path.name for o in only)]
+        keep = [r for r in notebook_runs if any(o in r.path.name for o in only)]
         if not keep:
-            raise ConfigError(f"--only {only} matches none of {[r.path.name for r in runs]}")
-        runs = keep
-    return Study(shared["study"], runs, config_path, complete=not only, all_parameters=all_parameters)
+            raise ConfigError(f"--only {only} matches none of {[r.path.name for r in notebook_runs]}")
+        notebook_runs = keep
+    return Study(shared["study"], notebook_runs, config_path, complete=not only, all_parameters=all_parameters)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
