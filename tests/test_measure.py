@@ -118,7 +118,9 @@ def test_interleaved_rounds_give_the_right_ratio_where_sequential_timing_does_no
     base, half = _DriftingModel(0.04, clock), _DriftingModel(0.02, clock)
     tok = tiny_baseline.tokenizer
     # 2 windows (2 forward passes) per pass, 6 rounds: an even count, so each variant goes first equally often
-    cfg = measure.EvalConfig(context=64, stride=63, batch_size=1, max_tokens=127, repeats=6, device="cpu")
+    # the two fakes compute alike but for a Python attribute (their busy-wait): no shared timing here
+    cfg = measure.EvalConfig(context=64, stride=63, batch_size=1, max_tokens=127, repeats=6, device="cpu",
+                             share_timing=False)
     size = {"n_params": 1, "n_params_nonzero": 0, "weight_bytes": 4}
     models, sizes = {"Base": (base, tok), "Half": (half, tok)}, {"Base": size, "Half": size}
 
@@ -184,3 +186,43 @@ def test_a_loaded_machine_is_detected_and_its_ratios_flagged(tiny_baseline):
     noise = score.timing_noise(df).iloc[0]
     assert not noise["reliable"] and "other processes took" in noise["reason"]
     assert not score.ranking(df, n_boot=100).set_index("variant").loc["Copy", "ranked"]
+
+
+def test_variants_with_the_same_computation_share_timed_passes_and_keep_their_own_perplexity(tiny_baseline):
+    import copy
+
+    from compstudy import models as models_mod, quantize
+    from torch.nn.utils import prune as torch_prune
+
+    base = tiny_baseline.model
+    tuned = copy.deepcopy(base)  # a fine-tuned copy: other weights, the same computation
+    with torch.no_grad():
+        for p in tuned.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    masked = copy.deepcopy(base)  # a mask applied in a forward pre-hook: another computation
+    torch_prune.l1_unstructured(masked.transformer.h[0].mlp.c_fc, "weight", amount=0.5)
+    removed = copy.deepcopy(base)  # the mask made permanent: dense zeros, Base's computation again
+    torch_prune.l1_unstructured(removed.transformer.h[0].mlp.c_fc, "weight", amount=0.5)
+    torch_prune.remove(removed.transformer.h[0].mlp.c_fc, "weight")
+    quantized = {m: models_mod.compute_signature(quantize.quantize_in_memory(copy.deepcopy(base), quantize.QuantConfig(m)))
+                 for m in ("dynamic-int8", "nf4", "fp4")}
+    sig = models_mod.compute_signature
+    assert sig(tuned) == sig(base) == sig(removed)
+    assert sig(masked) != sig(base)
+    assert len({sig(base), *quantized.values()}) == 4  # each quantization type is its own computation
+    tok = tiny_baseline.tokenizer
+    cfg = measure.EvalConfig(max_tokens=300, repeats=2, batch_size=4, device="cpu")
+    rows = pd.DataFrame(measure.evaluate_many({"Base": (base, tok), "Tuned": (tuned, tok), "Masked": (masked, tok)},
+                                              ["wikitext-2:test"], cfg, study="t"))
+    by = rows.set_index(["variant", "repeat"])
+    assert (rows.loc[rows.variant == "Tuned", "timed_as"] == "Base").all()
+    assert (rows.loc[rows.variant == "Masked", "timed_as"] == "Masked").all()
+    for r in range(2):  # the sharer's runtime is the Base pass of the same round; its perplexity is its own
+        assert by.loc[("Tuned", r), "runtime_s"] == by.loc[("Base", r), "runtime_s"]
+        assert by.loc[("Tuned", r), "perplexity"] != by.loc[("Base", r), "perplexity"]
+    assert rows["protocol"].eq("interleaved x2").all()
+    alone = measure.evaluate(tuned, tok, ["wikitext-2:test"], cfg, variant="Tuned", study="t")
+    assert alone[0]["perplexity"] == pytest.approx(by.loc[("Tuned", 0), "perplexity"], rel=1e-6)
+    t = score.ranking(rows, n_boot=200).set_index("variant")
+    assert t.loc["Tuned", "T_c"] == 1.0 and t.loc["Tuned", "T_c_lo"] == t.loc["Tuned", "T_c_hi"] == 1.0
+    assert measure.shared_timing({"A": 1, "B": 2, "C": 1}) == {"A": "A", "B": "B", "C": "A"}

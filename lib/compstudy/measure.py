@@ -41,7 +41,7 @@ import torch
 from . import data, results, runs
 from .cache import from_params
 from .energy import EnergyMeter, EnergyReading, PeakMemory
-from .models import context_length, model_dtype, model_size, resolve_device
+from .models import compute_signature, context_length, model_dtype, model_size, resolve_device
 from .provenance import environment
 
 os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
@@ -60,6 +60,9 @@ class EvalConfig:
             together (>= 1; the paper uses 30 repeats).
         device: "cpu", "cuda", "cuda:0", or "auto" (cuda if available).
         country_iso_code: electricity mix for codecarbon's emissions (energy does not depend on it).
+        share_timing: variants with the same `models.compute_signature` (same computation, other
+            weights) share the timed passes of the first of them (`shared_timing`); False times
+            every variant itself.
 
     Raises ValueError on construction when a field is out of range.
     """
@@ -71,6 +74,7 @@ class EvalConfig:
     repeats: int = 3
     device: str = "auto"
     country_iso_code: str = "CAN"
+    share_timing: bool = True
 
     def __post_init__(self):
         if self.context is not None and self.context < 2:
@@ -254,6 +258,15 @@ def interleaved_order(names: list[str], round_index: int) -> list[str]:
     return list(names[k:]) + list(names[:k])
 
 
+def shared_timing(signatures: dict) -> dict:
+    """Which variant's timed passes each variant uses: variant name -> the first variant (in the
+    given order) with an equal signature, itself when it is the first. `signatures`: variant name
+    -> anything comparable, in practice (`models.compute_signature`, window geometry). The base,
+    given first, is always timed itself."""
+    first = {}
+    return {n: first.setdefault(sig, n) for n, sig in signatures.items()}
+
+
 def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = EvalConfig(), *, study: str,
                   extra: dict | None = None, sizes: dict | None = None, base_key: str = "",
                   meter: EnergyMeter | None = None, on_dataset=None) -> list[dict]:
@@ -297,6 +310,10 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
         geometry[n] = (context, min(config.stride or max(1, context // 2), context - 1))  # as `windows` uses it
     first = geometry[names[0]]
     run_id, phash = runs.current(_comparable(datasets, *first, device, base_key))
+    timed_as = shared_timing({n: (compute_signature(models[n][0]), geometry[n]) for n in names}) \
+        if config.share_timing else {n: n for n in names}
+    timed = [n for n in names if timed_as[n] == n]
+    sharers = {t: [n for n in names if timed_as[n] == t] for t in timed}
     sizes = {n: (sizes or {}).get(n) or model_size(models[n][0]) for n in names}
     env = environment(device)
     dtypes = {n: model_dtype(models[n][0]) for n in names}
@@ -313,33 +330,40 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
                 with PeakMemory(device) as mem:
                     sliding_window_nll(models[n][0], ids, *geometry[n], config.batch_size, device, warmup=True)
                 peak[n] = (mem.peak_bytes, mem.method)
+            own_nll = {}  # perplexity of each variant that shares another's timed passes: one untimed pass
+            for n in names:
+                if timed_as[n] != n:
+                    (ids, _), (context, stride) = loaded[(n, spec)], geometry[n]
+                    own_nll[n] = sliding_window_nll(models[n][0], ids, context, stride, config.batch_size, device)
             done = []
             for r in range(config.repeats):
-                for n in interleaved_order(names, r):
+                for n in interleaved_order(timed, r):
                     (ids, n_bytes), (context, stride) = loaded[(n, spec)], geometry[n]
                     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
                     p = timed_pass(models[n][0], ids, context, stride, config.batch_size, device, meter,
                                    f"{n}/{spec}/{r}")
                     e = p.energy
-                    done.append({
-                        "study": study, "variant": n, "dataset": label, "repeat": r,
-                        "perplexity": math.exp(p.nll / p.n_scored), "nll_nats": p.nll / p.n_scored,
-                        "bits_per_byte": p.nll / math.log(2) / n_bytes, "tokens_scored": p.n_scored,
-                        "bytes_evaluated": n_bytes, "context": context, "stride": stride,
-                        "batch_size": config.batch_size, "runtime_s": p.wall_s,
-                        "tokens_per_s": p.n_scored / p.wall_s, "cpu_s": p.cpu_s, "others_cpu_s": p.others_cpu_s,
-                        "steal_s": p.steal_s, "load_avg_1m": load, "n_cpus": n_cpus,
-                        "interference": (p.others_cpu_s + p.steal_s) / (n_cpus * p.wall_s),
-                        "energy_kwh": e.energy_kwh, "energy_cpu_kwh": e.cpu_kwh, "energy_gpu_kwh": e.gpu_kwh,
-                        "energy_ram_kwh": e.ram_kwh, "emissions_kg": e.emissions_kg,
-                        "energy_method": e.method, "energy_detail": e.detail,
-                        "peak_mem_bytes": peak[n][0], "peak_mem_method": peak[n][1],
-                        "dtype": dtypes[n], **sizes[n], **env, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                        "dataset_sha256": data.loaded_checksums().get(label, ""),
-                        "corpora_sha256": "; ".join(f"{k}={v[:16]}" for k, v in sorted(data.loaded_checksums().items())),
-                        "run_id": run_id, "params_hash": phash, "protocol": f"interleaved x{len(names)}",
-                        **((extra or {}).get(n) or {}),
-                    })
+                    for v in sharers[n]:
+                        nll, n_scored = own_nll.get(v, (p.nll, p.n_scored))
+                        done.append({
+                            "study": study, "variant": v, "dataset": label, "repeat": r,
+                            "perplexity": math.exp(nll / n_scored), "nll_nats": nll / n_scored,
+                            "bits_per_byte": nll / math.log(2) / n_bytes, "tokens_scored": n_scored,
+                            "bytes_evaluated": n_bytes, "context": context, "stride": stride,
+                            "batch_size": config.batch_size, "runtime_s": p.wall_s,
+                            "tokens_per_s": p.n_scored / p.wall_s, "cpu_s": p.cpu_s, "others_cpu_s": p.others_cpu_s,
+                            "steal_s": p.steal_s, "load_avg_1m": load, "n_cpus": n_cpus,
+                            "interference": (p.others_cpu_s + p.steal_s) / (n_cpus * p.wall_s),
+                            "energy_kwh": e.energy_kwh, "energy_cpu_kwh": e.cpu_kwh, "energy_gpu_kwh": e.gpu_kwh,
+                            "energy_ram_kwh": e.ram_kwh, "emissions_kg": e.emissions_kg,
+                            "energy_method": e.method, "energy_detail": e.detail,
+                            "peak_mem_bytes": peak[v][0], "peak_mem_method": peak[v][1],
+                            "dtype": dtypes[v], **sizes[v], **env, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                            "dataset_sha256": data.loaded_checksums().get(label, ""),
+                            "corpora_sha256": "; ".join(f"{k}={h[:16]}" for k, h in sorted(data.loaded_checksums().items())),
+                            "run_id": run_id, "params_hash": phash, "protocol": f"interleaved x{len(timed)}",
+                            "timed_as": n, **((extra or {}).get(v) or {}),
+                        })
             _check_finite(done)
             if on_dataset is not None:
                 on_dataset(done)
@@ -411,6 +435,7 @@ def measure_variants(artifacts: dict, study: str, datasets, config: EvalConfig, 
         raise ValueError(f"artifacts must include the base variant {base!r} (measured in the same rounds as the "
                          f"others, for paired ratios); got {list(artifacts)}")
     trained = trained or {}
+    artifacts = {base: artifacts[base], **{n: a for n, a in artifacts.items() if n != base}}  # base first: timed itself
     extra = {n: _variant_extra(a, notebook, **trained.get(n, {})) for n, a in artifacts.items()}
     records = evaluate_many({n: (a.model, a.tokenizer) for n, a in artifacts.items()}, datasets, config, study=study,
                             extra=extra, sizes={n: a.recipe.get("size") for n, a in artifacts.items()},

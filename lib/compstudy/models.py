@@ -334,3 +334,44 @@ def model_dtype(model) -> str:
         if q.get("load_in_8bit"):
             return f"{dtype}+int8"
     return getattr(model, "_compstudy_dtype", dtype)
+
+
+# config entries that name or describe a model without changing what its forward pass computes
+_SIGNATURE_IGNORED_CONFIG = {"_name_or_path", "name_or_path", "architectures", "transformers_version", "compstudy",
+                             "_commit_hash", "output_attentions", "output_hidden_states", "return_dict"}
+
+
+def compute_signature(model) -> str:
+    """A fingerprint (16 hex of SHA-256) of the computation a model's forward pass performs.
+
+    Two models with the same signature run the same operations on tensors of the same shapes,
+    dtypes, layouts and devices; they differ at most in the weights' values. On dense kernels
+    (CPU and GPU matmuls do not skip zeros) their pass times differ only by the machine's noise,
+    so the study times one of them and lets the others share its passes (`measure.evaluate_many`,
+    column `timed_as`): a fine-tuned copy of Base, a distilled student and its equal-shape
+    controls are then never ranked apart by noise alone.
+
+    Includes: every module's class; every parameter's and buffer's name, shape, dtype, layout and
+    device, with bitsandbytes' quantization type and blocksize; the number of forward hooks and
+    pre-hooks (masks of `torch.nn.utils.prune` and the study's head masks run in them); the
+    model's config without its naming entries (`_SIGNATURE_IGNORED_CONFIG`); a dynamic-int8 or
+    other non-Hugging-Face dtype tag (`model_dtype`). Conservative: anything that differs makes
+    the signatures differ.
+    """
+    import hashlib
+
+    parts = [model_dtype(model)]
+    for name, module in model.named_modules():
+        parts.append(f"m {name} {type(module).__module__}.{type(module).__qualname__} "
+                     f"{len(module._forward_pre_hooks)} {len(module._forward_hooks)}")
+        tensors = sorted([*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)],
+                         key=lambda item: item[0])  # by name: torch.nn.utils.prune.remove re-registers `weight` last
+        for pname, t in tensors:
+            quant = getattr(t, "quant_type", None), getattr(t, "blocksize", None), getattr(module, "compute_dtype", None)
+            parts.append(f"t {name}.{pname} {tuple(t.shape)} {t.dtype} {t.layout} {t.device.type} {quant}")
+    config = getattr(model, "config", None)
+    if config is not None:
+        d = config.to_dict() if hasattr(config, "to_dict") else dict(vars(config))
+        parts.append(json.dumps({k: v for k, v in d.items() if k not in _SIGNATURE_IGNORED_CONFIG},
+                                sort_keys=True, default=str))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]

@@ -82,7 +82,7 @@ class Evaluation(Group):
     eval_batch_size: int = Field(8, ge=1, description="windows per forward pass")
     eval_max_tokens: int | None = Field(32768, ge=2, description="evaluate the first N tokens of each dataset; "
                                         "None: all of it")
-    repeats: int = Field(3, ge=1, description="interleaved rounds: each times one pass of every variant beside Base")
+    repeats: int = Field(6, ge=1, description="interleaved rounds: each times one pass of every variant beside Base")
 
 
 class Distillation(Group):
@@ -131,7 +131,7 @@ class Quantization(Group):
     variants: list[str] = Field(["8b", "4b", "4bfp4", "bf16", "dq8"], min_length=1,
                                 description="suffixes: 8b (LLM.int8()), 4b (NF4), 4bfp4 (FP4), bf16, "
                                 "dq8 (PyTorch dynamic int8)")
-    batch_sizes: list[int] = Field([1, 8], min_length=1, description="evaluation batch sizes, each a condition")
+    batch_sizes: list[int] = Field([8], min_length=1, description="evaluation batch sizes, each a condition")
     generate_tokens: int = Field(32, ge=0, description="new tokens per timed generation (0: none)")
     generate_batch_sizes: list[int] = Field([1], description="batch sizes of the timed generation")
     skip_emulated_bf16: bool = Field(True, description="leave bf16 out on CPUs that only emulate it")
@@ -408,3 +408,14 @@ def describe(notebook: str | None = None) -> str:
             lines.append(f"{name} = {default!r}    # {_allowed(group, name)}")
         lines.append("")
     return "\n".join(lines)
+
+
+def recipes_table(configs: dict):
+    """The recipes a notebook builds, as a table for its reader: one row per variant name, one
+    column per field of its config dataclass (`QuantConfig`, `DistillConfig`, `PruneConfig`, ...).
+    `configs`: variant name -> dataclass instance. Returns a pandas DataFrame."""
+    import dataclasses
+
+    import pandas as pd
+
+    return pd.DataFrame.from_dict({name: dataclasses.asdict(c) for name, c in configs.items()}, orient="index")

@@ -61,3 +61,20 @@ def figures_dir(study: str | None = None) -> Path:
     path = base / study if study else base
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def shown(path: str | Path) -> str:
+    """`path` as a reader should see it in a notebook's output: relative to the repository root
+    when it lies inside it (`figures/default/x.png`), else its last two parts (`…/study/x.png`);
+    never a machine's absolute path."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(repo_root().resolve()))
+    except ValueError:
+        return str(Path("…", *path.parts[-2:]))
+
+
+def executed_by_runner() -> bool:
+    """True inside a notebook that `python -m compstudy run` executes (the runner sets
+    COMPSTUDY_NO_PROGRESS for its kernels): outputs are stored, so no progress bars or widgets."""
+    return bool(os.environ.get("COMPSTUDY_NO_PROGRESS"))

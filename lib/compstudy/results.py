@@ -76,7 +76,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "timestamp": ("", "ISO 8601 local time of the measurement"),
     "run_id": ("", "the run that wrote the row (compstudy.runs): ratios and rankings never mix runs"),
     "params_hash": ("", "SHA-256 (12 hex) of the parameters that produced the row (compstudy.runs)"),
-    "protocol": ("", "how the pass was timed: 'interleaved xN' = in rounds with the N-1 other variants of its call"),
+    "protocol": ("", "how the pass was timed: 'interleaved xN' = in rounds with the N-1 other timed variants of its call"),
+    "timed_as": ("", "the variant whose timed pass gave this row's runtime, CPU time and energy: itself, or one with the same computation (models.compute_signature; perplexity is always the row's own)"),
 }
 
 

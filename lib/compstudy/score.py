@@ -68,12 +68,17 @@ def changes(df: pd.DataFrame, base: str = "Base", keys=("dataset", "batch_size")
 
 
 def table1(df: pd.DataFrame, base: str = "Base", keys=("batch_size",)) -> pd.DataFrame:
-    """The paper's Table 1 shape: per variant, mean over datasets of perplexity, runtime and
-    energy and of their % changes against `base` (changes are computed per dataset first)."""
+    """The paper's Table 1 shape: per variant, mean over datasets of perplexity, runtime (s) and
+    energy and of their % changes against `base` (changes are computed per dataset first).
+    Energy is given in joules (`energy_J` = kWh x 3.6e6), not kWh: one evaluation pass is a few
+    joules, which a kWh column rounded for display shows as 0.0."""
     ch = changes(df, base, ("dataset", *keys))
     keys = [k for k in keys if k in ch.columns]
     cols = [c for m in METRICS for c in (m, f"{m}_change_pct") if c in ch.columns]
-    return ch.groupby(["variant", *keys], sort=False)[cols].mean().reset_index()
+    table = ch.groupby(["variant", *keys], sort=False)[cols].mean().reset_index()
+    if "energy_kwh" in table.columns:
+        table.insert(table.columns.get_loc("energy_kwh"), "energy_J", table.pop("energy_kwh") * 3.6e6)
+    return table
 
 
 def paper_changes(model: str = "gpt2", variants=None, datasets=None) -> pd.DataFrame:
