@@ -37,7 +37,7 @@ def _output_text(output) -> str:
 JUNK = {
     "a progress bar": r"\d+%\|",
     "a traceback": r"Traceback",
-    "a warning": r"\w*Warning\b|warnings\.warn",
+    "a Python warning": r"\b[A-Z]\w*Warning\b|warnings\.warn",  # UserWarning, FutureWarning, ...; not the study's own "Warning:"
     "a widget's repr": r"interactive\(children=",
     "a config's repr": r"\b\w+Config\(\w+=",
 }

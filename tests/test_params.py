@@ -123,3 +123,25 @@ def test_an_unwritable_output_folder_fails_before_any_notebook_starts(tmp_path, 
     err = capsys.readouterr().err
     assert "the results folder" in err and "COMPSTUDY_RESULTS_DIR" in err and "before running anything" in err
     assert not list((tmp_path / "runs").glob("smoke/*.ipynb"))  # no notebook ran
+
+
+def test_a_notebook_run_in_jupyter_runs_the_class_config_into_its_own_study(monkeypatch):
+    """Issue 13: Run All in Jupyter (no runner: `shared` empty, study the placeholder) uses
+    configs/class.yaml's study name and values; a parameters-cell value the reader edited wins."""
+    import yaml
+
+    monkeypatch.delenv("COMPSTUDY_CONFIG", raising=False)
+    cell = params.defaults("03_pruning")  # the parameters cell as committed: the schema's defaults
+    scope = {"study": "interactive", **{k: cell[k] for k in params.own_names("03_pruning")}}
+    klass = yaml.safe_load((paths.repo_root() / "configs" / "class.yaml").read_text())
+    entry = next(e["parameters"] for e in klass["notebooks"] if "03_pruning" in e["path"])
+    p = params.resolve("03_pruning", {}, scope)
+    assert p.study == klass["study"] == "class"
+    assert p.train_tokens == klass["parameters"]["train_tokens"] and p.sparsities == entry["sparsities"]
+    edited = params.resolve("03_pruning", {}, {**scope, "sparsities": [0.3]})
+    assert edited.sparsities == [0.3] and edited.train_tokens == klass["parameters"]["train_tokens"]
+    monkeypatch.setenv("COMPSTUDY_CONFIG", str(paths.repo_root() / "configs" / "smoke.yaml"))
+    assert params.resolve("03_pruning", {}, scope).study == "smoke"
+    monkeypatch.setenv("COMPSTUDY_CONFIG", "/nonexistent.yaml")
+    with pytest.raises(params.ParameterError, match="COMPSTUDY_CONFIG"):
+        params.resolve("03_pruning", {}, scope)

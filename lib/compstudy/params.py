@@ -19,6 +19,7 @@ and what is allowed. `python -m compstudy params [NOTEBOOK]` prints this schema.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -379,9 +380,48 @@ def resolve(notebook: str, shared: dict | None, scope: dict) -> Resolved:
     own = {k: scope[k] for k in own_names(notebook) if k in scope}
     # a shared parameter injected by name (papermill -p n_layer 4, outside the runner) is used, not ignored
     by_name = {k: scope[k] for k in shared_names(notebook) if k in scope}
+    study = scope.get("study", INTERACTIVE)
+    if not shared and study == INTERACTIVE:  # opened in Jupyter and run top to bottom: the interactive config
+        study, config_shared, config_own = interactive_config(notebook)
+        schema = defaults(notebook)
+        # a value of the parameters cell that differs from the schema's default is the reader's edit: it wins
+        own = {**config_own, **{k: v for k, v in own.items() if v != schema.get(k)}}
+        shared = config_shared
     resolved = Resolved(check(notebook, {**(shared or {}), **by_name}, own))
-    resolved["study"] = scope.get("study", "interactive")
+    resolved["study"] = study
     return resolved
+
+
+INTERACTIVE = "interactive"  # the placeholder study name of the notebooks' parameters cells
+CONFIG_ENV = "COMPSTUDY_CONFIG"  # the config a notebook opened in Jupyter runs (default configs/class.yaml)
+
+
+def interactive_config(notebook: str) -> tuple[str, dict, dict]:
+    """The study a notebook runs when opened in Jupyter and run top to bottom (no runner): the
+    config named by the environment variable COMPSTUDY_CONFIG, else `configs/class.yaml` (the
+    whole study in minutes). Returns (its study name, its shared parameters that `notebook` uses,
+    the notebook's own parameters from its entry). Raises ParameterError naming the file if it is
+    missing or not a study config."""
+    import os
+
+    import yaml
+
+    from . import paths
+
+    path = Path(os.environ.get(CONFIG_ENV) or paths.repo_root() / "configs" / "class.yaml")
+    stem = _stem(notebook)
+    try:
+        cfg = yaml.safe_load(path.read_text())
+        entry = next((e.get("parameters") or {} for e in cfg.get("notebooks", [])
+                      if Path(str(e.get("path", ""))).stem == stem), {})
+        parameters = cfg.get("parameters") or {}
+        study = str(cfg["study"])
+    except (OSError, yaml.YAMLError, KeyError, AttributeError, TypeError) as exc:
+        raise ParameterError(notebook, [f"{CONFIG_ENV} = {str(path)!r}: not a readable study config "
+                                        f"({type(exc).__name__}: {exc}); allowed: a YAML file like configs/class.yaml"])
+    shared = {k: v for k, v in {**parameters, **entry}.items() if k in shared_names(notebook)}
+    own = {k: v for k, v in entry.items() if k in own_names(notebook)}
+    return study, shared, own
 
 
 def defaults(notebook: str | None = None) -> dict:

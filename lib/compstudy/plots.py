@@ -102,9 +102,11 @@ def heatmap(matrix, study: str, name: str, title: str = "", xlabel: str = "head"
 
 def sweep(table, x: str, y: str, study: str, name: str, hue: str, style: str | None = None, title: str = "",
           xlabel: str | None = None, ylabel: str | None = None, logy: bool = False):
-    """Line plot of `y` against `x` per `hue` (and `style`); returns (figure, saved path)."""
+    """Line plot of `y` against `x` per `hue` (and `style`); where several rows share a point (one
+    per evaluation corpus) the line is their mean and the band their range. Returns (figure, saved path)."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    sns.lineplot(data=table, x=x, y=y, hue=hue, style=style, markers=True, ax=ax)
+    # several rows per point (one per evaluation corpus): the line is their mean, the band their range
+    sns.lineplot(data=table, x=x, y=y, hue=hue, style=style, markers=True, errorbar=("pi", 100), ax=ax)
     if logy:
         ax.set_yscale("log")
     ax.set(xlabel=xlabel or x, ylabel=ylabel or y, title=title)

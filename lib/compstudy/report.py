@@ -1,4 +1,5 @@
-"""The study's report: every executed notebook of `runs/<study>/` rendered into one HTML page."""
+"""Provenance of a study's committed results: which commit, hardware, software, corpora and config
+produced them (the paper itself is built by `compstudy.paper`)."""
 from __future__ import annotations
 
 import os
@@ -8,39 +9,6 @@ from pathlib import Path
 
 from . import data, paths
 from .provenance import environment
-
-
-def build_report(study: str, out: str | Path | None = None) -> Path:
-    """Concatenate the executed notebooks of `runs/<study>/` (in file-name order) under a title
-    cell and render them to `runs/<study>/report.html` with nbconvert; returns the path.
-
-    Raises FileNotFoundError if the study has no executed notebooks.
-    """
-    import nbformat
-    from nbconvert import HTMLExporter
-    from nbformat.v4 import new_markdown_cell, new_notebook
-
-    folder = paths.runs_dir(study)
-    notebooks = sorted(p for p in folder.glob("*.ipynb"))
-    if not notebooks:
-        raise FileNotFoundError(f"no executed notebooks in {folder}: run the study first")
-    env = environment()
-    merged = new_notebook()
-    merged.metadata = nbformat.read(notebooks[0], as_version=4).metadata
-    merged.cells.append(new_markdown_cell(
-        f"# Study `{study}`: report\n\nRendered {time.strftime('%Y-%m-%d %H:%M %Z')} from the executed notebooks "
-        f"in `runs/{study}/`; commit `{env['git_commit']}`, CPU {env['cpu']}.\n\n"
-        + "\n".join(f"- {p.stem}" for p in notebooks)))
-    for p in notebooks:
-        nb = nbformat.read(p, as_version=4)
-        merged.cells.append(new_markdown_cell(f"---\n\n*Notebook `{p.name}`*"))
-        merged.cells.extend(nb.cells)
-    for i, cell in enumerate(merged.cells):
-        cell["id"] = f"r{i}"
-    body, _ = HTMLExporter().from_notebook_node(merged)
-    out = Path(out) if out else folder / "report.html"
-    out.write_text(body, encoding="utf-8")
-    return out
 
 
 def write_provenance(study: str, config_path: str | Path | None, wall_s: float) -> Path:

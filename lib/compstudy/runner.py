@@ -424,14 +424,14 @@ def _execute_study(study: Study, progress: bool) -> list[Path]:
 
 
 def _print_outcome(study: str, top: int = 5) -> None:
-    """Where the report is, and the top of the ranking (when the comparison notebook wrote one)."""
-    from .report import build_report
+    """Where the paper is, and the top of the ranking (when the comparison notebook wrote one)."""
+    from .paper import build_paper
 
     try:
-        report = build_report(study)
-        print(f"report: {report}", flush=True)
+        paper = build_paper(study)
+        print(f"paper: {paper} (open it in a browser)", flush=True)
     except Exception as exc:  # the measurements are written; a rendering failure must not hide them
-        print(f"report could not be rendered: {type(exc).__name__}: {exc}", flush=True)
+        print(f"the paper could not be built: {type(exc).__name__}: {exc}", flush=True)
     ranking = paths.results_dir(study) / "ranking.csv"
     if ranking.exists():
         import pandas as pd
