@@ -160,3 +160,12 @@ def test_rank_ranges_and_tiers_on_hand_made_intervals():
     # C overlaps B but not A (the tier's leader): C opens tier 2; D is alone in tier 3
     assert score.tiers(lo, hi) == [1, 1, 2, 3]
     assert score.tiers([0.5], [0.6]) == [1] and score.rank_ranges([0.5], [0.6]) == ["1"]
+
+
+def test_controls_are_told_from_compression_candidates():
+    controls = ["Base+ft100k", "Base+ft10k", "Scratch-Depth50", "Scratch-Emb86+MLP55.3", "Distil-noKD", "Distil-rand",
+                "Distil-rand-noKD"]
+    candidates = ["Base", "Base4b", "Distil", "Distil+90+4b", "AH80+ft", "Depth50+KD", "Mag50+ft", "GMag90",
+                  "Depth50+75+MLP50+ft", "Emb86+MLP55.3+KD", "Basedq8"]
+    assert all(score.is_control(v) for v in controls)
+    assert not any(score.is_control(v) for v in candidates)

@@ -115,12 +115,17 @@ def sweep(table, x: str, y: str, study: str, name: str, hue: str, style: str | N
 
 
 def pareto(table, x: str, y: str, front, study: str, name: str, title: str = "", xlabel: str | None = None,
-           ylabel: str | None = None, logx: bool = False):
+           ylabel: str | None = None, logx: bool = False, controls=None):
     """Scatter of variants with the Pareto front (boolean Series `front`, both axes minimised)
-    drawn as a step line and its points labelled. Returns (figure, saved path)."""
+    drawn as a step line and its points labelled; `controls` (rows of the same columns), when
+    given, are drawn apart as grey crosses, unlabelled and outside the front. Returns (figure,
+    saved path)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     t = table.assign(pareto=front.map({True: "on the front", False: "dominated"}))
     sns.scatterplot(data=t, x=x, y=y, hue="pareto", hue_order=["on the front", "dominated"], s=70, ax=ax)
+    if controls is not None and len(controls):
+        ax.scatter(controls[x], controls[y], marker="x", color="grey", s=40, label="controls (not candidates)")
+        ax.legend()
     f = t[front].sort_values(x)
     ax.step(f[x], f[y], where="post", color="C0", lw=1)
     for _, row in f.iterrows():
@@ -149,10 +154,12 @@ def sensitivity(table, study: str, name: str = "sensitivity", top: int = 8):
 
 
 def break_even(table, study: str, name: str = "break_even"):
-    """Bar chart of break-even tokens per variant (log scale); variants that never pay back are
-    listed in the title. Returns (figure, saved path)."""
+    """Bar chart of break-even tokens per variant (log scale), controls (column `control`) left
+    out; variants that never pay back are listed in the title. Returns (figure, saved path)."""
     import numpy as np
 
+    if "control" in table:  # controls are no compression options: they have nothing to pay back
+        table = table[~table["control"].astype(bool)]
     finite = table[np.isfinite(table["break_even_tokens"])]
     never = table.loc[~np.isfinite(table["break_even_tokens"]), "variant"].tolist()
     fig, ax = plt.subplots(figsize=(7.5, 0.35 * max(3, len(finite)) + 1))

@@ -382,6 +382,16 @@ def estimated_energy_note(df: pd.DataFrame) -> str:
             "energy. Rerun on a machine with RAPL or an NVIDIA GPU for measured energy.")
 
 
+def is_control(variant: str) -> bool:
+    """True for the study's controls, which are not compression options: the equal-training
+    controls `Base+ft<N>` (`pipeline.control_name`), the from-scratch controls `Scratch-<shape>`,
+    and the distillation controls `...-noKD` / `...-rand...` (notebook 02)."""
+    import re
+
+    return bool(re.match(r"^Base\+ft\d", variant) or variant.startswith("Scratch-")
+                or re.search(r"-noKD$|-rand(\b|-)", variant))
+
+
 def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.Series:
     """Boolean Series: rows not dominated when both `x` and `y` are minimised (another row is at
     least as good on both and strictly better on one)."""
@@ -419,6 +429,7 @@ def break_even(df: pd.DataFrame, base: str = "Base", keys=GROUP_KEYS) -> pd.Data
 
     `cost_kwh` is the energy spent producing the variant from the baseline (distillation,
     fine-tuning, calibration, quantization); the baseline's own training is not charged to it.
+    Column `control` marks the study's controls (`is_control`), which are no compression options.
     """
     import numpy as np
 
@@ -431,6 +442,7 @@ def break_even(df: pd.DataFrame, base: str = "Base", keys=GROUP_KEYS) -> pd.Data
     g = m.groupby("variant", sort=False).agg(cost_kwh=("cost_kwh", "max"), cost_s=("cost_s", "max"),
                                               saved_kwh_per_token=("saved_kwh_per_token", "mean")).reset_index()
     g = g[g["variant"] != base]
+    g["control"] = g["variant"].map(is_control)
     g["break_even_tokens"] = np.where(g["saved_kwh_per_token"] > 0, g["cost_kwh"] / g["saved_kwh_per_token"], np.inf)
     g["pays_back"] = np.where(np.isfinite(g["break_even_tokens"]), "after " +
                               g["break_even_tokens"].map(lambda t: f"{t:,.0f}" if np.isfinite(t) else "") + " tokens",
