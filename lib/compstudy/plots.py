@@ -118,18 +118,25 @@ def pareto(table, x: str, y: str, front, study: str, name: str, title: str = "",
            ylabel: str | None = None, logx: bool = False, controls=None):
     """Scatter of variants with the Pareto front (boolean Series `front`, both axes minimised)
     drawn as a step line and its points labelled; `controls` (rows of the same columns), when
-    given, are drawn apart as grey crosses, unlabelled and outside the front. Returns (figure,
+    given, are drawn apart as grey crosses, unlabelled and outside the front; the y axis spans the
+    candidates (`table`), and controls above it are counted in the legend. Returns (figure,
     saved path)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     t = table.assign(pareto=front.map({True: "on the front", False: "dominated"}))
     sns.scatterplot(data=t, x=x, y=y, hue="pareto", hue_order=["on the front", "dominated"], s=70, ax=ax)
+    lo, hi = float(table[y].min()), float(table[y].max())
+    ax.set_ylim(lo - 0.05 * (hi - lo) - 0.01, hi + 0.08 * (hi - lo) + 0.01)  # the candidates' range
     if controls is not None and len(controls):
-        ax.scatter(controls[x], controls[y], marker="x", color="grey", s=40, label="controls (not candidates)")
+        inside = controls[(controls[y] >= lo) & (controls[y] <= hi)]
+        off = len(controls) - len(inside)
+        ax.scatter(inside[x], inside[y], marker="x", color="grey", s=40,
+                   label="controls (not candidates)" + (f"; {off} above the axis" if off else ""))
         ax.legend()
     f = t[front].sort_values(x)
     ax.step(f[x], f[y], where="post", color="C0", lw=1)
-    for _, row in f.iterrows():
-        ax.annotate(row["variant"], (row[x], row[y]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for i, (_, row) in enumerate(f.iterrows()):  # staggered, so that neighbouring labels do not overlap
+        ax.annotate(row["variant"], (row[x], row[y]), textcoords="offset points", xytext=(4, 4 + 10 * (i % 3)),
+                    fontsize=8, arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
     if logx:
         ax.set_xscale("log")
     ax.set(xlabel=xlabel or x, ylabel=ylabel or y, title=title)
