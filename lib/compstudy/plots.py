@@ -51,13 +51,32 @@ def training_curves(histories: dict, study: str, name: str = "training_curves", 
 
 def tradeoff(table, x: str, y: str, study: str, name: str, hue: str = "variant", style: str | None = None,
              title: str = "", xlabel: str | None = None, ylabel: str | None = None, zero_lines: bool = True,
-             label: str = "variant"):
+             label: str = "variant", controls=None, min_y_span: float | None = None):
     """Scatter of one change against another, one point per row of `table` annotated with its
-    `label` column. Returns (figure, saved path)."""
+    `label` column (labels staggered so that neighbours do not overlap).
+
+    Args:
+        controls: rows (same columns) drawn apart as grey crosses, unlabelled; the y axis spans
+            `table`, and controls above or below it are counted in the legend.
+        min_y_span: the y axis covers at least [-min_y_span, +min_y_span] (e.g. 1 for +-1 %), so that
+            changes far below what matters are not magnified into a trend.
+    Returns (figure, saved path)."""
     fig, ax = plt.subplots(figsize=(7.5, 5))
     sns.scatterplot(data=table, x=x, y=y, hue=hue, style=style, s=70, ax=ax)
-    for _, row in table.iterrows():
-        ax.annotate(str(row[label]), (row[x], row[y]), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    lo, hi = float(table[y].min()), float(table[y].max())
+    if min_y_span is not None:
+        lo, hi = min(lo, -min_y_span), max(hi, min_y_span)
+    pad = 0.08 * (hi - lo) or 0.01
+    ax.set_ylim(lo - pad, hi + pad)
+    if controls is not None and len(controls):
+        inside = controls[(controls[y] >= lo) & (controls[y] <= hi)]
+        off = len(controls) - len(inside)
+        ax.scatter(inside[x], inside[y], marker="x", color="grey", s=40,
+                   label="controls" + (f"; {off} off the axis" if off else ""))
+    ordered = table.sort_values([x, y])
+    for i, (_, row) in enumerate(ordered.iterrows()):
+        ax.annotate(str(row[label]), (row[x], row[y]), textcoords="offset points", xytext=(4, 3 + 9 * (i % 3)),
+                    fontsize=7, arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.4})
     if zero_lines:
         ax.axhline(0, color="grey", lw=0.8)
         ax.axvline(0, color="grey", lw=0.8)
