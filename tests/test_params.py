@@ -142,6 +142,9 @@ def test_a_notebook_run_in_jupyter_runs_the_class_config_into_its_own_study(monk
     assert edited.sparsities == [0.3] and edited.train_tokens == klass["parameters"]["train_tokens"]
     monkeypatch.setenv("COMPSTUDY_CONFIG", str(paths.repo_root() / "configs" / "smoke.yaml"))
     assert params.resolve("03_pruning", {}, scope).study == "smoke"
+    monkeypatch.setenv("COMPSTUDY_CONFIG", str(paths.repo_root() / "configs" / "llama.yaml"))  # extends default.yaml
+    llama = params.resolve("03_pruning", {}, scope)
+    assert llama.family == "llama" and llama.train_tokens == params.defaults()["train_tokens"]
     monkeypatch.setenv("COMPSTUDY_CONFIG", "/nonexistent.yaml")
     with pytest.raises(params.ParameterError, match="COMPSTUDY_CONFIG"):
         params.resolve("03_pruning", {}, scope)

@@ -404,21 +404,19 @@ def interactive_config(notebook: str) -> tuple[str, dict, dict]:
     missing or not a study config."""
     import os
 
-    import yaml
-
     from . import paths
+    from .configs import ConfigError, read_config
 
     path = Path(os.environ.get(CONFIG_ENV) or paths.repo_root() / "configs" / "class.yaml")
     stem = _stem(notebook)
     try:
-        cfg = yaml.safe_load(path.read_text())
-        entry = next((e.get("parameters") or {} for e in cfg.get("notebooks", [])
-                      if Path(str(e.get("path", ""))).stem == stem), {})
-        parameters = cfg.get("parameters") or {}
+        cfg = read_config(path)  # as the runner reads it: `extends` resolved
         study = str(cfg["study"])
-    except (OSError, yaml.YAMLError, KeyError, AttributeError, TypeError) as exc:
-        raise ParameterError(notebook, [f"{CONFIG_ENV} = {str(path)!r}: not a readable study config "
+    except (ConfigError, KeyError) as exc:
+        raise ParameterError(notebook, [f"{CONFIG_ENV} = {str(path)!r}: not a usable study config "
                                         f"({type(exc).__name__}: {exc}); allowed: a YAML file like configs/class.yaml"])
+    entry = next((e.get("parameters") or {} for e in cfg["notebooks"] if Path(str(e.get("path", ""))).stem == stem), {})
+    parameters = cfg.get("parameters") or {}
     shared = {k: v for k, v in {**parameters, **entry}.items() if k in shared_names(notebook)}
     own = {k: v for k, v in entry.items() if k in own_names(notebook)}
     return study, shared, own
