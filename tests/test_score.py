@@ -169,3 +169,29 @@ def test_controls_are_told_from_compression_candidates():
                   "Depth50+75+MLP50+ft", "Emb86+MLP55.3+KD", "Basedq8"]
     assert all(score.is_control(v) for v in controls)
     assert not any(score.is_control(v) for v in candidates)
+
+
+def test_ratio_intervals_are_the_rankings_estimate_with_its_interval(study):
+    r = score.ratio_intervals(study, n_boot=200).set_index("variant")
+    assert r.loc["Q", "T_c"] == pytest.approx(0.5) and r.loc["Q", "E_c"] == pytest.approx(0.25)
+    assert r.loc["Slow", "T_c"] == pytest.approx(2.0) and r.loc["Q", "n_rounds"] == 3
+    rank = score.ranking(study, n_boot=200).set_index("variant")
+    for v in ("Q", "Slow"):
+        assert r.loc[v, "T_c"] == pytest.approx(rank.loc[v, "T_c"])
+        assert r.loc[v, "T_c_lo"] <= r.loc[v, "T_c"] <= r.loc[v, "T_c_hi"]
+    noisy = pd.DataFrame(_rows("Base", 10.0, [1.0, 1.2, 0.9, 1.1], [1.0] * 4) + _rows("V", 10.0, [0.5, 0.7, 0.4, 0.6], [1.0] * 4))
+    v = score.ratio_intervals(noisy, n_boot=500).set_index("variant").loc["V"]
+    assert v["T_c_lo"] < v["T_c"] < v["T_c_hi"]  # the rounds disagree: a real interval
+    by = score.ratio_intervals(study, by=("dataset",), n_boot=50)
+    assert len(by[by["variant"] == "Q"]) == 2
+    with pytest.raises(ValueError, match=r"by=\['colour'\]: allowed are"):
+        score.ratio_intervals(study, by=("colour",))
+
+
+def test_break_even_interval_brackets_the_estimate():
+    rows = (_rows("Base", 10.0, [1.0] * 4, [4.0, 4.4, 3.8, 4.2]) +
+            _rows("V", 10.0, [1.0] * 4, [2.0, 2.6, 1.6, 2.4], cost=1e-3) +
+            _rows("W", 10.0, [1.0] * 4, [4.0, 4.6, 3.6, 4.3], cost=1e-3))
+    be = score.break_even(pd.DataFrame(rows), n_boot=500).set_index("variant")
+    assert be.loc["V", "break_even_lo"] < be.loc["V", "break_even_tokens"] < be.loc["V", "break_even_hi"]
+    assert math.isinf(be.loc["W", "break_even_hi"])  # W's savings straddle zero: it may never pay back

@@ -413,10 +413,12 @@ def _variant_extra(artifact, notebook: str, training_tokens: int = 0, control: s
 
 
 def measure_variants(artifacts: dict, study: str, datasets, config: EvalConfig, *, notebook: str = "",
-                     trained: dict | None = None, base: str = "Base"):
+                     trained: dict | None = None, base: str = "Base", per_round: bool = False):
     """Measure a notebook's variants together, interleaved and paired with their base
     (`evaluate_many`), append the records to `results/<study>/measurements.csv` dataset by dataset,
-    and return their per-(variant, dataset) summary (`summarize`).
+    and return their per-(variant, dataset) summary (`summarize`), or with `per_round=True` every
+    pass as a DataFrame (one row per variant, dataset and round: what paired ratios and their
+    bootstrap intervals need, `score.ratio_intervals`).
 
     Args:
         artifacts: variant name -> `compstudy.models.Artifact`; must include `base` (measured in
@@ -440,6 +442,10 @@ def measure_variants(artifacts: dict, study: str, datasets, config: EvalConfig, 
     records = evaluate_many({n: (a.model, a.tokenizer) for n, a in artifacts.items()}, datasets, config, study=study,
                             extra=extra, sizes={n: a.recipe.get("size") for n, a in artifacts.items()},
                             base_key=artifacts[base].key, on_dataset=lambda rows: results.append(study, rows))
+    if per_round:
+        import pandas as pd
+
+        return pd.DataFrame(records)
     return summarize(records)
 
 
@@ -488,7 +494,8 @@ def time_generation(model, tokenizer, variant: str, study: str, *, new_tokens: i
 
 
 def summarize(records: list[dict] | "pandas.DataFrame"):
-    """Median and spread over repeats per (variant, dataset) as a DataFrame (runtime, energy, ...).
+    """Median and spread over repeats per (variant, dataset, and batch_size when recorded) as a
+    DataFrame (runtime, energy, ...).
 
     Columns: perplexity, bits_per_byte (identical across repeats), runtime_s and energy_kwh
     medians with their min/max, n_params, weight_bytes, and (when recorded) training_tokens and
@@ -497,7 +504,7 @@ def summarize(records: list[dict] | "pandas.DataFrame"):
     import pandas as pd
 
     df = pd.DataFrame(records)
-    g = df.groupby(["variant", "dataset"], sort=False)
+    g = df.groupby(["variant", "dataset", *(["batch_size"] if "batch_size" in df.columns else [])], sort=False)
     out = g.agg(
         perplexity=("perplexity", "median"), bits_per_byte=("bits_per_byte", "median"),
         runtime_s=("runtime_s", "median"), runtime_min_s=("runtime_s", "min"),

@@ -24,6 +24,32 @@ def save(fig, study: str, name: str) -> Path:
     return path
 
 
+def _label(ax, xs, ys, labels, fontsize: int = 7) -> list:
+    """Write `labels` beside the points (xs, ys) of `ax`, moved apart by adjustText so that no label
+    overlaps another label or a point, each joined to its point by a thin line. Call it after
+    everything that changes the axes' limits or size. Returns the matplotlib Text objects."""
+    from adjustText import adjust_text
+
+    xs, ys = list(map(float, xs)), list(map(float, ys))
+    texts = [ax.text(x, y, str(text), fontsize=fontsize) for x, y, text in zip(xs, ys, labels)]
+    if texts:
+        adjust_text(texts, x=xs, y=ys, ax=ax, expand=(1.1, 1.3),
+                    arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
+    return texts
+
+
+def _xerr(table, x: str, interval: tuple[str, str] | None):
+    """Asymmetric error-bar lengths [2, n] of column `x` from the (lower, upper) bound columns
+    `interval`; 0 where a bound is missing (NaN) or `interval` is None."""
+    import numpy as np
+
+    if interval is None:
+        return None
+    v = table[x].to_numpy(float)
+    lo, hi = (table[c].to_numpy(float) if c in table else np.full(len(table), np.nan) for c in interval)
+    return np.nan_to_num(np.vstack([v - lo, hi - v]).clip(min=0), nan=0.0, posinf=0.0)
+
+
 def training_curves(histories: dict, study: str, name: str = "training_curves", title: str = "Training"):
     """Validation (and training) loss against tokens seen, one line per run.
 
@@ -51,18 +77,24 @@ def training_curves(histories: dict, study: str, name: str = "training_curves", 
 
 def tradeoff(table, x: str, y: str, study: str, name: str, hue: str = "variant", style: str | None = None,
              title: str = "", xlabel: str | None = None, ylabel: str | None = None, zero_lines: bool = True,
-             label: str = "variant", controls=None, min_y_span: float | None = None):
-    """Scatter of one change against another, one point per row of `table` annotated with its
-    `label` column (labels staggered so that neighbours do not overlap).
+             label: str = "variant", controls=None, min_y_span: float | None = None,
+             x_interval: tuple[str, str] | None = None):
+    """Scatter of one change against another, one point per row of `table` labelled with its
+    `label` column (labels placed by adjustText so that none overlap).
 
     Args:
         controls: rows (same columns) drawn apart as grey crosses, unlabelled; the y axis spans
             `table`, and controls above or below it are counted in the legend.
         min_y_span: the y axis covers at least [-min_y_span, +min_y_span] (e.g. 1 for +-1 %), so that
             changes far below what matters are not magnified into a trend.
+        x_interval: (lower, upper) columns of `table` in the units of `x` (e.g. a 95 % bootstrap
+            interval over rounds), drawn as horizontal error bars; NaN bounds draw none.
     Returns (figure, saved path)."""
     fig, ax = plt.subplots(figsize=(7.5, 5))
-    sns.scatterplot(data=table, x=x, y=y, hue=hue, style=style, s=70, ax=ax)
+    if x_interval is not None:
+        ax.errorbar(table[x], table[y], xerr=_xerr(table, x, x_interval), fmt="none", ecolor="grey",
+                    elinewidth=0.8, capsize=2, zorder=1)
+    sns.scatterplot(data=table, x=x, y=y, hue=hue, style=style, s=70, ax=ax, zorder=2)
     lo, hi = float(table[y].min()), float(table[y].max())
     if min_y_span is not None:
         lo, hi = min(lo, -min_y_span), max(hi, min_y_span)
@@ -73,33 +105,54 @@ def tradeoff(table, x: str, y: str, study: str, name: str, hue: str = "variant",
         off = len(controls) - len(inside)
         ax.scatter(inside[x], inside[y], marker="x", color="grey", s=40,
                    label="controls" + (f"; {off} off the axis" if off else ""))
-    ordered = table.sort_values([x, y])
-    for i, (_, row) in enumerate(ordered.iterrows()):
-        ax.annotate(str(row[label]), (row[x], row[y]), textcoords="offset points", xytext=(4, 3 + 9 * (i % 3)),
-                    fontsize=7, arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.4})
     if zero_lines:
         ax.axhline(0, color="grey", lw=0.8)
         ax.axvline(0, color="grey", lw=0.8)
     ax.set(xlabel=xlabel or x, ylabel=ylabel or y, title=title)
-    ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
     fig.tight_layout()
+    _label(ax, table[x], table[y], table[label])
     return fig, save(fig, study, name)
 
 
-def change_bars(table, metrics: dict, study: str, name: str, hue: str | None = None, title: str = ""):
-    """Bar charts of % changes per variant, one panel per metric.
+def change_dots(table, metrics: dict, study: str, name: str, hue: str | None = None, title: str = "",
+                intervals: dict | None = None):
+    """% changes per variant as dots with error bars, one row per variant and one panel per metric
+    (a forest plot: every variant has its own row, so no label overlaps another).
 
     Args:
-        table: rows per variant (and `hue`), with the columns named in `metrics`.
-        metrics: column -> panel title, e.g. {"runtime_s_change_pct": "runtime change (%)"}.
+        table: rows per variant (and per `hue` level), with the columns named in `metrics`.
+        metrics: column -> axis label, e.g. {"runtime_s_change_pct": "runtime change vs Base (%)"}.
+        hue: column whose levels are drawn side by side in each variant's row (e.g. batch size,
+            or ours against the paper's).
+        intervals: column -> (lower, upper) columns in the same units, drawn as error bars (e.g.
+            a 95 % bootstrap interval over rounds); NaN bounds draw none.
     Returns (figure, saved path).
+    Raises ValueError naming a column of `metrics` or `intervals` that `table` lacks.
     """
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+    import numpy as np
+
+    intervals = intervals or {}
+    missing = [c for c in [*metrics, *(b for pair in intervals.values() for b in pair)] if c not in table]
+    if missing:
+        raise ValueError(f"metrics/intervals name columns the table lacks: {missing}; columns: {list(table.columns)}")
+    variants = list(dict.fromkeys(table["variant"]))
+    levels = list(dict.fromkeys(table[hue])) if hue else [None]
+    step = 0.7 / max(len(levels), 1)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics) + 1.5, 0.32 * len(variants) + 1.6),
+                             squeeze=False, sharey=True)
     for ax, (col, label) in zip(axes[0], metrics.items()):
-        sns.barplot(data=table, x="variant", y=col, hue=hue, ax=ax)
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.set(xlabel="", ylabel=label, title=label)
-        ax.tick_params(axis="x", rotation=30)
+        for i, level in enumerate(levels):
+            rows = table if hue is None else table[table[hue] == level]
+            ypos = np.array([variants.index(v) for v in rows["variant"]]) + (i - (len(levels) - 1) / 2) * step
+            ax.errorbar(rows[col], ypos, xerr=_xerr(rows, col, intervals.get(col)), fmt="o", ms=5, capsize=2,
+                        elinewidth=0.9, color=f"C{i}", label=None if hue is None else str(level))
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set(xlabel=label, yticks=range(len(variants)), ylim=(len(variants) - 0.5, -0.5))
+    axes[0][0].set_yticklabels(variants)
+    if hue is not None:
+        axes[0][-1].legend(title=hue, bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     return fig, save(fig, study, name)
@@ -134,15 +187,19 @@ def sweep(table, x: str, y: str, study: str, name: str, hue: str, style: str | N
 
 
 def pareto(table, x: str, y: str, front, study: str, name: str, title: str = "", xlabel: str | None = None,
-           ylabel: str | None = None, logx: bool = False, controls=None):
+           ylabel: str | None = None, logx: bool = False, controls=None, x_interval: tuple[str, str] | None = None):
     """Scatter of variants with the Pareto front (boolean Series `front`, both axes minimised)
-    drawn as a step line and its points labelled; `controls` (rows of the same columns), when
-    given, are drawn apart as grey crosses, unlabelled and outside the front; the y axis spans the
-    candidates (`table`), and controls above it are counted in the legend. Returns (figure,
-    saved path)."""
+    drawn as a step line and its points labelled (adjustText, no overlaps); `controls` (rows of the
+    same columns), when given, are drawn apart as grey crosses, unlabelled and outside the front;
+    the y axis spans the candidates (`table`), and controls above it are counted in the legend.
+    `x_interval`: (lower, upper) columns in the units of `x`, drawn as horizontal error bars
+    (e.g. T_c_lo, T_c_hi: 95 % bootstrap intervals over rounds). Returns (figure, saved path)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     t = table.assign(pareto=front.map({True: "on the front", False: "dominated"}))
-    sns.scatterplot(data=t, x=x, y=y, hue="pareto", hue_order=["on the front", "dominated"], s=70, ax=ax)
+    if x_interval is not None:
+        ax.errorbar(t[x], t[y], xerr=_xerr(t, x, x_interval), fmt="none", ecolor="grey", elinewidth=0.7,
+                    capsize=1.5, alpha=0.7, zorder=1)
+    sns.scatterplot(data=t, x=x, y=y, hue="pareto", hue_order=["on the front", "dominated"], s=60, ax=ax, zorder=2)
     lo, hi = float(table[y].min()), float(table[y].max())
     ax.set_ylim(lo - 0.05 * (hi - lo) - 0.01, hi + 0.08 * (hi - lo) + 0.01)  # the candidates' range
     if controls is not None and len(controls):
@@ -153,46 +210,86 @@ def pareto(table, x: str, y: str, front, study: str, name: str, title: str = "",
         ax.legend()
     f = t[front].sort_values(x)
     ax.step(f[x], f[y], where="post", color="C0", lw=1)
-    for i, (_, row) in enumerate(f.iterrows()):  # staggered, so that neighbouring labels do not overlap
-        ax.annotate(row["variant"], (row[x], row[y]), textcoords="offset points", xytext=(4, 4 + 10 * (i % 3)),
-                    fontsize=8, arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
     if logx:
         ax.set_xscale("log")
     ax.set(xlabel=xlabel or x, ylabel=ylabel or y, title=title)
     fig.tight_layout()
+    _label(ax, f[x], f[y], f["variant"], fontsize=8)
     return fig, save(fig, study, name)
 
 
-def sensitivity(table, study: str, name: str = "sensitivity", top: int = 8):
-    """Rank of the best `top` variants (at alpha = 0.5) as alpha goes 0 -> 1 (beta = 1 - alpha),
-    one panel per gamma. Returns (figure, saved path)."""
-    gammas = sorted(table["gamma"].unique())
-    mid = table[(table["alpha"].sub(0.5).abs() < 1e-9) & (table["gamma"] == gammas[len(gammas) // 2])]
-    keep = mid.nsmallest(top, "opt")["variant"].tolist()
-    t = table[table["variant"].isin(keep)]
-    g = sns.relplot(data=t, x="alpha", y="rank", hue="variant", col="gamma", kind="line", marker="o",
-                    height=3.2, aspect=0.9, facet_kws={"sharey": True})
-    for ax in g.axes.flat:
-        ax.invert_yaxis()
-        ax.set_xlabel("alpha (beta = 1 - alpha)")
-    g.figure.suptitle("Ranking sensitivity to the objective's weights", y=1.03)
-    return g.figure, save(g.figure, study, name)
+def sensitivity(table, study: str, name: str = "sensitivity", top: int = 8, alpha: float = 0.5,
+                gamma: float = 1.5):
+    """How the ranking of the best `top` variants (at `alpha`, `gamma`) moves with the objective's
+    weights (`score.sensitivity`'s rows: gamma, alpha, variant, rank). Left: rank against gamma at
+    `alpha` (beta = 1 - alpha). Right: rank against alpha at `gamma`, drawn only when some of these
+    ranks move with alpha; otherwise the title says that none does (with estimated energy E_c
+    repeats T_c, so alpha cannot move a rank). Ranks on a log axis, rank 1 at the top, so that a
+    variant falling far down does not squash the others.
+    Returns (figure, saved path).
+    Raises ValueError naming `alpha` / `gamma` and the values the table holds when it lacks them.
+    """
+    import numpy as np
+
+    alphas, gammas = np.sort(table["alpha"].unique()), np.sort(table["gamma"].unique())
+    if not np.isclose(alphas, alpha).any() or not np.isclose(gammas, gamma).any():
+        raise ValueError(f"alpha={alpha}, gamma={gamma}: the sensitivity table holds alpha in {alphas.tolist()} "
+                         f"and gamma in {gammas.tolist()}")
+    at_alpha = table[np.isclose(table["alpha"], alpha)]
+    at_gamma = table[np.isclose(table["gamma"], gamma)]
+    keep = at_alpha[np.isclose(at_alpha["gamma"], gamma)].nsmallest(top, "opt")["variant"].tolist()
+    at_alpha, at_gamma = at_alpha[at_alpha["variant"].isin(keep)], at_gamma[at_gamma["variant"].isin(keep)]
+    alpha_moves = bool((at_gamma.groupby("variant")["rank"].nunique() > 1).any())
+    fig, axes = plt.subplots(1, 2 if alpha_moves else 1, figsize=(11 if alpha_moves else 7.5, 4.2),
+                             squeeze=False, sharey=True)
+    panels = [(at_alpha, "gamma", f"exponent gamma of P_c (alpha = beta = {alpha:g})" if np.isclose(alpha, 0.5)
+               else f"exponent gamma of P_c (alpha = {alpha:g}, beta = {1 - alpha:g})")]
+    if alpha_moves:
+        panels.append((at_gamma, "alpha", f"alpha, with beta = 1 - alpha (gamma = {gamma:g})"))
+    for ax, (data, x, xlabel) in zip(axes[0], panels):
+        sns.lineplot(data=data, x=x, y="rank", hue="variant", hue_order=keep, marker="o", ax=ax,
+                     legend=ax is axes[0][-1])
+        ax.set_yscale("log")
+        ax.set(xlabel=xlabel, ylabel="rank (log scale, 1 = best)")
+    top_rank = int(max(at_alpha["rank"].max(), at_gamma["rank"].max()))
+    ticks = [r for r in (1, 2, 3, 5, 10, 20, 50, 100, 200) if r <= top_rank] + [top_rank]
+    axes[0][0].set_yticks(sorted(set(ticks)), labels=[str(t) for t in sorted(set(ticks))])
+    axes[0][0].minorticks_off()
+    axes[0][0].set_ylim(top_rank * 1.15, 0.85)
+    axes[0][-1].legend(title=f"best {len(keep)} at gamma = {gamma:g}", bbox_to_anchor=(1.02, 1), loc="upper left",
+                       fontsize=8)
+    fig.suptitle("Ranking sensitivity to the objective's weights" +
+                 ("" if alpha_moves else f"\n(alpha moves none of these ranks at gamma = {gamma:g}: panel left out)"))
+    fig.tight_layout()
+    return fig, save(fig, study, name)
 
 
 def break_even(table, study: str, name: str = "break_even"):
     """Bar chart of break-even tokens per variant (log scale), controls (column `control`) left
-    out; variants that never pay back are listed in the title. Returns (figure, saved path)."""
+    out; variants that never pay back are counted in the title (the table lists them). Error bars: the columns
+    `break_even_lo` / `break_even_hi` when present (`score.break_even`: from the 95 % bootstrap
+    interval of the energy saved per token); an upper bound of inf (the interval reaches no
+    saving) is drawn as a whisker to the right edge ending in an arrowhead. Returns (figure, saved path)."""
     import numpy as np
 
     if "control" in table:  # controls are no compression options: they have nothing to pay back
         table = table[~table["control"].astype(bool)]
-    finite = table[np.isfinite(table["break_even_tokens"])]
+    finite = table[np.isfinite(table["break_even_tokens"])].reset_index(drop=True)
     never = table.loc[~np.isfinite(table["break_even_tokens"]), "variant"].tolist()
     fig, ax = plt.subplots(figsize=(7.5, 0.35 * max(3, len(finite)) + 1))
     sns.barplot(data=finite, y="variant", x="break_even_tokens", ax=ax, color="C2")
     ax.set_xscale("log")
+    if {"break_even_lo", "break_even_hi"} <= set(finite.columns) and len(finite):
+        hi = finite["break_even_hi"].to_numpy(float)
+        right = float(np.nanmax(np.r_[finite["break_even_tokens"], hi[np.isfinite(hi)]])) * 3
+        shown = finite.assign(break_even_hi=np.where(np.isinf(hi), right, hi))
+        ax.errorbar(shown["break_even_tokens"], range(len(shown)), xerr=_xerr(shown, "break_even_tokens",
+                    ("break_even_lo", "break_even_hi")), fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
+        for i in np.flatnonzero(np.isinf(hi)):
+            ax.plot(right, i, marker=">", color="black", ms=5)
+        ax.set_xlim(right=right * 1.3)
     ax.set(xlabel="inference tokens until the compression cost is paid back (log scale)", ylabel="",
-           title="Break-even" + (f"; never pays back: {', '.join(never)}" if never else ""))
+           title="Break-even" + (f" ({len(never)} more never pay back: they save no energy per token)" if never else ""))
     fig.tight_layout()
     return fig, save(fig, study, name)
 

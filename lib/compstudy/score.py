@@ -250,6 +250,43 @@ def _bootstrap_mean_of_medians(samples: list, n_boot: int, seed: int) -> tuple[f
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def ratio_intervals(df: pd.DataFrame, base: str = "Base", by=(), keys=GROUP_KEYS, n_boot: int = 2000,
+                    seed: int = 0) -> pd.DataFrame:
+    """T_c and E_c per (variant, *by) as `ranking` computes them, with their 95 % intervals, for
+    error bars: the mean over the conditions (`keys`) of the median over rounds of the paired
+    per-round ratio to `base` (`paired_ratios`), and a percentile bootstrap over rounds
+    (`scipy.stats.bootstrap`; each condition resampled apart).
+
+    Args:
+        by: columns of `keys` kept apart (e.g. ("batch_size",)); the other keys are averaged over.
+    Returns one row per (variant, *by): T_c, T_c_lo, T_c_hi, E_c, E_c_lo, E_c_hi (ratios, 1 = the
+    base), the same as % changes (`runtime_change_pct`, `runtime_change_pct_lo`, ...,
+    `energy_change_pct_hi` = 100 * (ratio - 1)) and n_rounds (fewest paired rounds over its
+    conditions); the intervals are NaN where a condition has fewer than 2 paired rounds.
+    Raises ValueError naming `by` and the allowed columns if `by` is not among the measured keys.
+    """
+    import numpy as np
+
+    keys = [k for k in keys if k in df.columns]
+    if not set(by) <= set(keys):
+        raise ValueError(f"by={list(by)}: allowed are the measured condition keys {keys}")
+    pairs = paired_ratios(df, base, keys)
+    out = []
+    for group, g in pairs.groupby(["variant", *by], dropna=False, sort=False):
+        group = group if isinstance(group, tuple) else (group,)
+        conds = [c for _, c in g.groupby(keys, dropna=False, sort=False)]
+        row = {**dict(zip(["variant", *by], group)), "n_rounds": min(len(c) for c in conds)}
+        for m, col in (("T_c", "T_ratio"), ("E_c", "E_ratio")):
+            row[m] = float(np.mean([c[col].median() for c in conds]))
+            row[f"{m}_lo"], row[f"{m}_hi"] = (_bootstrap_mean_of_medians([c[col] for c in conds], n_boot, seed)
+                                              if row["n_rounds"] >= 2 else (np.nan, np.nan))
+        for m, name in (("T_c", "runtime"), ("E_c", "energy")):
+            for end in ("", "_lo", "_hi"):
+                row[f"{name}_change_pct{end}"] = 100 * (row[m + end] - 1)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
 def ranking(df: pd.DataFrame, alpha: float = 0.5, beta: float = 0.5, gamma: float = 1.5, base: str = "Base",
             keys=GROUP_KEYS, n_boot: int = 2000, seed: int = 0, ratios: pd.DataFrame | None = None,
             noise: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -404,12 +441,18 @@ def pareto_front(df: pd.DataFrame, x: str, y: str) -> pd.Series:
 
 
 def sensitivity(df: pd.DataFrame, alphas=None, gammas=(0.5, 1.0, 1.5, 2.0, 3.0), base: str = "Base",
-                ratios: pd.DataFrame | None = None) -> pd.DataFrame:
+                ratios: pd.DataFrame | None = None, alpha: float | None = None,
+                gamma: float | None = None) -> pd.DataFrame:
     """Rank of every variant as the weights move: alpha from 0 to 1 with beta = 1 - alpha (at each
-    gamma). Returns rows (gamma, alpha, variant, opt, rank)."""
+    gamma). `alpha` / `gamma`, the study's chosen weights, are added to the grids when given, so
+    that `plots.sensitivity` can start from them. Returns rows (gamma, alpha, variant, opt, rank)."""
     import numpy as np
 
     alphas = np.linspace(0, 1, 11) if alphas is None else alphas
+    if alpha is not None:
+        alphas = np.union1d(np.round(np.asarray(alphas, float), 12), [alpha])
+    if gamma is not None:
+        gammas = sorted({*map(float, gammas), float(gamma)})
     ratios = ratio_table(df, base) if ratios is None else ratios
     g = ratios.groupby("variant", sort=False)[["P_c", "T_c", "E_c"]].mean().reset_index()
     rows = []
@@ -422,28 +465,48 @@ def sensitivity(df: pd.DataFrame, alphas=None, gammas=(0.5, 1.0, 1.5, 2.0, 3.0),
     return pd.DataFrame(rows)
 
 
-def break_even(df: pd.DataFrame, base: str = "Base", keys=GROUP_KEYS) -> pd.DataFrame:
+def break_even(df: pd.DataFrame, base: str = "Base", keys=GROUP_KEYS, n_boot: int = 2000,
+               seed: int = 0) -> pd.DataFrame:
     """Tokens of inference after which a variant's compression cost is paid back by its energy
-    savings: `cost_kwh / (E_base - E_variant) per token`, per variant (mean over conditions of the
-    per-token saving; median energies over repeats). `never` when it saves no energy per token.
+    savings: `cost_kwh / saved_kwh_per_token`, per variant. The saving per token is the mean over
+    conditions (`keys`) of the median over rounds of the paired per-round saving
+    (E_base - E_variant) / tokens scored (`paired_ratios`); `never` when it is not positive.
 
     `cost_kwh` is the energy spent producing the variant from the baseline (distillation,
     fine-tuning, calibration, quantization); the baseline's own training is not charged to it.
+    `break_even_lo` / `break_even_hi` (tokens) come from the 95 % percentile bootstrap interval of
+    the saving over rounds (`scipy.stats.bootstrap`); `break_even_hi` is inf when the interval
+    reaches no saving. NaN where a condition has fewer than 2 paired rounds.
     Column `control` marks the study's controls (`is_control`), which are no compression options.
+    Raises ValueError (`paired_ratios` / `ratio_table`) if `base` was never measured.
     """
     import numpy as np
 
     keys = [k for k in keys if k in df.columns]
-    ratios = ratio_table(df, base, keys)
-    cols = ["cost_kwh", "cost_s"] + ([] if "tokens_scored" in keys else ["tokens_scored"])
-    tok = df.groupby(["variant", *keys], dropna=False)[cols].median().reset_index()
-    m = ratios.merge(tok, on=["variant", *keys])
-    m["saved_kwh_per_token"] = (m["energy_kwh_base"] - m["energy_kwh"]) / m["tokens_scored"]
-    g = m.groupby("variant", sort=False).agg(cost_kwh=("cost_kwh", "max"), cost_s=("cost_s", "max"),
-                                              saved_kwh_per_token=("saved_kwh_per_token", "mean")).reset_index()
-    g = g[g["variant"] != base]
+    ratio_table(df, base, keys)  # raises the clear error when the base is missing
+    pairs = paired_ratios(df, base, keys)
+    tokens = df.groupby(["variant", *keys], dropna=False)["tokens_scored"].median().rename("tokens")
+    pairs = pairs.join(tokens, on=["variant", *keys])
+    pairs["saved"] = (pairs["energy_kwh_base"] - pairs["energy_kwh"]) / pairs["tokens"]
+    cost = df.groupby(["variant", *keys], dropna=False)[["cost_kwh", "cost_s"]].median().groupby("variant").max()
+
+    def tokens_for(saved, cost_kwh):
+        return cost_kwh / saved if saved > 0 else np.inf
+
+    rows = []
+    for variant, g in pairs[pairs["variant"] != base].groupby("variant", sort=False):
+        conds = [c["saved"] for _, c in g.groupby(keys, dropna=False, sort=False)]
+        saved = float(np.mean([c.median() for c in conds]))
+        lo, hi = (_bootstrap_mean_of_medians(conds, n_boot, seed) if min(map(len, conds)) >= 2
+                  else (np.nan, np.nan))
+        c_kwh = float(cost.loc[variant, "cost_kwh"])
+        rows.append({"variant": variant, "cost_kwh": c_kwh, "cost_s": float(cost.loc[variant, "cost_s"]),
+                     "saved_kwh_per_token": saved, "saved_kwh_per_token_lo": lo, "saved_kwh_per_token_hi": hi,
+                     "break_even_tokens": tokens_for(saved, c_kwh),
+                     "break_even_lo": tokens_for(hi, c_kwh) if np.isfinite(hi) else np.nan,
+                     "break_even_hi": tokens_for(lo, c_kwh) if np.isfinite(lo) else np.nan})
+    g = pd.DataFrame(rows)
     g["control"] = g["variant"].map(is_control)
-    g["break_even_tokens"] = np.where(g["saved_kwh_per_token"] > 0, g["cost_kwh"] / g["saved_kwh_per_token"], np.inf)
     g["pays_back"] = np.where(np.isfinite(g["break_even_tokens"]), "after " +
                               g["break_even_tokens"].map(lambda t: f"{t:,.0f}" if np.isfinite(t) else "") + " tokens",
                               "never")
