@@ -113,12 +113,39 @@ class _DriftingModel(torch.nn.Module):
         return types.SimpleNamespace(logits=torch.zeros(*input_ids.shape, self.vocab))
 
 
-def test_interleaved_rounds_give_the_right_ratio_where_sequential_timing_does_not(tiny_baseline):
-    clock = [time.perf_counter(), 0.0]
-    base, half = _DriftingModel(0.04, clock), _DriftingModel(0.02, clock)
+class _VirtualMachine:
+    """A machine whose clock advances only while a fake model works, and which slows down by
+    `drift` per (virtual) second: timings through it do not depend on the real machine's load."""
+
+    def __init__(self, drift: float = 0.0):
+        self.now, self.drift = 0.0, drift
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def work(self, cost: float) -> None:
+        self.now += cost * (1 + self.drift * self.now)
+
+
+class _VirtualModel(_DriftingModel):
+    """A fake causal LM whose forward pass costs `cost` virtual seconds on `machine`."""
+
+    def __init__(self, cost: float, machine: _VirtualMachine):
+        super().__init__(cost, [0.0, 0.0])
+        self.machine = machine
+
+    def forward(self, input_ids):
+        self.machine.work(self.cost)
+        return types.SimpleNamespace(logits=torch.zeros(*input_ids.shape, self.vocab))
+
+
+def test_interleaved_rounds_give_the_right_ratio_where_sequential_timing_does_not(tiny_baseline, monkeypatch):
+    machine = _VirtualMachine()
+    monkeypatch.setattr(energy, "time", machine)  # the meter's timer reads the virtual clock
+    base, half = _VirtualModel(0.04, machine), _VirtualModel(0.02, machine)
     tok = tiny_baseline.tokenizer
     # 2 windows (2 forward passes) per pass, 6 rounds: an even count, so each variant goes first equally often
-    # the two fakes compute alike but for a Python attribute (their busy-wait): no shared timing here
+    # the two fakes compute alike but for a Python attribute (their cost): no shared timing here
     cfg = measure.EvalConfig(context=64, stride=63, batch_size=1, max_tokens=127, repeats=6, device="cpu",
                              share_timing=False)
     size = {"n_params": 1, "n_params_nonzero": 0, "weight_bytes": 4}
@@ -127,15 +154,16 @@ def test_interleaved_rounds_give_the_right_ratio_where_sequential_timing_does_no
     def t_c(rows):
         return score.ranking(pd.DataFrame(rows), n_boot=200).set_index("variant").loc["Half", "T_c"]
 
-    # the true ratio on a steady machine (about 0.5: the per-pass overhead is not halved)
+    # the true ratio on a steady machine
     truth = t_c(measure.evaluate_many(models, ["wikitext-2:test"], cfg, study="t", sizes=sizes))
-    # the machine slows down by 50 % per second: interleaved rounds (Base, Half; Half, Base; ...) still see it
-    clock[:] = [time.perf_counter(), 0.5]
+    assert truth == pytest.approx(0.5)
+    # the machine slows down by 100 % per second: interleaved rounds (Base, Half; Half, Base; ...) still see it
+    machine.now, machine.drift = 0.0, 1.0
     rows = measure.evaluate_many(models, ["wikitext-2:test"], cfg, study="t", sizes=sizes)
     assert [r["variant"] for r in rows] == ["Base", "Half", "Half", "Base"] * 3
     assert t_c(rows) == pytest.approx(truth, abs=0.03)
     # sequential timing on the same drifting machine: every Base pass first, then every Half pass
-    clock[:] = [time.perf_counter(), 0.5]
+    machine.now = 0.0
     seq = (measure.evaluate(base, tok, ["wikitext-2:test"], cfg, variant="Base", study="t", size=size) +
            measure.evaluate(half, tok, ["wikitext-2:test"], cfg, variant="Half", study="t", size=size))
     assert t_c(seq) > truth + 0.08  # the drift is read as a slowdown of the variant

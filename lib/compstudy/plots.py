@@ -24,16 +24,18 @@ def save(fig, study: str, name: str) -> Path:
     return path
 
 
-def _label(ax, xs, ys, labels, fontsize: int = 7) -> list:
+def _label(ax, xs, ys, labels, fontsize: int = 7, avoid=None) -> list:
     """Write `labels` beside the points (xs, ys) of `ax`, moved apart by adjustText so that no label
-    overlaps another label or a point, each joined to its point by a thin line. Call it after
+    overlaps another label or a point, each joined to its point by a thin line. `avoid`: (x, y)
+    sequences of further points the labels keep off (e.g. unlabelled points). Call it after
     everything that changes the axes' limits or size. Returns the matplotlib Text objects."""
     from adjustText import adjust_text
 
     xs, ys = list(map(float, xs)), list(map(float, ys))
     texts = [ax.text(x, y, str(text), fontsize=fontsize) for x, y, text in zip(xs, ys, labels)]
+    ox, oy = (list(map(float, avoid[0])), list(map(float, avoid[1]))) if avoid is not None else ([], [])
     if texts:
-        adjust_text(texts, x=xs, y=ys, ax=ax, expand=(1.1, 1.3),
+        adjust_text(texts, x=xs + ox, y=ys + oy, ax=ax, expand=(1.1, 1.3),
                     arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.5})
     return texts
 
@@ -214,7 +216,7 @@ def pareto(table, x: str, y: str, front, study: str, name: str, title: str = "",
         ax.set_xscale("log")
     ax.set(xlabel=xlabel or x, ylabel=ylabel or y, title=title)
     fig.tight_layout()
-    _label(ax, f[x], f[y], f["variant"], fontsize=8)
+    _label(ax, f[x], f[y], f["variant"], fontsize=8, avoid=(t.loc[~front, x], t.loc[~front, y]))
     return fig, save(fig, study, name)
 
 
