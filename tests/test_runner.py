@@ -180,3 +180,27 @@ def test_corpora_are_checked_before_any_notebook_runs(tmp_path, capsys):
     assert "2 corpus problem(s)" in err and "unknown corpus 'nope'" in err and "not 'dev'" in err
     assert set(runner.check_corpora(runner.load_study(cfg, {"eval_datasets": ["wikitext-2:test"]}))) == {
         "wikitext-2:test", "tinyshakespeare:train"}
+
+
+def test_the_commit_is_dirty_for_code_changes_not_for_the_runs_own_outputs(tmp_path, monkeypatch):
+    import subprocess
+
+    from compstudy import provenance
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    for rel in ("lib/a.py", "figures/default/f.png", "results/default/ranking.csv", "paper/default/index.html"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("0")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init")
+    monkeypatch.setattr(paths, "repo_root", lambda: tmp_path)
+    clean = provenance.git_commit()
+    assert clean and not clean.endswith("-dirty")
+    for rel in ("figures/default/f.png", "results/default/ranking.csv", "paper/default/index.html"):
+        (tmp_path / rel).write_text("regenerated")
+    assert provenance.git_commit() == clean  # the run's own outputs
+    (tmp_path / "lib/a.py").write_text("changed")
+    assert provenance.git_commit() == f"{clean}-dirty"
