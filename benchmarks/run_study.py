@@ -81,9 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     if ranking.exists() and record["status"] == "completed":
         import pandas as pd
 
-        top = pd.read_csv(ranking).head(5)
-        record["ranking_top5"] = top[[c for c in ("rank", "variant", "P_c", "T_c", "opt") if c in top]].round(4) \
-            .to_dict(orient="records")
+        table = pd.read_csv(ranking)
+        cols = [c for c in ("rank", "variant", "P_c", "T_c", "T_c_lo", "T_c_hi", "opt") if c in table]
+        record["ranking_top5"] = table.head(5)[cols].round(4).to_dict(orient="records")
+        # every variant, so that what a README or a teacher quotes of this run can be read here
+        record["ranking"] = table[cols].round(4).to_dict(orient="records")
     plateau = paths.results_dir(study.name) / "plateau.json"
     if plateau.exists():  # notebook 00's plateau check of the baseline (compstudy.baseline.plateau_check)
         record["plateau_check"] = json.loads(plateau.read_text())
