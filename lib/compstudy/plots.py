@@ -300,14 +300,11 @@ def compare_runs(table, names: tuple[str, str], name: str = "compare", study: st
     """T_c of run A against run B, one point per variant with both bootstrap intervals as error
     bars, and the diagonal where the two runs agree. Saved to `figures/<study>/<name>.png`.
     Returns (figure, saved path)."""
-    import numpy as np
-
     a, b = names
     fig, ax = plt.subplots(figsize=(6, 6))
     x, y = table[f"T_c_{a}"], table[f"T_c_{b}"]
-    xerr = np.abs(np.vstack([x - table.get(f"T_c_lo_{a}", x), table.get(f"T_c_hi_{a}", x) - x])).astype(float)
-    yerr = np.abs(np.vstack([y - table.get(f"T_c_lo_{b}", y), table.get(f"T_c_hi_{b}", y) - y])).astype(float)
-    ax.errorbar(x, y, xerr=np.nan_to_num(xerr), yerr=np.nan_to_num(yerr), fmt="o", ms=4, capsize=2, lw=0.8)
+    ax.errorbar(x, y, xerr=_xerr(table, f"T_c_{a}", (f"T_c_lo_{a}", f"T_c_hi_{a}")),
+                yerr=_xerr(table, f"T_c_{b}", (f"T_c_lo_{b}", f"T_c_hi_{b}")), fmt="o", ms=4, capsize=2, lw=0.8)
     lo, hi = float(min(x.min(), y.min())) * 0.95, float(max(x.max(), y.max())) * 1.05
     ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
     ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel=f"T_c in {a}", ylabel=f"T_c in {b}",
