@@ -40,6 +40,8 @@ JUNK = {
     "a Python warning": r"\b[A-Z]\w*Warning\b|warnings\.warn",  # UserWarning, FutureWarning, ...; not the study's own "Warning:"
     "a widget's repr": r"interactive\(children=",
     "a config's repr": r"\b\w+Config\(\w+=",
+    "a list's or dict's repr": r"\[\'|\{\'",  # issue 24: a sentence or a table instead
+    "a raw table": r"<table border=\"1\" class=\"dataframe\"",  # issue 24: tables.show (no bare index, units, rounding)
 }
 
 

@@ -117,6 +117,60 @@ def describe(config: BaselineConfig, model=None) -> str:
             f"{', '.join(data.corpus_label(s) for s in config.train_corpora)} for {config.train_tokens:,} tokens.")
 
 
+def facts(config: BaselineConfig, art: Artifact) -> dict:
+    """What the paper's methods say about this run's baseline, read from the loaded model and its
+    config (never from the defaults): family (`config.model_type`), layers, attention and key-value
+    heads, hidden size, parameters (tied weights once), vocabulary, context, dtype, whether it was
+    trained here (corpora, tokens, tokenizer) or loaded (from where), and the device."""
+    c, model = art.model.config, art.model
+    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    heads = getattr(c, "n_head", None) or getattr(c, "num_attention_heads", None)
+    out = {
+        "family": getattr(c, "model_type", "unknown"),
+        "architecture": type(model).__name__,
+        "n_layer": getattr(c, "n_layer", None) or getattr(c, "num_hidden_layers", None),
+        "n_head": heads,
+        "n_kv_head": getattr(c, "num_key_value_heads", None) or heads,
+        "n_embd": getattr(c, "n_embd", None) or getattr(c, "hidden_size", None),
+        "n_params": int(n_params), "vocab_size": int(c.vocab_size), "context": int(context_length(model)),
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "device": resolve_device(config.device),
+        "trained_here": config.model is None,
+        "model": config.model,
+    }
+    if config.model is None:
+        out.update(train_corpora=[data.corpus_label(s) for s in config.train_corpora],
+                   train_tokens=int(config.train_tokens),
+                   tokenizer="a byte-level BPE trained on the same text" if config.tokenizer is None
+                   else f"the pretrained tokenizer {config.tokenizer}")
+    return out
+
+
+def save_facts(study: str, config: BaselineConfig, art: Artifact) -> dict:
+    """Write `facts(config, art)` with the run's id to `results/<study>/baseline.json` (notebook
+    00), for the paper's methods; returns the facts."""
+    import os
+
+    from .runs import RUN_ENV
+
+    record = {**facts(config, art), "run_id": os.environ.get(RUN_ENV, "")}
+    path = results_dir(study) / "baseline.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2))
+    return record
+
+
+def cost_sentence(art: Artifact) -> str:
+    """How much producing the baseline cost, as a sentence (seconds, kWh and how it was obtained)."""
+    cost = art.cost
+    method = cost.get("method", "none")
+    if method.startswith("pretrained") or (not cost.get("seconds") and method in ("none", "")):
+        return "Training cost: none here (a pretrained model, not trained by this study)."
+    kwh = cost.get("energy_kwh", float("nan"))
+    energy = f"{kwh * 3.6e6:,.0f} J ({kwh:.2g} kWh, {method})" if kwh == kwh else f"energy {method}"
+    return f"Training cost: {cost.get('seconds', 0.0):,.0f} s of wall time and {energy}."
+
+
 def get_tokenizer(config: BaselineConfig):
     """The baseline's tokenizer: pretrained (by name/path), or a BPE trained on the training
     corpora and cached under a key of (vocab_size, corpus fingerprints). Returns (tokenizer, key)."""

@@ -214,7 +214,7 @@ def _finding_f(ratios: pd.DataFrame) -> dict:
     parts, texts = [], []
     sweep = ratios[ratios["variant"].str.match(r"^G?Mag\d")]
     for prefix in ("Mag", "GMag"):
-        control = sweep[sweep["variant"] == f"{prefix}0+ft"].set_index("dataset")["P_c"]
+        control = sweep[sweep["variant"] == "Mag0+ft"].set_index("dataset")["P_c"]  # sparsity 0: one model, any scope
         levels = sorted({float(m.group(1)) for v in sweep["variant"]
                          if (m := re.match(rf"^{prefix}(\d+(?:\.\d+)?)\+ft$", v)) and float(m.group(1)) > 0})
         if control.empty or len(levels) < 2:

@@ -1,25 +1,34 @@
-"""The study as a paper: one HTML page built from a run's executed notebooks and results.
+"""The study as a paper: one self-contained HTML page (and its PDF) built from a run's executed
+notebooks and results.
 
-Built with nbconvert (already installed with papermill, works offline, no Node.js or Sphinx tool
-chain) from one notebook that this module assembles:
+Built with nbconvert's `basic` template (the cells' HTML alone) inside a page of this module's own
+(`PAGE`, `CSS`), from one notebook that this module assembles:
 
 - front matter written here, whose every number is computed from the run's files: the title,
-  an abstract, an introduction, the methods (the measurement protocol with the run's own rounds
-  and pass length, the objective typeset, the naming key read from `docs/glossary.md`), a
+  an abstract, an introduction, the methods (the run's own model, read from
+  `results/<study>/baseline.json`; the measurement protocol with the run's own rounds and pass
+  length; the objective, typeset as MathML; the naming key read from `docs/glossary.md`), a
   discussion and the limitations (both generated from `findings.csv`, `ranking.csv`,
   `plateau.json` and the measurements: energy method, device, model size), and the references;
 - one results section per executed notebook (`runs/<study>/NN_*.ipynb`): its Markdown and outputs,
-  its code folded into a "Show code" block, its parameters cells and "Try this" exercises left
-  out, every figure numbered and captioned from the caption its cell carries (cell metadata
-  `caption`, or `captions` for a cell with several figures), stderr streams dropped.
+  its code folded into a "Show code" block, its title line, parameters cells and "Try this"
+  exercises left out, every figure a `<figure>` with its numbered caption taken from its cell
+  (metadata `caption`, or `captions` for a cell with several figures), stderr streams dropped.
 
-Figures are written as PNG files next to `index.html` (nbconvert's `ExtractOutputPreprocessor`),
-never inlined as base64, so that the committed paper of the default run stays small.
+The page loads nothing from the network: no MathJax, mermaid or require.js from a CDN (the lab
+template's), no web fonts; math is MathML converted at build time (latex2mathml), which browsers
+render natively. Figures are PNG files beside `index.html`, never inlined as base64.
+`paper.pdf` is the same page printed by headless Chromium (`build_pdf`).
+
+Why not Jupyter Book 2 (mystmd): `jupyter-book build --html` (2.1.7) first downloads its theme
+from api.mystmd.org, which fails offline (tried: "getaddrinfo ENOTFOUND api.mystmd.org"); its PDF
+export needs LaTeX or Typst templates fetched the same way. nbconvert builds offline in seconds.
 """
 from __future__ import annotations
 
 import html
 import json
+import math
 import re
 import shutil
 import time
@@ -27,6 +36,7 @@ from pathlib import Path
 
 from . import paths
 from .provenance import environment
+from .tables import plural, sentence_list
 
 TITLE = "Cheaper transformer language models: quantization, distillation, pruning and their hybrids, measured"
 
@@ -87,6 +97,13 @@ def _pct(x: float) -> str:
     return f"{100 * (x - 1):+.1f} %"
 
 
+def _finite(x) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
 def _load(study: str) -> dict:
     """The run's files the front matter is computed from. Raises PaperError naming a missing one."""
     import pandas as pd
@@ -100,38 +117,43 @@ def _load(study: str) -> dict:
         raise PaperError(f"cannot build the paper of study {study!r}: {missing} missing; run the study "
                          f"(python -m compstudy run configs/{study}.yaml) first")
     measurements, run_id, _ = runs.select_run(results.load(study))
-    plateau = folder / "plateau.json"
+    plateau, model = folder / "plateau.json", folder / "baseline.json"
     return {"ranking": pd.read_csv(need["ranking"]), "findings": pd.read_csv(need["findings"]),
             "measurements": measurements, "run_id": run_id,
-            "plateau": json.loads(plateau.read_text()) if plateau.exists() else None}
+            "plateau": json.loads(plateau.read_text()) if plateau.exists() else None,
+            "model": json.loads(model.read_text()) if model.exists() else None}
 
 
 def facts(study: str) -> dict:
-    """Every number the front matter states, computed from the run's files (`_load`): model size,
-    corpora, rounds, tokens per pass, energy method, device, the ranked variants and tier 1,
-    the best variant's ratios, the findings' verdict counts, the plateau check. Raises PaperError."""
+    """Every number the front matter states, computed from the run's files (`_load`): the model
+    (`results/<study>/baseline.json`, written by notebook 00), its size, corpora, rounds, tokens
+    per pass, energy method, device, the ranked variants and tier 1, the best variant's ratios,
+    the findings' verdict counts, the plateau check. Raises PaperError."""
+    from . import score
+
     d = _load(study)
     m, r, f = d["measurements"], d["ranking"], d["findings"]
     base = m[m["variant"] == "Base"]
     main = m[m["notebook"].astype(str).str.match(r"^0[0-4]_[a-z]+$")]
     ranked = r[r["ranked"].astype(bool)].sort_values("rank")
-    tier1 = ranked[ranked["tier"] == 1]
-    best = ranked.iloc[0] if len(ranked) else None
+    candidates = ranked[~ranked["variant"].map(score.is_control)]
+    tier1 = candidates[candidates["tier"] == 1]
+    best = candidates.iloc[0] if len(candidates) else None
     methods = sorted(set(m["energy_method"].astype(str))) if "energy_method" in m else []
     verdicts = f["verdict"].value_counts().to_dict()
     cpu = str(m["cpu"].iloc[0]) if "cpu" in m and len(m) else "unknown CPU"
-    from . import score
-
     noise = score.timing_noise(main) if len(main) else None
     spread = noise["base_spread"].dropna() if noise is not None and len(noise) else []
     devices = sorted(set(m["device"].astype(str))) if "device" in m else []
+    all_candidates = r[~r["variant"].map(score.is_control)]
     return {
-        "study": study, "run_id": d["run_id"],
+        "study": study, "run_id": d["run_id"], "model": d["model"],
         "family": str(base["family"].iloc[0]) if len(base) and "family" in base else "",
         "n_params": int(base["n_params"].median()) if len(base) else 0,
         "datasets": sorted(set(main["dataset"].astype(str))),
         "n_variants": int(m["variant"].nunique()),
-        "n_ranked": len(ranked), "tier1": list(tier1["variant"]),
+        "n_ranked": len(ranked), "n_candidates": len(all_candidates), "n_candidates_ranked": len(candidates),
+        "tier1": list(tier1["variant"]),
         "best": None if best is None else {k: best[k] for k in ("variant", "P_c", "T_c", "E_c", "opt", "rank_range")},
         "rounds": int(main["repeat"].max() + 1) if len(main) else 0,
         "tokens_per_pass": sorted(set(int(t) for t in main["tokens_scored"])) if len(main) else [],
@@ -146,21 +168,27 @@ def facts(study: str) -> dict:
 
 
 def abstract(x: dict) -> str:
-    """The abstract: every number from `facts`."""
+    """The abstract: every number from `facts`. A control (`score.is_control`) is never the best."""
+    fam = FAMILIES.get(x["family"], x["family"] or "transformer")
     s = [f"We apply quantization, knowledge distillation, pruning and their hybrids to one "
-         f"{FAMILIES.get(x['family'], x['family'] or 'transformer')} language model of {x['n_params']:,} parameters and measure "
-         f"{x['n_variants']} variants with one protocol: perplexity on {', '.join(x['datasets'])}, and runtime and "
-         f"energy of a whole evaluation pass, timed in {x['rounds']} interleaved rounds against the baseline on "
-         f"{', '.join(x['devices']) or 'this machine'} ({x['cpu']})."]
+         f"{fam} language model of {x['n_params']:,} parameters and measure "
+         f"{plural(x['n_variants'], 'variant')} with one protocol: perplexity on {sentence_list(x['datasets'])}, and runtime "
+         f"and energy of a whole evaluation pass, timed in {plural(x['rounds'], 'interleaved round')} against the "
+         f"baseline on {sentence_list(x['devices']) or 'this machine'} ({x['cpu']})."]
     if x["best"] is not None:
         b = x["best"]
-        s.append(f"Ranked by the objective of Wallace et al. (opt = P_c^1.5 (0.5 T_c + 0.5 E_c)), {x['n_ranked']} "
-                 f"variants are measured well enough to rank; {len(x['tier1'])} cannot be told apart from the best "
-                 f"({', '.join(x['tier1'])}). The best, {b['variant']}, changes perplexity by {_pct(b['P_c'])} "
+        left_out = x["n_candidates"] - x["n_candidates_ranked"]
+        s.append(f"Ranked by the objective of Wallace et al. (opt = P_c^1.5 (0.5 T_c + 0.5 E_c)), "
+                 f"{x['n_candidates_ranked']} of {plural(x['n_candidates'], 'compressed candidate')} are measured well "
+                 f"enough to rank" + (f" ({left_out} left out: measured once, or timed under interference)" if left_out else "")
+                 + f"; {plural(len(x['tier1']), 'candidate')} cannot be told apart from the best "
+                 f"({sentence_list(x['tier1'])}). The best, {b['variant']}, changes perplexity by {_pct(b['P_c'])} "
                  f"and runtime by {_pct(b['T_c'])} against the baseline.")
+    else:
+        s.append("No compressed candidate was measured well enough to rank (see the comparison's noise table).")
     v = x["findings"]
-    s.append(f"Of the {x['n_findings']} findings of the seed papers checked, {v.get('agrees', 0)} agree with our "
-             f"measurements, {v.get('disagrees', 0)} disagree and {v.get('cannot tell', 0)} cannot be decided "
+    s.append(f"Of the {plural(x['n_findings'], 'finding')} of the seed papers checked, {v.get('agrees', 0)} agree with "
+             f"our measurements, {v.get('disagrees', 0)} disagree and {v.get('cannot tell', 0)} cannot be decided "
              f"within the intervals.")
     s.append("Energy was " + ("estimated from runtime and the processor's TDP (no hardware counter), so it "
                               "repeats runtime" if x["energy_estimated"] else
@@ -180,13 +208,39 @@ from-scratch controls, interleaved and paired timing, intervals), and lets its r
 number with other parameters, models or hardware.
 """
 
-METHODS = """
-**Model and data.** The baseline and every variant are built by the notebooks' library
-(`compstudy`) and cached by the hash of every parameter that produced them. The offline default
-trains its own GPT-2-architecture model to its validation plateau on WikiText-2 [Merity2016] and
-tinyshakespeare [Karpathy2015]; with a network, a pretrained GPT-2 [Radford2019] can be loaded
-instead.
+_CORPUS_CITES = {"wikitext-2": "Merity2016", "tinyshakespeare": "Karpathy2015"}
 
+
+def model_paragraph(x: dict) -> str:
+    """'Model and data', computed from the run's `baseline.json` (notebook 00) and its rows: the
+    family, shape and size of the model this run measured, whether it was trained here (corpora,
+    tokens, tokenizer) or loaded (from where), and the evaluation corpora."""
+    m = x.get("model")
+    evals = sentence_list(f"`{d}`" for d in x["datasets"]) or "no corpus"
+    if not m:
+        return (f"**Model and data.** This run recorded no description of its baseline (notebook 00 writes "
+                f"`results/{x['study']}/baseline.json`); its rows name a {x['family'] or 'unknown'} model of "
+                f"{x['n_params']:,} parameters, evaluated on {evals}.")
+    fam = FAMILIES.get(m["family"], m["family"])
+    heads = f"{m['n_head']} attention heads" + (f" sharing {m['n_kv_head']} key-value heads (grouped-query attention)"
+                                                 if m.get("n_kv_head") and m["n_kv_head"] != m["n_head"] else "")
+    shape = (f"a {fam}-architecture model (`{m['architecture']}`) of {m['n_layer']} layers, {heads} and hidden size "
+             f"{m['n_embd']}: {m['n_params']:,} parameters, a vocabulary of {m['vocab_size']:,} tokens and a context of "
+             f"{m['context']:,} tokens, computing in {m['dtype']}")
+    if m["trained_here"]:
+        cites = sorted({_CORPUS_CITES[c.split(":")[0]] for c in m["train_corpora"] if c.split(":")[0] in _CORPUS_CITES})
+        origin = (f"trained here from random initialisation for {m['train_tokens']:,} tokens on "
+                  f"{sentence_list(f'`{c}`' for c in m['train_corpora'])}" + (f" [{', '.join(cites)}]" if cites else "")
+                  + f", with {m['tokenizer']}")
+    else:
+        origin = (f"loaded from `{m['model']}` (pretrained elsewhere, not trained by this study)"
+                  + (" [Radford2019]" if m["family"] == "gpt2" else ""))
+    return (f"**Model and data.** The baseline of this run is {shape}, {origin}. Every variant is measured on {evals} "
+            f"on {m['device']}. The baseline and every variant are built by the notebooks' library (`compstudy`) and "
+            f"cached by the hash of every parameter that produced them.")
+
+
+TECHNIQUES = """
 **Techniques.** LLM.int8() 8-bit and NF4 / FP4 4-bit quantization with bitsandbytes
 [Dettmers2022, Dettmers2023]; distillation of a half-depth student with a temperature-softened KL
 to the teacher [Hinton2015, Sanh2019], forward or reverse KL [Gu2024]; attention-head pruning by
@@ -219,7 +273,7 @@ def methods_facts(x: dict) -> str:
     """The run's own protocol figures, as a sentence."""
     return (f"In this run every pass scored {' / '.join(f'{t:,}' for t in x['tokens_per_pass'])} tokens per "
             f"corpus with windows of {' / '.join(map(str, x['context']))} tokens, and every condition was timed "
-            f"in {x['rounds']} rounds.")
+            f"in {plural(x['rounds'], 'round')}.")
 
 
 def naming_key() -> str:
@@ -233,7 +287,7 @@ def discussion(x: dict) -> str:
     """The findings of the seed papers as checked in this run, one sentence each (from findings.csv)."""
     lines = []
     for _, row in x["findings_table"].iterrows():
-        why = f" {row['why']}" if isinstance(row.get("why"), str) and row["why"] else ""
+        why = f" Why: {row['why']}." if isinstance(row.get("why"), str) and row["why"] else ""
         lines.append(f"- **{row['finding']}** ({row['claim']}): ours {row['ours']}; the paper {row['paper']}. "
                      f"Verdict: *{row['verdict']}*.{why}")
     return "\n".join(lines)
@@ -251,7 +305,7 @@ def limitations(x: dict) -> str:
                      "not readings.")
     if x["devices"] == ["cpu"]:
         quant = x["ranking"][x["ranking"]["variant"].isin(["Base8b", "Base4b"])].set_index("variant")["T_c"]
-        slower = ", ".join(f"{v} T_c = {t:.2f}" for v, t in quant.items() if t > 1)
+        slower = ", ".join(f"{v} T_c = {t:.2f}" for v, t in quant.items() if _finite(t) and t > 1)
         items.append(f"**CPU, not GPU.** Every pass ran on {x['cpu']}; the seed paper timed CUDA kernels. "
                      "bitsandbytes' CPU path dequantizes weights on every call"
                      + (f", and here the quantized baselines are slower than Base ({slower})" if slower else "")
@@ -292,6 +346,29 @@ def _cite(text: str) -> str:
     return re.sub(r"\[([A-Za-z]+\d{4}(?:, *[A-Za-z]+\d{4})*)\]", link, text)
 
 
+_CODE_SPAN = re.compile(r"(```.*?```|`[^`\n]*`)", re.S)
+_DISPLAY_MATH = re.compile(r"\$\$(.+?)\$\$", re.S)
+_INLINE_MATH = re.compile(r"(?<![\\$\w])\$([^$\n]+?)\$(?![\w$])")
+
+
+def typeset_math(text: str) -> str:
+    """Markdown with `$$...$$` and `$...$` (outside code spans) replaced by MathML, converted at
+    build time by latex2mathml: browsers render MathML natively, so the page needs no MathJax
+    script from a CDN (it must work offline)."""
+    from latex2mathml.converter import convert
+
+    def display(m):
+        return "\n\n" + convert(m.group(1).strip(), display="block") + "\n\n"
+
+    def inline(m):
+        return convert(m.group(1).strip())
+
+    parts = _CODE_SPAN.split(text)
+    for i in range(0, len(parts), 2):  # even parts lie outside code spans
+        parts[i] = _INLINE_MATH.sub(inline, _DISPLAY_MATH.sub(display, parts[i]))
+    return "".join(parts)
+
+
 def _is_parameters(cell) -> bool:
     tags = cell.get("metadata", {}).get("tags", [])
     return "parameters" in tags or "injected-parameters" in tags
@@ -301,21 +378,37 @@ def _figure_outputs(cell) -> list:
     return [o for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
 
 
+def _figure_html(number: int, filename: str, caption: str) -> str:
+    text = html.escape(caption)
+    return (f'<figure class="paper-figure" id="figure-{number}"><img src="{filename}" alt="{html.escape(caption, quote=True)}">'
+            f'<figcaption><b>Figure {number}.</b> {text}</figcaption></figure>')
+
+
 def _results_cells(nb_path: Path, counter: dict) -> list:
-    """The cells of one executed notebook as they appear in the paper (see the module docstring).
+    """The cells of one executed notebook as they appear in the paper (see the module docstring):
+    markdown (math typeset, the notebook's own title line dropped: the section heading replaces
+    it), code folded into "Show code", outputs without stderr, each figure a `<figure>` with its
+    numbered caption whose PNG is collected in `counter["files"]` (name -> bytes).
     Raises PaperError for a figure without a caption."""
+    import base64
+
     import nbformat
     from nbformat.v4 import new_code_cell
 
     nb = nbformat.read(nb_path, as_version=4)
-    out = []
+    out, titled = [], False
+    files = counter.setdefault("files", {})
     for cell in nb.cells:
         if _is_parameters(cell) or "exercises" in cell.get("metadata", {}).get("tags", []):
             continue
         if cell.cell_type == "markdown":
             text = cell.source
+            if not titled and text.lstrip().startswith("# "):  # the notebook's title: the section heading replaces it
+                text = text.lstrip().split("\n", 1)[1] if "\n" in text.lstrip() else ""
+            titled = True
             text = re.sub(r"^# ", "### ", re.sub(r"^## ", "#### ", text, flags=re.M), flags=re.M)
-            out.append(_md(text))
+            if text.strip():
+                out.append(_md(typeset_math(text)))
             continue
         if cell.cell_type != "code":
             continue
@@ -335,43 +428,87 @@ def _results_cells(nb_path: Path, counter: dict) -> list:
         shown.metadata = {}
         k = 0
         for o in outputs:
-            shown.outputs.append(o)
             if o in figures:
+                if shown.outputs:
+                    out.append(shown)
+                    shown = new_code_cell(source="", outputs=[])
+                    shown.metadata = {}
                 counter["figure"] += 1
+                n = counter["figure"]
+                name = f"figure_{n:02d}.png"
+                files[name] = base64.b64decode(o["data"]["image/png"])
                 counter.setdefault("captions", []).append(captions[k])
-                out.append(shown)
-                out.append(_md(f'<p class="caption"><b>Figure {counter["figure"]}.</b> {html.escape(captions[k])}</p>'))
+                out.append(_md(_figure_html(n, name, captions[k])))
                 k += 1
-                shown = new_code_cell(source="", outputs=[])
-                shown.metadata = {}
+                continue
+            shown.outputs.append(o)
         if shown.outputs:
             out.append(shown)
     return out
 
 
 CSS = """
-<style>
-body { max-width: 60rem; margin: auto; }
-.jp-InputArea, .jp-InputPrompt, .jp-OutputPrompt { display: none !important; }
+:root { color-scheme: light; }
+body { max-width: 62rem; margin: 2rem auto; padding: 0 1.5rem; font-family: "DejaVu Serif", Georgia, serif;
+       line-height: 1.5; color: #111; background: #fff; }
+h1 { font-size: 1.9rem; line-height: 1.25; margin-bottom: 0.3rem; }
+h2 { margin-top: 2.2rem; border-bottom: 1px solid #ccc; padding-bottom: 0.2rem; }
+h3 { margin-top: 1.8rem; }
+.jp-InputPrompt, .jp-OutputPrompt, .jp-InputArea-prompt, .jp-OutputArea-prompt { display: none !important; }
+.jp-Cell { margin: 0.4rem 0; }
+.jp-OutputArea-output pre, pre { white-space: pre-wrap; font-family: "DejaVu Sans Mono", monospace; font-size: 0.8rem;
+       background: #fafafa; padding: 0.4rem 0.6rem; border-left: 3px solid #ddd; overflow-x: auto; }
+.jp-OutputArea-output { overflow-x: auto; max-width: 100%; }
+table { border-collapse: collapse; font-family: "DejaVu Sans", sans-serif; font-size: 0.8rem; margin: 0.5rem 0; }
+.jp-RenderedHTMLCommon table, .jp-OutputArea-output table { display: block; overflow-x: auto; max-width: 100%; }
+th, td { border-bottom: 1px solid #e3e3e3; padding: 0.2rem 0.5rem; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+a.anchor-link { display: none; }
 details.code { margin: 0.3em 0; font-size: 0.85em; color: #555; }
+details.code summary { cursor: pointer; }
 details.code pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; }
-p.caption { font-size: 0.9em; margin: 0.2em 2em 1.5em 2em; }
-</style>
+figure.paper-figure { margin: 1rem 0 1.6rem 0; break-inside: avoid; page-break-inside: avoid; }
+figure.paper-figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
+figure.paper-figure figcaption { font-size: 0.9em; margin: 0.4em 2em 0 2em; }
+math[display="block"] { margin: 0.8rem 0; font-size: 1.15em; }
+.byline { font-style: italic; color: #333; }
+@media print {
+  body { max-width: none; margin: 0; font-size: 10pt; }
+  details.code { display: none; }
+  h2, h3, h4 { break-after: avoid; page-break-after: avoid; }
+  table, pre { break-inside: avoid; }
+}
+"""
+
+PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{css}</style>
+</head>
+<body>
+{body}
+</body>
+</html>
 """
 
 
-def build_paper(study: str, out: str | Path | None = None) -> Path:
+def build_paper(study: str, out: str | Path | None = None, pdf: bool = True) -> Path:
     """Build the paper of `study`'s latest run; returns the path of its `index.html`.
 
     Reads `runs/<study>/NN_*.ipynb` (the executed notebooks) and `results/<study>/` (ranking.csv,
-    findings.csv, plateau.json, measurements.csv). Writes `out` (default `paper/<study>/`):
-    `index.html` and one PNG per figure, replacing what was there.
+    findings.csv, plateau.json, baseline.json, measurements.csv). Writes `out` (default
+    `paper/<study>/`), replacing what was there: `index.html` (self-contained: no script, style
+    or font is loaded from the network, the objective is MathML), one PNG per figure, and with
+    `pdf` the same page printed by headless Chromium as `paper.pdf` (`build_pdf`; skipped, with
+    a message, where no Chromium is installed).
 
     Raises PaperError if the run's files are missing or a figure has no caption.
     """
     import nbformat
     from nbconvert import HTMLExporter
-    from nbconvert.preprocessors import ExtractOutputPreprocessor
     from nbformat.v4 import new_notebook
 
     executed = sorted(paths.runs_dir(study).glob("[0-9][0-9]_*.ipynb"))
@@ -382,12 +519,13 @@ def build_paper(study: str, out: str | Path | None = None) -> Path:
     merged = new_notebook()
     merged.metadata = nbformat.read(executed[0], as_version=4).metadata
     cells = [
-        _md(CSS + f"# {TITLE}\n\n*Study `{study}`, run `{x['run_id']}`; built "
-                  f"{time.strftime('%Y-%m-%d')} from commit `{env['git_commit']}`. Every number in this text is "
-                  f"computed from the run's results; the code of every cell is one click away.*"),
+        _md(f"# {TITLE}\n\n<p class=\"byline\">Study <code>{study}</code>, run <code>{x['run_id']}</code>; built "
+            f"{time.strftime('%Y-%m-%d')} from commit <code>{env['git_commit']}</code>. Every number in this text is "
+            f"computed from the run's results; the code of every cell is one click away.</p>"),
         _md("## Abstract\n\n" + abstract(x)),
         _md("## 1. Introduction\n\n" + _cite(INTRODUCTION)),
-        _md("## 2. Methods\n\n" + _cite(METHODS) + "\n\n" + methods_facts(x) + "\n\n" + _cite(OBJECTIVE)),
+        _md("## 2. Methods\n\n" + _cite(model_paragraph(x)) + "\n\n" + _cite(TECHNIQUES) + "\n\n" + methods_facts(x)
+            + "\n\n" + typeset_math(_cite(OBJECTIVE))),
         _md(naming_key()),
         _md("## 3. Results"),
     ]
@@ -404,23 +542,71 @@ def build_paper(study: str, out: str | Path | None = None) -> Path:
     merged.cells = cells
     for i, cell in enumerate(merged.cells):
         cell["id"] = f"p{i}"
-    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
+    # the basic template: the cells' HTML alone (no CDN scripts, no MathJax, no require.js); the page is ours
+    exporter = HTMLExporter(template_name="basic", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
-    exporter.register_preprocessor(ExtractOutputPreprocessor(output_filename_template="figure_{cell_index}_{index}{extension}"),
-                                   enabled=True)
-    body, resources = exporter.from_notebook_node(merged, resources={"output_files_dir": "."})
+    body, _ = exporter.from_notebook_node(merged)
     out = Path(out) if out else paths.repo_root() / "paper" / study
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    for name, data in resources.get("outputs", {}).items():
-        (out / Path(name).name).write_bytes(data)
-    body = body.replace('src="./', 'src="')
-    for caption in counter.get("captions", []):  # each figure's alt text is its caption
-        body = body.replace('alt="No description has been provided for this image"',
-                            f'alt="{html.escape(caption, quote=True)}"', 1)
-    (out / "index.html").write_text(body, encoding="utf-8")
-    return out / "index.html"
+    for name, blob in counter.get("files", {}).items():
+        (out / name).write_bytes(blob)
+    index = out / "index.html"
+    index.write_text(PAGE.format(title=html.escape(TITLE), css=CSS, body=body), encoding="utf-8")
+    if pdf:
+        try:
+            print(f"pdf: {paths.shown(build_pdf(index))}")
+        except PaperError as exc:
+            print(f"pdf: not built ({exc})")
+    return index
+
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps")
+
+
+def chromium() -> str | None:
+    """The path of a Chromium (or Chrome) executable: `COMPSTUDY_CHROMIUM`, else the first of
+    `CHROMIUM_NAMES` on the PATH; None when there is none."""
+    import os
+
+    found = os.environ.get("COMPSTUDY_CHROMIUM")
+    if found:
+        return found
+    return next((p for p in (shutil.which(n) for n in CHROMIUM_NAMES) if p), None)
+
+
+def build_pdf(index_html: str | Path, out: str | Path | None = None, timeout_s: float = 180) -> Path:
+    """Print the built paper to PDF with headless Chromium (`--print-to-pdf`, no header or
+    footer; each figure kept on the page of its caption by the page's print stylesheet, code
+    folds left out). Writes `out` (default `paper.pdf` beside `index.html`) and returns its path.
+
+    Raises PaperError when no Chromium is installed (Debian: `apt-get install chromium`), when it
+    fails or exceeds `timeout_s` seconds, or when it writes no PDF.
+    """
+    import os
+    import subprocess
+    import tempfile
+
+    index_html = Path(index_html).resolve()
+    out = Path(out) if out else index_html.with_name("paper.pdf")
+    exe = chromium()
+    if exe is None:
+        raise PaperError("no Chromium found (install Debian's chromium, or set COMPSTUDY_CHROMIUM)")
+    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+        cmd = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--no-pdf-header-footer",
+               f"--print-to-pdf={out}", index_html.as_uri()]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s,
+                                  env={**os.environ, "HOME": profile})
+        except subprocess.TimeoutExpired:
+            raise PaperError(f"Chromium did not finish printing within {timeout_s:.0f} s") from None
+    if proc.returncode != 0 or not out.exists() or out.stat().st_size == 0:
+        raise PaperError(f"Chromium failed to print {index_html.name} (exit {proc.returncode}): "
+                         f"{proc.stderr.strip()[-300:]}")
+    return out
 
 
 def structure(index_html: str | Path) -> dict:
@@ -429,5 +615,5 @@ def structure(index_html: str | Path) -> dict:
     text = Path(index_html).read_text(encoding="utf-8")
     heads = [re.sub(r"<[^>]+>|¶", "", h).strip() for h in re.findall(r"<h[23][^>]*>(.*?)</h[23]>", text, flags=re.S)]
     return {"headings": heads, "figures": len(re.findall(r'<img[^>]*src="figure_', text)),
-            "captions": len(re.findall(r'<p class="caption"><b>Figure \d+\.', text)),
+            "captions": len(re.findall(r"<figcaption><b>Figure \d+\.", text)),
             "inlined_images": len(re.findall(r'src="data:image', text))}

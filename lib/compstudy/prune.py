@@ -506,6 +506,14 @@ def get_pruned(parent: Artifact, config: PruneConfig, train_corpora, val_fractio
     return cached_step(f"prune-{config.kind}", params, build, device)
 
 
+def _sweep_name(cfg: PruneConfig) -> str:
+    """A sweep point's variant name. Sparsity 0 is the unpruned model whatever the scope: `Base`,
+    and fine-tuned `Mag0+ft` (the same model under every scope, so built and named once)."""
+    if cfg.sparsity == 0:
+        return "Mag0+ft" if cfg.finetune_tokens else "Base"
+    return cfg.name
+
+
 def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, train_corpora, *, study: str,
                    datasets, eval_config, notebook: str = "", device: str = "auto",
                    base_config: PruneConfig | None = None, wanda: bool = False):
@@ -518,7 +526,7 @@ def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, t
 
     Sparsity 0 is always included: the unpruned parent, measured with the sweep's settings as
     `Base` (the reference of the sweep's ratios), and, fine-tuned with the same budget, `Mag0+ft`
-    / `GMag0+ft`: the control that shows how much of a fine-tuned model's perplexity comes from the
+    (one model for every scope, named once): the control that shows how much of a fine-tuned model's perplexity comes from the
     extra training rather than from the pruning.
 
     Raises ValueError for a sparsity outside [0, 1) or an unknown scope, before any pruning.
@@ -540,9 +548,9 @@ def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, t
     if wanda:  # sparsity 0 is the unpruned model again: Base and the Mag0+ft control stand for it
         configs += [PruneConfig.unstructured("wanda", s, base_config, finetune_tokens=ft)
                     for s in levels if s > 0 for ft in budgets]
-    built = {}  # name -> (config, artifact); the unpruned model appears once, as Base
+    built = {}  # name -> (config, artifact); the unpruned model appears once, as Base, and fine-tuned once, as Mag0+ft
     for cfg in configs:
-        name = "Base" if cfg.sparsity == 0 and not cfg.finetune_tokens else cfg.name
+        name = _sweep_name(cfg)
         if name not in built:
             built[name] = (cfg, get_pruned(parent, cfg, train_corpora, device=device, progress=False))
     # every point of the sweep with its Base, in interleaved rounds (all held in memory at once)
@@ -551,7 +559,7 @@ def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, t
                                notebook=f"{notebook}:sweep" if notebook else "sweep")
     rows = []
     for cfg in configs:
-        name = "Base" if cfg.sparsity == 0 and not cfg.finetune_tokens else cfg.name
+        name = _sweep_name(cfg)
         art = built[name][1]
         storage = sparse_storage_bytes(art.model)
         for _, r in summary[summary["variant"] == name].iterrows():
