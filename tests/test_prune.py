@@ -1,3 +1,5 @@
+import types
+
 import pytest
 import torch
 
@@ -46,8 +48,14 @@ def test_head_pruning_shapes_and_parameter_count(fixture, request):
     has_bias = fixture == "tiny_baseline"  # GPT-2's q/k/v have biases, Llama's do not
     assert before - sum(p.numel() for p in model.parameters()) == 4 * d * e + (3 * d if has_bias else 0)
     assert _logits(model).shape == (2, 24, 512)
-    with pytest.raises(ValueError, match="removing every head of layer 1 \\(2 heads\\)"):
+    with pytest.raises(ValueError, match="removing every head of layer 1 \\(2 key-value groups\\)"):
         surgery.prune_heads(model, {1: [0, 1]})
+
+
+def _mlp_width(model) -> int:
+    from compstudy import families
+
+    return families.adapter_for(model).mlp_width(surgery.blocks(model)[0])
 
 
 def test_removing_a_head_equals_masking_it(tiny_baseline):
@@ -55,7 +63,7 @@ def test_removing_a_head_equals_masking_it(tiny_baseline):
     model = _fresh(tiny_baseline)
     block = surgery.blocks(model)[0]
     d = surgery.head_dim(model)
-    hook = surgery._out_proj(block).register_forward_pre_hook(
+    hook = surgery.attention_output(model, block).register_forward_pre_hook(
         lambda m, a: (torch.cat([a[0][..., :d], torch.zeros_like(a[0][..., d:])], -1),))
     masked = _logits(model)
     hook.remove()
@@ -138,7 +146,7 @@ def test_embedding_channel_pruning_shapes_parameters_and_selection(fixture, requ
     assert scores.shape == (64,) and (scores >= 0).all()
     per_channel = surgery.params_per_embedding_channel(model)
     before = sum(p.numel() for p in model.parameters())
-    heads_before, inner_before = surgery.head_counts(model), surgery._out_features(surgery._mlp_up(surgery.blocks(model)[0]))
+    heads_before, inner_before = surgery.head_counts(model), _mlp_width(model)
     # the 16 channels of lowest importance go; the kept ones keep their order
     importance = torch.arange(64.0).flip(0)
     embeddings = model.get_input_embeddings().weight.detach().clone()
@@ -146,7 +154,7 @@ def test_embedding_channel_pruning_shapes_parameters_and_selection(fixture, requ
     assert torch.equal(model.get_input_embeddings().weight, embeddings[:, :48])
     assert before - sum(p.numel() for p in model.parameters()) == 16 * per_channel
     assert surgery.head_counts(model) == heads_before  # heads and MLP neurons keep their sizes
-    assert surgery._out_features(surgery._mlp_up(surgery.blocks(model)[0])) == inner_before
+    assert _mlp_width(model) == inner_before
     assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # still tied
     assert _logits(model).shape == (2, 24, 512)
     plan = surgery.width_plan(_fresh(request.getfixturevalue(fixture)), 16 * per_channel, "Emb")
@@ -164,7 +172,7 @@ def test_head_and_embedding_pruning_combine_and_reload(tiny_baseline, tmp_path):
     surgery.prune_heads(model, {1: [0]})
     surgery.prune_embedding_channels(model, 0.5, torch.rand(64))
     save_model(model, None, tmp_path)
-    assert surgery.shape_record(model) == {"heads_per_layer": [2, 1], "attention_width": 64}
+    assert surgery.shape_record(model) == {"heads_per_layer": [2, 1], "kv_heads_per_layer": [2, 1], "attention_width": 64}
     again = surgery.load_pruned(tmp_path)
     assert torch.equal(_logits(again), _logits(model))
     with pytest.raises(ValueError, match="does not fit the config"):
@@ -259,6 +267,7 @@ def test_wanda_differs_from_magnitude_where_inputs_differ():
             self.transformer = torch.nn.Module()
             self.transformer.h = torch.nn.ModuleList([torch.nn.Module()])
             self.transformer.h[0].fc = torch.nn.Linear(2, 1, bias=False)
+            self.config = types.SimpleNamespace(model_type="gpt2")  # blocks where GPT-2 keeps them
 
         def forward(self, input_ids):
             return self.transformer.h[0].fc(input_ids.float())

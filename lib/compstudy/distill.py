@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from . import cache, data
 from .data import training_streams
 from .models import Artifact, load_artifact, load_model, resolve_device
+from .families import adapter_for
 from .surgery import shape_record
 from .step import cached_step, trained
 from .train import TrainConfig, lm_loss, train
@@ -113,18 +114,16 @@ class DistillConfig:
 
 
 def _depth(model) -> int:
-    c = model.config
-    return getattr(c, "n_layer", None) or c.num_hidden_layers
+    fam = adapter_for(model)
+    return len(fam.blocks(model))
 
 
 def _width(model) -> int:
-    c = model.config
-    return getattr(c, "n_embd", None) or c.hidden_size
+    return adapter_for(model).hidden_size(model)
 
 
 def _heads(model) -> int:
-    c = model.config
-    return getattr(c, "n_head", None) or c.num_attention_heads
+    return adapter_for(model).config_heads(model.config)[0]
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
@@ -159,9 +158,6 @@ def teacher_layer_indices(teacher_layers: int, student_layers: int) -> list[int]
     return [round(i * teacher_layers / student_layers) for i in range(student_layers)]
 
 
-_LAYER = re.compile(r"^(.*\.(?:h|layers)\.)(\d+)(\..*)$")
-
-
 def make_student(teacher, config: DistillConfig) -> torch.nn.Module:
     """A student of the teacher's family: `config.n_layer` blocks (default half), width
     `config.n_embd` (default the teacher's), initialised from the teacher or randomly.
@@ -176,35 +172,23 @@ def make_student(teacher, config: DistillConfig) -> torch.nn.Module:
     if shape_record(teacher) is not None:
         raise ValueError("cannot build a student from a head-pruned or embedding-pruned teacher (its config does "
                          "not describe its shape): distil before pruning, e.g. Distil+90 rather than AH90+Distil")
+    fam = adapter_for(teacher)
     depth = config.n_layer or (_depth(teacher) + 1) // 2
-    cfg = teacher.config.__class__.from_dict(teacher.config.to_dict())
-    if hasattr(cfg, "n_layer"):
-        cfg.n_layer = depth
-    else:
-        cfg.num_hidden_layers = depth
-        if getattr(cfg, "layer_types", None):
-            cfg.layer_types = cfg.layer_types[:depth]
-    if config.n_embd is not None:
-        if hasattr(cfg, "n_embd"):
-            cfg.n_embd, cfg.n_inner = config.n_embd, 4 * config.n_embd
-        else:
-            ratio = cfg.intermediate_size / cfg.hidden_size
-            cfg.hidden_size = config.n_embd
-            cfg.intermediate_size = 32 * round(ratio * config.n_embd / 32)
-            cfg.head_dim = config.n_embd // cfg.num_attention_heads
+    cfg = fam.student_config(teacher.config, depth, config.n_embd)
     torch.manual_seed(config.seed)
     student = AutoModelForCausalLM.from_config(cfg)
     if config.init == "teacher":
         keep = teacher_layer_indices(_depth(teacher), depth)
+        layer = re.compile(fam.layer_pattern())
         state = {}
         for name, value in teacher.state_dict().items():
-            m = _LAYER.match(name)
+            m = layer.match(name)
             if m is None:
                 state[name] = value
             elif int(m.group(2)) in keep:
                 state[f"{m.group(1)}{keep.index(int(m.group(2)))}{m.group(3)}"] = value
         student.load_state_dict(state, strict=True)
-    return student
+    return student.to(next(teacher.parameters()).dtype)
 
 
 def distill(teacher, student, train_ids, val_ids, config: DistillConfig, device: str = "auto",

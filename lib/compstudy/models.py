@@ -1,10 +1,15 @@
-"""Build, load and save causal language models of the two families the study covers.
+"""Build, load and save causal language models.
+
+Trained from scratch here (`build_model`), two families:
 
 - `gpt2`: the paper's architecture (Radford et al. 2019), `transformers.GPT2LMHeadModel`.
 - `llama`: the architecture of the modern hybrids (Minitron, Sheared-LLaMA),
   `transformers.LlamaForCausalLM` (RMSNorm, rotary positions, SwiGLU MLP).
 
-Any other causal LM loads by hub name or local path with `AutoModelForCausalLM`.
+Any causal LM loads by hub name or local path with `AutoModelForCausalLM` (`load_model`), in the
+dtype the study measures in (float32 by default: a checkpoint saved in bf16 or fp16, as most hub
+checkpoints are, is upcast, and the row's `dtype` says what was computed). What the techniques
+need to know about an architecture is its family adapter's (`compstudy.families`).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from pathlib import Path
 import torch
 
 from . import cache, data
+from .families import adapter_for, supported
 from .surgery import SHAPE_FILE, load_pruned, shape_record
 
 FAMILIES = ("gpt2", "llama")
@@ -103,22 +109,67 @@ def build_model(shape: ModelShape, vocab_size: int, bos_token_id: int = 0, eos_t
     return LlamaForCausalLM(config)
 
 
-def load_model(name_or_path: str | Path, dtype: torch.dtype | str | None = None,
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be loaded as it was saved: the message holds transformers' own loading
+    report (missing, unexpected and mismatched tensors)."""
+
+
+def load_model(name_or_path: str | Path, dtype: torch.dtype | str | None = torch.float32,
                device: str | None = None, **kwargs) -> torch.nn.Module:
     """Load any causal LM by hub name (online) or local folder.
 
     Uses `AutoModelForCausalLM.from_pretrained` with safetensors weights and
-    `trust_remote_code=False`. Extra keyword arguments go to `from_pretrained`
-    (e.g. `quantization_config`). The model is returned in eval mode.
+    `trust_remote_code=False`, in `dtype` (default float32: bf16 / fp16 checkpoints are upcast;
+    None or "auto" keeps the checkpoint's). Extra keyword arguments go to `from_pretrained` (e.g.
+    `quantization_config`). The model is returned in eval mode.
+
+    Raises CheckpointError with transformers' loading report when a tensor the model needs is
+    missing from the checkpoint or has another shape (transformers would initialise it randomly,
+    or fails with "see the above report" while its report is silenced by `quiet_transformers`).
     """
+    import logging
+
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
-        str(name_or_path), dtype=dtype, trust_remote_code=False, use_safetensors=True, **kwargs
-    )
+    dtype = DTYPES.get(dtype, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
+    records: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    logger, handler = logging.getLogger("transformers"), Capture(level=logging.WARNING)
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(min(level or logging.WARNING, logging.WARNING))
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(
+            str(name_or_path), dtype=dtype, trust_remote_code=False, use_safetensors=True, output_loading_info=True,
+            **kwargs)
+    except RuntimeError as exc:
+        report = _strip_ansi("\n".join(r for r in records if "LOAD REPORT" in r or "MISMATCH" in r or "MISSING" in r))
+        raise CheckpointError(f"{name_or_path} could not be loaded: {exc}" + (f"\n{report}" if report else "")) from None
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    tied = {"lm_head.weight", "embed_out.weight"} if getattr(model.config, "tie_word_embeddings", False) else set()
+    missing = sorted(set(info.get("missing_keys") or ()) - tied)
+    mismatched = sorted(str(m) for m in info.get("mismatched_keys") or ())
+    if missing or mismatched:
+        raise CheckpointError(f"{name_or_path} does not hold every tensor its config describes (transformers would "
+                              f"initialise them randomly): missing {missing[:8]}, mismatched {mismatched[:8]}")
     if device is not None and "quantization_config" not in kwargs:
         model.to(device)
     return model.eval()
+
+
+def _strip_ansi(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;?]*[ -/]*[@-~]", "", text)
 
 
 def save_model(model, tokenizer, path: str | Path) -> Path:
@@ -131,9 +182,16 @@ def save_model(model, tokenizer, path: str | Path) -> Path:
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(path), safe_serialization=True)
-    record = shape_record(model)
-    if record is not None:
+    record = shape_record(model) if supported(family_of(model)) else None
+    if record is None:
+        model.save_pretrained(str(path), safe_serialization=True)
+    else:
+        # a shape the config cannot describe: the weights under the model's own state-dict names (no
+        # hub renaming, e.g. GPT-NeoX's lm_head saved as embed_out), read back by surgery.load_pruned
+        from safetensors.torch import save_model as save_safetensors
+
+        model.config.save_pretrained(str(path))
+        save_safetensors(model, str(path / "model.safetensors"))
         (path / SHAPE_FILE).write_text(json.dumps(record))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(path))
@@ -141,26 +199,30 @@ def save_model(model, tokenizer, path: str | Path) -> Path:
 
 
 def family_of(model) -> str:
-    """`"gpt2"`, `"llama"` or the model's `config.model_type` for other architectures."""
+    """The model's `config.model_type` ("gpt2", "llama", "qwen2", ...)."""
     return getattr(model.config, "model_type", "unknown")
 
 
 def shape_of(model) -> dict:
-    """The shape fields of a loaded model's config, as a dict (layers, heads, width, context)."""
+    """The shape fields of a loaded model's config, as a dict (layers, heads, key-value heads,
+    width, context, vocabulary), read through its family adapter when it has one."""
     c = model.config
-    return {
-        "family": family_of(model),
-        "n_layer": getattr(c, "n_layer", getattr(c, "num_hidden_layers", None)),
-        "n_head": getattr(c, "n_head", getattr(c, "num_attention_heads", None)),
-        "n_embd": getattr(c, "n_embd", getattr(c, "hidden_size", None)),
-        "n_positions": context_length(model),
-        "vocab_size": c.vocab_size,
-    }
+    if supported(family_of(model)):
+        a = adapter_for(model).anatomy
+        n_layer, n_head, n_embd = getattr(c, a.n_layer), getattr(c, a.n_head), getattr(c, a.hidden)
+        n_kv = getattr(c, a.n_kv_head, None) if a.n_kv_head else None
+    else:
+        n_layer = getattr(c, "num_hidden_layers", getattr(c, "n_layer", None))
+        n_head = getattr(c, "num_attention_heads", getattr(c, "n_head", None))
+        n_embd = getattr(c, "hidden_size", getattr(c, "n_embd", None))
+        n_kv = getattr(c, "num_key_value_heads", None)
+    return {"family": family_of(model), "n_layer": n_layer, "n_head": n_head, "n_kv_head": n_kv or n_head,
+            "n_embd": n_embd, "n_positions": context_length(model), "vocab_size": c.vocab_size}
 
 
 def context_length(model) -> int:
     """Longest context the model accepts, in tokens."""
-    c = model.config
+    c = getattr(model, "config", model)
     return int(getattr(c, "n_positions", None) or getattr(c, "max_position_embeddings"))
 
 
@@ -195,13 +257,15 @@ class Artifact:
 
 
 def load_folder(path: str | Path, device: str = "cpu", **load_kwargs) -> torch.nn.Module:
-    """Load a model saved by `save_model`: with `surgery.load_pruned` when the folder has a
-    `pruned_shape.json` (a shape its config cannot describe), else `from_pretrained`
-    (`load_model`; `load_kwargs` go there). Returns the model in eval mode on `device`."""
+    """Load a model saved by `save_model`, in the dtype it was saved in: with `surgery.load_pruned`
+    when the folder has a `pruned_shape.json` (a shape its config cannot describe), else
+    `from_pretrained` (`load_model`; `load_kwargs` go there). Returns the model in eval mode on
+    `device`. Raises CheckpointError (or RuntimeError from `load_pruned`) naming the tensors that
+    do not match."""
     path = Path(path)
     if (path / SHAPE_FILE).exists():
         return load_pruned(path, device=device)
-    return load_model(path, device=device, **load_kwargs)
+    return load_model(path, device=device, **{"dtype": None, **load_kwargs})
 
 
 def load_artifact(key: str, device: str = "cpu", **load_kwargs) -> Artifact:
@@ -276,7 +340,11 @@ def count_parameters(model) -> tuple[int, int]:
 
 def _packed_int8_counts(model) -> tuple[int, int]:
     total = nonzero = 0
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    tied = bool(getattr(getattr(model, "config", None), "tie_word_embeddings", False))
     for module in model.modules():
+        if tied and module is head:  # a tied LM head quantized apart is still the token table: counted once
+            continue
         if type(module).__module__.startswith("torch.ao.nn.quantized") and hasattr(module, "weight"):
             w = module.weight()
             w = w.dequantize() if w.is_quantized else w
@@ -333,7 +401,15 @@ def model_dtype(model) -> str:
             return f"{dtype}+{q.get('bnb_4bit_quant_type', '4bit')}"
         if q.get("load_in_8bit"):
             return f"{dtype}+int8"
-    return getattr(model, "_compstudy_dtype", dtype)
+    for m in model.modules():  # quantized in memory (quantize.quantize_in_memory): read from the layers
+        name, where = type(m).__name__, type(m).__module__
+        if where.startswith("torch.ao.nn.quantized.dynamic"):
+            return "float32+dynamic-int8"
+        if name == "Linear4bit":
+            return f"{dtype}+{m.weight.quant_type}"
+        if name == "Linear8bitLt":
+            return f"{dtype}+int8"
+    return dtype
 
 
 # config entries that name or describe a model without changing what its forward pass computes

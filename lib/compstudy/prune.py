@@ -1,5 +1,5 @@
 """Pruning: attention heads, MLP neurons, embedding channels, depth, and unstructured magnitude and Wanda,
-with optional post-pruning fine-tuning. GPT-2 and Llama.
+with optional post-pruning fine-tuning. Every family with an adapter (`compstudy.families`).
 
 | kind        | what is removed | importance | reference |
 |-------------|-----------------|------------|-----------|
@@ -31,9 +31,9 @@ from .data import calibration_batches, training_streams
 from .measure import measure_variants
 from .models import Artifact, load_artifact, resolve_device
 from .step import Built, cached_step
-from .surgery import (_attn, _check_family, _mlp_down, _norm_layers, _out_proj, block_linear_layers, blocks,
-                      head_counts, head_dim, kept_count, percent_text, prune_embedding_channels, prune_heads,
-                      prune_layers, prune_mlp)
+from .families import adapter_for
+from .surgery import (attention_output, block_linear_layers, blocks, head_counts, head_dim, kept_count, kv_head_counts, mlp_down,
+                      percent_text, prune_embedding_channels, prune_heads, prune_layers, prune_mlp, residual_norms)
 from .train import TrainConfig, train
 
 KINDS = ("heads", "mlp", "embedding", "depth", "magnitude", "wanda")
@@ -43,47 +43,40 @@ ALLOCATIONS = ("global", "layer")
 
 
 # --------------------------------------------------------------------------------------------
-# Model anatomy (GPT-2 and Llama)
-
-
-# --------------------------------------------------------------------------------------------
-# Calibration data
-
-
-# --------------------------------------------------------------------------------------------
 # Attention heads
 
 
 def head_importance(model, batches, method: str = "gradient") -> torch.Tensor:
-    """Importance of every head, shape [n_layer, n_head].
+    """Importance of every unit of head pruning, a key-value group (one head under multi-head
+    attention; `compstudy.families.base`), shape [n_layer, most groups of a layer].
 
-    `gradient` (Michel et al. 2019): a mask m (ones) multiplies each head's output before the
-    output projection; importance = sum over batches of |dL/dm_h|, then each layer's scores are
-    divided by their L2 norm (their normalisation for global ranking). `magnitude`: L1 norm of the
-    head's query, key, value and output-projection weights.
+    `gradient` (Michel et al. 2019): a mask m (ones) multiplies the outputs of each group's query
+    heads before the output projection; importance = sum over batches of |dL/dm_g|, then each
+    layer's scores are divided by their L2 norm (their normalisation for global ranking).
+    `magnitude`: L1 norm of the group's query, key, value and output-projection weights.
 
-    Raises ValueError for an unknown method.
+    Raises ValueError for an unknown method; UnsupportedFamily for a family without an adapter.
     """
     if method not in HEAD_IMPORTANCE:
         raise ValueError(f"head importance method must be one of {HEAD_IMPORTANCE}, got {method!r}")
-    _check_family(model)
-    counts, d = head_counts(model), head_dim(model)
+    fam, d = adapter_for(model), head_dim(model)
+    units = kv_head_counts(model)
     if method == "magnitude":
-        scores = torch.zeros(len(counts), max(counts))
+        scores = torch.zeros(len(units), max(units))
         for i, block in enumerate(blocks(model)):
-            q, k, v, o = _qkvo_head_weights(block, counts[i], d)
-            for h in range(counts[i]):
-                scores[i, h] = sum(float(t[h].detach().abs().sum()) for t in (q, k, v, o))
+            scores[i, : units[i]] = fam.kv_group_weights(block, d)
         return scores
-    mask = torch.ones(len(counts), max(counts), requires_grad=True)
+    mask = torch.ones(len(units), max(units), requires_grad=True)
     hooks = []
     for i, block in enumerate(blocks(model)):
-        def pre_hook(module, args, i=i):
+        n_q = fam.heads(block, d)[0]
+
+        def pre_hook(module, args, i=i, g=n_q // units[i]):
             x = args[0]
             shape = x.shape
-            x = x.view(*shape[:-1], counts[i], d) * mask[i, : counts[i]].view(1, 1, -1, 1).to(x.dtype)
+            x = x.view(*shape[:-1], units[i], g, d) * mask[i, : units[i]].view(1, 1, -1, 1, 1).to(x.dtype)
             return (x.view(shape),)
-        hooks.append(_out_proj(block).register_forward_pre_hook(pre_hook))
+        hooks.append(attention_output(model, block).register_forward_pre_hook(pre_hook))
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -100,20 +93,6 @@ def head_importance(model, batches, method: str = "gradient") -> torch.Tensor:
         model.train(was_training)
     norm = scores.norm(p=2, dim=-1, keepdim=True).clamp_min(1e-20)
     return scores / norm
-
-
-def _qkvo_head_weights(block, n_heads: int, d: int):
-    """Per-head weight slices [n_heads, ...] of q, k, v and the output projection."""
-    a = _attn(block)
-    if hasattr(a, "c_attn"):  # GPT-2 Conv1D: weight [in, out]; c_attn out = q | k | v
-        w = a.c_attn.weight
-        e = w.shape[1] // 3
-        q, k, v = (w[:, j * e:(j + 1) * e].T.reshape(n_heads, d, -1) for j in range(3))
-        o = a.c_proj.weight.reshape(n_heads, d, -1)
-    else:  # Llama nn.Linear: weight [out, in]
-        q, k, v = (p.weight.reshape(n_heads, d, -1) for p in (a.q_proj, a.k_proj, a.v_proj))
-        o = a.o_proj.weight.T.reshape(n_heads, d, -1)
-    return q, k, v, o
 
 
 def select_heads(importance: torch.Tensor, keep: float, allocation: str = "global",
@@ -294,7 +273,7 @@ def mlp_neuron_importance(model, batches) -> torch.Tensor:
         def pre_hook(module, args, i=i):
             x = args[0].detach().abs().float()
             sums[i] = sums.get(i, 0) + x.reshape(-1, x.shape[-1]).sum(0)
-        hooks.append(_mlp_down(block).register_forward_pre_hook(pre_hook))
+        hooks.append(mlp_down(model, block).register_forward_pre_hook(pre_hook))
     n_tokens = _calibration_pass(model, batches, hooks)
     return torch.stack([sums[i] / n_tokens for i in range(len(blocks(model)))]).cpu()
 
@@ -326,7 +305,7 @@ def embedding_channel_importance(model, batches) -> torch.Tensor:
     Muralidharan et al. 2024: embedding channels are scored by their LayerNorm activations)."""
     sums = []
     hooks = []
-    for norm in _norm_layers(model):
+    for norm in residual_norms(model):
         def hook(module, args, output):
             sums.append(output.detach().abs().float().reshape(-1, output.shape[-1]).sum(0))
         hooks.append(norm.register_forward_hook(hook))
@@ -445,12 +424,13 @@ def apply(model, config: PruneConfig, batches) -> dict:
     left attached (see `make_permanent`)."""
     facts: dict = {}
     if config.kind == "heads":
-        _check_family(model)
         scores = head_importance(model, batches, config.importance)
-        remove = select_heads(scores, config.keep_ratio, config.head_allocation, head_counts(model))
+        remove = select_heads(scores, config.keep_ratio, config.head_allocation, kv_head_counts(model))
+        units_before = sum(kv_head_counts(model))
         prune_heads(model, remove)
         facts.update(importance=scores.tolist(), removed_heads={str(k): v for k, v in remove.items()},
-                     heads_per_layer=head_counts(model))
+                     heads_per_layer=head_counts(model), kv_heads_per_layer=kv_head_counts(model),
+                     kept_units=sum(kv_head_counts(model)), total_units=units_before)
     elif config.kind == "magnitude":
         magnitude_prune(model, config.sparsity, config.magnitude_scope)
         facts["sparsity"] = sparsity_report(model)["sparsity"]
@@ -463,12 +443,11 @@ def apply(model, config: PruneConfig, batches) -> dict:
     elif config.kind == "embedding":
         scores = embedding_channel_importance(model, batches)
         prune_embedding_channels(model, config.keep_ratio, scores)
-        facts.update(importance=scores.tolist(), hidden_size=model.config.hidden_size)
+        facts.update(importance=scores.tolist(), hidden_size=adapter_for(model).hidden_size(model))
     else:
         scores = block_importance(model, batches)
-        n_keep = kept_count(len(blocks(model)), config.keep_ratio)
-        prune_layers(model, n_keep, scores)
-        facts.update(importance=scores.tolist(), kept_layers=model._compstudy_kept_layers)
+        kept = prune_layers(model, kept_count(len(blocks(model)), config.keep_ratio), scores)
+        facts.update(importance=scores.tolist(), kept_layers=kept)
     return facts
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from . import cache
+from .families import adapter_for, supported
 from .models import Artifact, conv1d_to_linear, load_artifact, load_model, model_size, resolve_device
 from .step import Built, cached_step
 from .surgery import SHAPE_FILE
@@ -112,7 +113,11 @@ def quantize_model(path, config: QuantConfig, device: str = "cpu") -> torch.nn.M
     if config.method == "dynamic-int8" and device != "cpu":
         raise ValueError("method 'dynamic-int8' runs on CPU only; use device='cpu' or a bitsandbytes method")
     bnb = config.bnb_config()
-    if bnb is None:  # bf16, dynamic-int8: a cast or a module swap of the loaded float model
+    if config.method == "bf16":  # loaded in bf16, as from_pretrained does it (float32 buffers such as rotary frequencies)
+        model = load_model(path, dtype=torch.bfloat16, device=device)
+        check_quantized(model, config)
+        return model
+    if bnb is None:  # dynamic-int8: a module swap of the loaded float model
         return quantize_in_memory(load_model(path, device="cpu"), config, device)
     kwargs = {"device_map": {"": device}} if device.startswith("cuda") else {}
     model = load_model(path, quantization_config=bnb, **kwargs)
@@ -127,24 +132,27 @@ def quantize_in_memory(model, config: QuantConfig, device: str = "cpu") -> torch
     by `bnb.nn.Linear8bitLt` / `bnb.nn.Linear4bit` (quantized when moved to `device`), keeping
     the LM head in full precision as transformers does; bf16 casts; dynamic-int8 as in
     `quantize_model`. Returns the model (possibly a new object), checked by `check_quantized`."""
-    if config.method == "bf16":
-        model = model.to(device=device, dtype=torch.bfloat16)
+    if config.method == "bf16":  # parameters only, as from_pretrained(dtype=bfloat16) leaves buffers in float32
+        model = model.to(device)
+        for p in model.parameters():
+            p.data = p.data.to(torch.bfloat16)
     elif config.method == "dynamic-int8":
         conv1d_to_linear(model)
         with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao,
             warnings.simplefilter("ignore")  # whose PyPI wheel is a CUDA build; it still works in 2.13
-            model = torch.ao.quantization.quantize_dynamic(model.to("cpu"), {torch.nn.Linear}, dtype=torch.qint8)
-        model._compstudy_dtype = "float32+dynamic-int8"
+            # dynamic int8 quantizes float32 weights and runs on float32 activations: a bf16 / fp16 model is upcast
+            model = torch.ao.quantization.quantize_dynamic(model.to("cpu", torch.float32), {torch.nn.Linear},
+                                                           dtype=torch.qint8)
     else:
         import bitsandbytes as bnb
 
         conv1d_to_linear(model)
         model.to(device)  # before replacing: moving a quantized bnb layer again would re-quantize it
+        block_layers = set(_block_layer_names(model))
         for parent_name, parent in list(model.named_modules()):
-            if not (".h." in f".{parent_name}." or ".layers." in f".{parent_name}."):
-                continue
             for name, child in list(parent.named_children()):
-                if type(child) is not torch.nn.Linear:
+                full = f"{parent_name}.{name}" if parent_name else name
+                if type(child) is not torch.nn.Linear or full not in block_layers:
                     continue
                 bias = child.bias is not None
                 if config.method == "int8":
@@ -161,7 +169,6 @@ def quantize_in_memory(model, config: QuantConfig, device: str = "cpu") -> torch
                 if bias:
                     new.bias = torch.nn.Parameter(child.bias.data.clone(), requires_grad=False)
                 setattr(parent, name, new.to(device))
-        model._compstudy_dtype = f"float32+{config.method}"
     check_quantized(model, config)
     guard_cpu_4bit(model)
     return model.eval()
@@ -196,10 +203,25 @@ def layer_kind(module) -> str:
     return name if name in ("Linear", "Conv1D", "Linear8bitLt", "Linear4bit") else ""
 
 
+def _block_layer_names(model) -> list[str]:
+    """Names of the linear-like layers quantization must convert: those inside the transformer
+    blocks (`families.Family.block_prefix`); for a family without an adapter, every linear-like
+    layer except the LM head."""
+    head = model.get_output_embeddings()
+    if supported(getattr(model.config, "model_type", "")):
+        prefix = adapter_for(model).block_prefix()
+        return [n for n, m in model.named_modules() if layer_kind(m) and n.startswith(prefix)]
+    return [n for n, m in model.named_modules() if layer_kind(m) and m is not head]
+
+
 def _block_layers(model) -> dict:
-    """Linear-like layers inside the transformer blocks (and lm_head): name -> layer kind."""
-    return {name: layer_kind(m) for name, m in model.named_modules()
-            if layer_kind(m) and (".h." in name or ".layers." in name or name.endswith("lm_head"))}
+    """Linear-like layers inside the transformer blocks (and the LM head): name -> layer kind."""
+    head = model.get_output_embeddings()
+    out = {name: layer_kind(m) for name, m in model.named_modules() if name in set(_block_layer_names(model))}
+    for name, m in model.named_modules():
+        if m is head and layer_kind(m):
+            out[name + ":lm_head" if not name.endswith("lm_head") else name] = layer_kind(m)
+    return out
 
 
 def check_quantized(model, config: QuantConfig) -> dict:
