@@ -40,7 +40,7 @@ def main() -> None:
     params = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())["parameters"]
     base = baseline.get_baseline(baseline.BaselineConfig.from_params({**params, "device": "cpu"}), progress=False)
     models = {f"Base{i}": (base.model, base.tokenizer) for i in range(4)}
-    cfg = measure.EvalConfig(context=256, stride=256, batch_size=8, max_tokens=32768, repeats=ROUNDS, device="cpu")
+    cfg = measure.EvalConfig(eval_context=256, eval_stride=256, eval_batch_size=8, eval_max_tokens=32768, repeats=ROUNDS, device="cpu")
     original, rows = measure.timed_pass, []
     for repetition in range(2):
         for mode in ("protocol", "with 5 ms memory sampler"):

@@ -63,8 +63,8 @@ def main(lengths: list[int]) -> None:
     out = {"git_commit": provenance.git_commit(), "cpu": provenance._cpu_model(), "rounds": ROUNDS, "dataset": DATASET,
            "variants": ["Base", *VARIANTS], "by_length": []}
     for tokens in lengths:
-        cfg = measure.EvalConfig(context=params["eval_context"], stride=params["eval_stride"], batch_size=8,
-                                 max_tokens=tokens, repeats=ROUNDS, device="cpu")
+        cfg = measure.EvalConfig(eval_context=params["eval_context"], eval_stride=params["eval_stride"], eval_batch_size=8,
+                                 eval_max_tokens=tokens, repeats=ROUNDS, device="cpu")
         runs, seconds = {}, {}
         for name in ("A", "B"):
             t0 = time.perf_counter()

@@ -93,6 +93,9 @@ def smoke_study(tmp_path_factory):
     with serve_folder(served), pytest.MonkeyPatch.context() as mp:
         mp.setenv("COMPSTUDY_DATA_DIR", str(data))
         code = runner.main(["run", str(paths.repo_root() / "configs" / "smoke.yaml"), "--no-progress"])
-    if paths.runs_dir("smoke").exists():
-        shutil.copytree(paths.runs_dir("smoke"), executed)
+    from compstudy import runs
+
+    registered = runs.registered("smoke")
+    if registered:  # the executed notebooks of the run just made (runs/smoke/<run_id>/)
+        shutil.copytree(paths.runs_dir("smoke") / registered[-1]["run_id"], executed)
     yield {"code": code, "data": data, "executed": executed}

@@ -22,7 +22,8 @@ DEFAULTS = StepDefaults(distill=DistillConfig(tokens=3000, n_layer=1, batch_size
 def test_plateau_check_fails_on_an_undertrained_tiny_model():
     # 4,096 tokens is far from the plateau: the continuation must still improve held-out perplexity
     config = baseline.BaselineConfig(n_layer=1, n_head=2, n_embd=32, vocab_size=300, train_tokens=4096,
-                                     batch_size=8, seq_len=64, train_corpora=("tinyshakespeare:train",), device="cpu")
+                                     batch_size=8, seq_len=64, lr=2e-3, train_corpora=["tinyshakespeare:train"],
+                                     device="cpu")
     check = baseline.plateau_check(config, progress=False)
     assert check.continuation_tokens == 1024 and check.continuation_lr == pytest.approx(2e-3 * 0.1)
     assert check.after.perplexity < check.before.perplexity  # computed from the actual continuation

@@ -56,15 +56,16 @@ def test_whole_text_in_one_window_equals_the_model_loss(small_model):
 
 
 def test_eval_config_validation():
-    for bad, match in [(dict(stride=0), "stride"), (dict(context=8, stride=9), "stride"),
-                       (dict(batch_size=0), "batch_size"), (dict(repeats=0), "repeats"),
-                       (dict(device="tpu"), "device"), (dict(context=1), "context")]:
+    for bad, match in [(dict(eval_stride=0), "eval_stride"), (dict(eval_context=8, eval_stride=9), "eval_stride"),
+                       (dict(eval_batch_size=0), "eval_batch_size"), (dict(repeats=0), "repeats"),
+                       (dict(device="tpu"), "device"), (dict(eval_context=1), "eval_context"),
+                       (dict(repeats=True), "a boolean is not a number")]:
         with pytest.raises(ValueError, match=match):
             measure.EvalConfig(**bad)
 
 
 def test_evaluate_records(tiny_baseline):
-    cfg = measure.EvalConfig(max_tokens=1000, repeats=2, batch_size=4, device="cpu")
+    cfg = measure.EvalConfig(eval_max_tokens=1000, repeats=2, eval_batch_size=4, device="cpu")
     records = measure.evaluate(tiny_baseline.model, tiny_baseline.tokenizer, ["wikitext-2:test"], cfg,
                                variant="Base", study="t")
     assert len(records) == 2
@@ -146,7 +147,7 @@ def test_interleaved_rounds_give_the_right_ratio_where_sequential_timing_does_no
     tok = tiny_baseline.tokenizer
     # 2 windows (2 forward passes) per pass, 6 rounds: an even count, so each variant goes first equally often
     # the two fakes compute alike but for a Python attribute (their cost): no shared timing here
-    cfg = measure.EvalConfig(context=64, stride=63, batch_size=1, max_tokens=127, repeats=6, device="cpu",
+    cfg = measure.EvalConfig(eval_context=64, eval_stride=63, eval_batch_size=1, eval_max_tokens=127, repeats=6, device="cpu",
                              share_timing=False)
     size = {"n_params": 1, "n_params_nonzero": 0, "weight_bytes": 4}
     models, sizes = {"Base": (base, tok), "Half": (half, tok)}, {"Base": size, "Half": size}
@@ -172,7 +173,8 @@ def test_interleaved_rounds_give_the_right_ratio_where_sequential_timing_does_no
 def test_every_pass_records_its_noise_signals_and_its_run(tiny_baseline, monkeypatch):
     monkeypatch.setenv("COMPSTUDY_RUN_ID", "run-a")
     monkeypatch.setenv("COMPSTUDY_PARAMS_HASH", "abc")
-    cfg = measure.EvalConfig(max_tokens=300, repeats=2, batch_size=4, device="cpu")
+    cfg = measure.EvalConfig(eval_context=None, eval_stride=None, eval_max_tokens=300, repeats=2, eval_batch_size=4,
+                             device="cpu")
     rows = measure.evaluate(tiny_baseline.model, tiny_baseline.tokenizer, ["wikitext-2:test"], cfg, variant="B", study="t")
     for r in rows:
         assert r["run_id"] == "run-a" and r["params_hash"] == "abc" and r["protocol"] == "interleaved x1"
@@ -187,7 +189,7 @@ def test_a_nan_measurement_is_an_error_not_a_row(tiny_baseline):
         def forward(self, input_ids):
             return types.SimpleNamespace(logits=torch.full((*input_ids.shape, self.vocab), float("nan")))
 
-    cfg = measure.EvalConfig(context=64, max_tokens=200, repeats=1, device="cpu")
+    cfg = measure.EvalConfig(eval_context=64, eval_stride=None, eval_max_tokens=200, repeats=1, device="cpu")
     with pytest.raises(ValueError, match=r"non-finite perplexity for \['Broken'\]"):
         measure.evaluate(NaNModel(0.0, clock), tiny_baseline.tokenizer, ["wikitext-2:test"], cfg, variant="Broken",
                          study="t", size={"n_params": 1, "n_params_nonzero": 0, "weight_bytes": 4})
@@ -202,7 +204,7 @@ def test_a_loaded_machine_is_detected_and_its_ratios_flagged(tiny_baseline):
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)
-        cfg = measure.EvalConfig(max_tokens=2000, repeats=3, batch_size=4, device="cpu")
+        cfg = measure.EvalConfig(eval_max_tokens=2000, repeats=3, eval_batch_size=4, device="cpu")
         art = tiny_baseline
         rows = measure.evaluate_many({"Base": (art.model, art.tokenizer), "Copy": (art.model, art.tokenizer)},
                                      ["wikitext-2:test"], cfg, study="t")
@@ -239,7 +241,7 @@ def test_variants_with_the_same_computation_share_timed_passes_and_keep_their_ow
     assert sig(masked) != sig(base)
     assert len({sig(base), *quantized.values()}) == 4  # each quantization type is its own computation
     tok = tiny_baseline.tokenizer
-    cfg = measure.EvalConfig(max_tokens=300, repeats=2, batch_size=4, device="cpu")
+    cfg = measure.EvalConfig(eval_max_tokens=300, repeats=2, eval_batch_size=4, device="cpu")
     rows = pd.DataFrame(measure.evaluate_many({"Base": (base, tok), "Tuned": (tuned, tok), "Masked": (masked, tok)},
                                               ["wikitext-2:test"], cfg, study="t"))
     by = rows.set_index(["variant", "repeat"])

@@ -212,7 +212,7 @@ def test_sparsity_sweep_includes_the_unpruned_model_and_the_fine_tuning_control(
     cfg = PruneConfig(calibration_batches=2, calibration_batch_size=4, calibration_seq_len=32)
     sweep = prune.sparsity_sweep(tiny_baseline, [0.5], ["layer"], 1024, CORPORA, study="sweep-test",
                                  datasets=["tinyshakespeare:test"], notebook="t", device="cpu", base_config=cfg,
-                                 eval_config=measure.EvalConfig(max_tokens=512, repeats=1, device="cpu"))
+                                 eval_config=measure.EvalConfig(eval_max_tokens=512, repeats=1, device="cpu"))
     assert list(sweep["variant"]) == ["Base", "Mag0+ft", "Mag50", "Mag50+ft"]
     assert sweep.set_index("variant").loc["Base", "reached_sparsity"] == 0
     recorded = results.load("sweep-test")
@@ -290,7 +290,7 @@ def test_wanda_in_the_sweep_and_the_naming_grammar(tiny_baseline):
     cfg = PruneConfig(calibration_batches=2, calibration_batch_size=4, calibration_seq_len=32)
     sweep = prune.sparsity_sweep(tiny_baseline, [0.5], ["layer"], 1024, CORPORA, study="wanda-sweep-test",
                                  datasets=["tinyshakespeare:test"], notebook="t", device="cpu", base_config=cfg,
-                                 eval_config=measure.EvalConfig(max_tokens=512, repeats=1, device="cpu"), wanda=True)
+                                 eval_config=measure.EvalConfig(eval_max_tokens=512, repeats=1, device="cpu"), wanda=True)
     assert list(sweep["variant"]) == ["Base", "Mag0+ft", "Mag50", "Mag50+ft", "Wanda50", "Wanda50+ft"]
     w = sweep.set_index("variant").loc["Wanda50"]
     assert w["scope"] == "wanda" and w["reached_sparsity"] == pytest.approx(0.5, abs=0.01)

@@ -3,7 +3,7 @@ import pytest
 from compstudy import measure, quantize
 from compstudy.quantize import QuantConfig
 
-EVAL = measure.EvalConfig(max_tokens=4096, repeats=1, batch_size=8, device="cpu")
+EVAL = measure.EvalConfig(eval_max_tokens=4096, repeats=1, eval_batch_size=8, device="cpu")
 VARIANTS = ["8b", "4b", "4bfp4", "4bdq", "bf16", "dq8"]
 
 

@@ -131,11 +131,14 @@ def test_runs_are_never_pooled(tmp_path, monkeypatch):
     monkeypatch.setenv("COMPSTUDY_RESULTS_DIR", str(tmp_path))
     monkeypatch.delenv("COMPSTUDY_RUN_ID", raising=False)
     a = runs.start("s", {"00.ipynb": {"repeats": 2}})
-    again = runs.start("s", {"00.ipynb": {"repeats": 2}}, continue_matching=True)
-    other = runs.start("s", {"00.ipynb": {"repeats": 3}}, continue_matching=True)
+    again = runs.start("s", {"00.ipynb": {"repeats": 2}}, continue_run=a["run_id"])
+    other = runs.start("s", {"00.ipynb": {"repeats": 3}})
     assert again["run_id"] == a["run_id"] and again["continued"]
     assert other["run_id"] != a["run_id"] and other["params_hash"] != a["params_hash"] and not other["continued"]
     assert [r["run_id"] for r in runs.registered("s")] == [a["run_id"], other["run_id"]]
+    assert not runs.is_complete(runs.find("s", a["run_id"]))  # 00 never marked done
+    runs.mark("s", a["run_id"], "00.ipynb", "done")
+    assert runs.is_complete(runs.find("s", a["run_id"])) and runs.latest_complete("s")["run_id"] == a["run_id"]
     row = {"notebook": "n", "variant": "Base", "dataset": "d", "batch_size": 8, "tokens_scored": 10, "perplexity": 1.0}
     df = pd.DataFrame([dict(row, repeat=0, run_id="r1", timestamp="1", runtime_s=1.0),
                        dict(row, repeat=0, run_id="r2", timestamp="2", runtime_s=2.0),

@@ -65,7 +65,7 @@ def test_smoke_config_end_to_end(smoke_study):
         assert base[col].notna().all() and (base[col] > 0).all(), col
     assert set(base["energy_method"]) <= {"measured", "partly measured", "estimated"}
     assert (base["dataset_sha256"].str.len() == 64).all() and base["corpora_sha256"].str.contains("wikitext-2:valid=").all()
-    assert (paths.runs_dir("smoke") / "00_baseline.ipynb").exists()
+    assert (smoke_study["executed"] / "00_baseline.ipynb").exists()
     provenance = (paths.results_dir("smoke") / "PROVENANCE.md").read_text()
     assert "wikitext-2/valid.txt" in provenance and "matches sha256 reference" in provenance
     # issue 11: every trained variant names its equal-training control, which was measured too
@@ -155,7 +155,10 @@ def test_stored_tracebacks_have_no_colour_codes(tmp_path, capsys):
     _notebook(tmp_path / "boom.ipynb")
     cfg = _config(tmp_path, "study: colourless\nparameters: {divisor: 0}\nnotebooks: [boom.ipynb]\n")
     assert runner.main(["run", str(cfg), "--no-progress"]) == 1
-    nb = nbformat.read(paths.runs_dir("colourless") / "boom.ipynb", as_version=4)
+    from compstudy import runs
+
+    nb = nbformat.read(paths.runs_dir("colourless") / runs.registered("colourless")[-1]["run_id"] / "boom.ipynb",
+                       as_version=4)
     tracebacks = [line for c in nb.cells for o in c.get("outputs", []) for line in o.get("traceback", [])]
     assert tracebacks and not any("\x1b[" in line for line in tracebacks)
     assert "\x1b[" not in capsys.readouterr().err

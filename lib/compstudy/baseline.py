@@ -15,76 +15,64 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 import torch
 
-from . import cache, data
+from . import cache, data, runs
 from .paths import repo_root, results_dir
 from .measure import sliding_window_nll
 from .models import Artifact, ModelShape, build_model, context_length, load_model, resolve_device
+from .schema import DEVICE, Group
 from .step import Built, cached_folder, cached_step, trained
 from .train import TrainConfig, train
 
 
-@dataclass(frozen=True)
-class BaselineConfig:
-    """Everything that defines the baseline (all fields are notebook parameters).
+class BaselineConfig(Group):
+    """The baseline model, pretrained or trained from scratch (the schema group of notebooks 00-04).
 
-    Attributes:
-        model: hub name or local folder of a pretrained causal LM; None = train from scratch.
-        family, n_layer, n_head, n_embd, n_positions: shape of the model trained from scratch.
-        tokenizer: hub name or folder of a pretrained tokenizer; None = train a byte-level BPE
-            on `train_corpora` (ignored when `model` is set: the model's own tokenizer is used).
-        vocab_size: BPE vocabulary size.
-        dropout: dropout probability of the model trained from scratch (`models.build_model`);
-            None keeps the family's default (GPT-2 0.1, Llama 0.0).
-        train_corpora: corpus specs `name:split` to train on (offline: `wikitext-2:valid`, since
-            WikiText-2's train split is not available; online: `wikitext-2:train`).
-        val_fraction: last fraction of each training corpus held out for the validation loss.
-        train_tokens, batch_size, seq_len, lr, seed: training budget and settings.
-        device: "auto", "cpu" or "cuda[:N]".
+    The names are the YAML's and the command line's: pretrained (`model`), or trained from scratch
+    with the shape and recipe below. Raises ValueError (pydantic's ValidationError) on construction
+    for out-of-range values, a shape that does not divide, `seq_len` > `n_positions`, or a corpus spec
+    that does not parse."""
 
-    Raises ValueError on construction (shape, corpus specs, fractions).
-    """
+    model: str | None = Field(None, description="hub name or local folder of a pretrained causal LM "
+                              "(e.g. 'gpt2'); None trains a model from scratch with the shape below")
+    family: Literal["gpt2", "llama"] = Field("gpt2", description="architecture of the model trained from scratch")
+    n_layer: int = Field(2, ge=1, description="transformer blocks")
+    n_head: int = Field(8, ge=1, description="attention heads per block (n_embd must be divisible by it)")
+    n_embd: int = Field(128, ge=1, description="hidden size of the residual stream")
+    n_positions: int = Field(256, ge=2, description="the model's context in tokens")
+    tokenizer: str | None = Field(None, description="hub name or folder of a pretrained tokenizer; None trains "
+                                  "a byte-level BPE on train_corpora")
+    vocab_size: int = Field(2048, ge=260, description="BPE vocabulary size (256 byte symbols, the end-of-text token and "
+                            "at least 3 merges: data.train_bpe_tokenizer needs 260)")
+    dropout: float | None = Field(0.0, ge=0, lt=1, description="dropout probability; None keeps the family's "
+                                  "default (GPT-2 0.1, Llama 0.0)")
+    train_corpora: list[str] = Field(["wikitext-2:valid", "tinyshakespeare:train"], min_length=1,
+                                     description="corpus specs name:split (or a folder) to train, distil, "
+                                     "calibrate and fine-tune on")
+    val_fraction: float = Field(0.05, gt=0, lt=0.5, description="last fraction of each training corpus held out for "
+                                "the validation loss")
+    train_tokens: int = Field(2_000_000, ge=1, description="training budget of the baseline, in tokens")
+    batch_size: int = Field(16, ge=1, description="training batch size, in sequences")
+    seq_len: int = Field(128, ge=2, description="training sequence length, in tokens (<= n_positions)")
+    lr: float = Field(0.004, gt=0, description="peak learning rate of the baseline")
+    seed: int = Field(0, ge=0, description="random seed of every training run and calibration draw")
+    device: str = DEVICE
 
-    model: str | None = None
-    family: str = "gpt2"
-    n_layer: int = 2
-    n_head: int = 4
-    n_embd: int = 128
-    n_positions: int = 256
-    tokenizer: str | None = None
-    vocab_size: int = 4096
-    dropout: float | None = None
-    train_corpora: tuple = ("wikitext-2:valid", "tinyshakespeare:train")
-    val_fraction: float = 0.05
-    train_tokens: int = 300_000
-    batch_size: int = 16
-    seq_len: int = 128
-    lr: float = 2e-3
-    seed: int = 0
-    device: str = "auto"
-
-    def __post_init__(self):
-        object.__setattr__(self, "train_corpora", tuple(self.train_corpora))
+    @model_validator(mode="after")
+    def _consistent(self):
         if self.model is None:
             self.shape  # validates the shape
             if self.seq_len > self.n_positions:
                 raise ValueError(f"seq_len ({self.seq_len}) must be <= n_positions ({self.n_positions})")
-            if not self.train_corpora:
-                raise ValueError("train_corpora must name at least one corpus, e.g. 'wikitext-2:valid'")
             for spec in self.train_corpora:
                 data.parse_spec(spec)
-            if self.dropout is not None and not 0 <= self.dropout < 1:
-                raise ValueError(f"dropout must be in [0, 1) or None, got {self.dropout}")
-        if not 0 < self.val_fraction < 0.5:
-            raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")
         TrainConfig(**self._train_kwargs())  # validates the training settings
-
-    @classmethod
-    def from_params(cls, params: dict) -> "BaselineConfig":
-        """Pick this config's fields out of a notebook's parameters (other names ignored)."""
-        return cache.from_params(cls, params)
+        return self
 
     @property
     def shape(self) -> ModelShape:
@@ -149,14 +137,8 @@ def facts(config: BaselineConfig, art: Artifact) -> dict:
 def save_facts(study: str, config: BaselineConfig, art: Artifact) -> dict:
     """Write `facts(config, art)` with the run's id to `results/<study>/baseline.json` (notebook
     00), for the paper's methods; returns the facts."""
-    import os
-
-    from .runs import RUN_ENV
-
-    record = {**facts(config, art), "run_id": os.environ.get(RUN_ENV, "")}
-    path = results_dir(study) / "baseline.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2))
+    record = {**facts(config, art), "run_id": runs.current()[0]}
+    runs.save_file(study, "baseline.json", json.dumps(record, indent=2))
     return record
 
 
@@ -174,10 +156,11 @@ def cost_sentence(art: Artifact) -> str:
 def get_tokenizer(config: BaselineConfig):
     """The baseline's tokenizer: pretrained (by name/path), or a BPE trained on the training
     corpora and cached under a key of (vocab_size, corpus fingerprints). Returns (tokenizer, key)."""
-    if config.model is not None:
-        return data.load_tokenizer(config.model), f"pretrained:{config.model}"
+    if config.model is not None:  # keyed by the folder's content, not its path (a changed checkpoint is a new key)
+        return data.load_tokenizer(config.model), cache.key("pretrained-tokenizer", cache.source_fingerprint(config.model))
     if config.tokenizer is not None:
-        return data.load_tokenizer(config.tokenizer), f"pretrained:{config.tokenizer}"
+        return data.load_tokenizer(config.tokenizer), cache.key("pretrained-tokenizer",
+                                                                 cache.source_fingerprint(config.tokenizer))
     texts = [data.load_text(spec) for spec in config.train_corpora]
     params = {"vocab_size": config.vocab_size, "corpora": list(config.train_corpora),
               "fingerprints": [data.fingerprint(t) for t in texts]}
@@ -219,9 +202,13 @@ def get_baseline(config: BaselineConfig, progress: bool = True) -> Artifact:
     device = resolve_device(config.device)
     if config.model is not None:
         # a local copy in the cache gives every later step (quantize, prune, distill) a folder
-        return cached_step("pretrained", {"model": str(config.model)}, lambda meter: Built(
-            load_model(config.model, device="cpu"), data.load_tokenizer(config.model),
-            cost={"seconds": 0.0, "energy_kwh": 0.0, "method": "pretrained (not trained here)"}), device)
+        # keyed by the checkpoint's content (every file's SHA-256), so new weights in the same folder are measured anew;
+        # loaded in float32, the dtype the study measures in (bf16 / fp16 checkpoints are upcast)
+        return cached_step("pretrained", {"model": cache.source_fingerprint(config.model), "dtype": "float32"},
+                           lambda meter: Built(
+                               load_model(config.model, dtype="float32", device="cpu"), data.load_tokenizer(config.model),
+                               cost={"seconds": 0.0, "energy_kwh": 0.0, "method": "pretrained (not trained here)"}),
+                           device)
     tokenizer, tok_key = get_tokenizer(config)
     params = _baseline_params(config, tok_key)
 
@@ -370,19 +357,20 @@ def save_plateau(check: PlateauCheck | None, study: str) -> None:
     path = results_dir(study) / "plateau.json"
     if check is None:
         path.unlink(missing_ok=True)
+        runs.run_file(study, "plateau.json").unlink(missing_ok=True)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     out = {k: v for k, v in check.__dict__.items() if k not in ("before", "after")}
     out.update(before=check.before.__dict__, after=check.after.__dict__)
-    path.write_text(json.dumps(out, indent=2))
+    runs.save_file(study, "plateau.json", json.dumps(out, indent=2))
 
 
-def load_plateau(study: str) -> PlateauCheck | None:
-    """The plateau check notebook 00 saved for `study`, or None if there is none."""
-    path = results_dir(study) / "plateau.json"
+def load_plateau(study: str, run_id: str | None = None) -> PlateauCheck | None:
+    """The plateau check notebook 00 saved for `study` (for run `run_id` when given: its own copy,
+    `runs.run_file`), or None if there is none."""
+    path = runs.run_file(study, "plateau.json", run_id) if run_id else results_dir(study) / "plateau.json"
     if not path.exists():
         return None
-    d = json.loads(path.read_text())
+    d = {k: v for k, v in json.loads(path.read_text()).items() if k != "run_id"}
     d["before"], d["after"] = HeldOut(**d["before"]), HeldOut(**d["after"])
     return PlateauCheck(**d)
 

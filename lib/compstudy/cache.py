@@ -7,8 +7,9 @@ reused; any change: rebuilt. A build writes into a temporary folder that is rena
 only when complete, with `recipe.json` (the parameters and the build's cost), so an interrupted
 build never leaves a half artifact behind.
 
-The recipe also records the SHA-256 of every file of the artifact (`files_sha256`), verified each
-time the cache is asked whether the artifact exists: an artifact whose files were altered on disk
+The recipe also records the SHA-256 of every file of the artifact (`files_sha256`) and of its own
+content (`recipe_sha256`: the sizes, costs and facts that results rows are read from), verified
+each time the cache is asked whether the artifact exists: an artifact whose files were altered on disk
 (a zeroed block, random bytes, a truncated file) is reported, moved aside to
 `artifacts/.corrupt-<key>-<time>/`, and treated as absent, so the caller rebuilds it. Artifacts
 built before checksums were recorded are accepted unverified.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -26,13 +28,47 @@ from pathlib import Path
 
 from . import paths
 
-CACHE_VERSION = 2  # bump when a change to the code makes old artifacts wrong
+CACHE_VERSION = 3  # bump when a change to the code makes old artifacts wrong (3: family adapters, content keys)
 
 
 def key(kind: str, params: dict) -> str:
     """`<kind>-<12 hex>`: the cache key of an artifact of `kind` built from `params`."""
     blob = json.dumps({"v": CACHE_VERSION, "kind": kind, **params}, sort_keys=True, default=str)
     return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def source_fingerprint(name_or_path) -> dict:
+    """What stands for a model or tokenizer *source* in a cache key: for a local folder, the SHA-256
+    of every file in it (a changed weight, a new file: a new key), for a hub name the name itself
+    (online users pin a revision by downloading it to a folder). Hashes are memoised in
+    `artifacts/.source-hashes.json` by path, size and modification time, so a large checkpoint is
+    read once."""
+    folder = Path(str(name_or_path)).expanduser()
+    if not folder.is_dir():
+        return {"hub": str(name_or_path)}
+    memo_path = paths.artifacts_dir() / ".source-hashes.json"
+    try:
+        memo = json.loads(memo_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        memo = {}
+    files, changed = {}, False
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        st = f.stat()
+        memo_key = f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        if memo_key not in memo:
+            digest = hashlib.sha256()
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            memo[memo_key], changed = digest.hexdigest(), True
+        files[str(f.relative_to(folder))] = memo[memo_key]
+    if changed:
+        with contextlib.suppress(OSError):
+            memo_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo_path.with_name(f".source-hashes-{os.getpid()}.json")
+            tmp.write_text(json.dumps(memo))
+            os.replace(tmp, memo_path)
+    return {"folder": str(folder.resolve()), "files_sha256": files}
 
 
 def path_of(artifact_key: str) -> Path:
@@ -60,7 +96,17 @@ def verify(artifact_key: str) -> list[str]:
     if expected is None:
         return []
     found = file_checksums(path_of(artifact_key))
-    return sorted(f for f in set(expected) | set(found) if expected.get(f) != found.get(f))
+    bad = sorted(f for f in set(expected) | set(found) if expected.get(f) != found.get(f))
+    if recipe.get("recipe_sha256") not in (None, recipe_checksum(recipe)):
+        bad.append("recipe.json (its facts changed: sizes, costs, shape)")
+    return bad
+
+
+def recipe_checksum(recipe: dict) -> str:
+    """SHA-256 of a recipe's canonical JSON without its own `recipe_sha256`: every fact read from the
+    cache (sizes, costs, the pruned shape's facts) is covered, not only the files."""
+    blob = json.dumps({k: v for k, v in recipe.items() if k != "recipe_sha256"}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def exists(artifact_key: str) -> bool:
@@ -100,8 +146,16 @@ def build(artifact_key: str, params: dict):
     tmp = Path(tempfile.mkdtemp(prefix=f".{artifact_key}-", dir=final.parent))
     recipe = {"key": artifact_key, "params": params}
     try:
-        yield tmp, recipe
+        try:
+            yield tmp, recipe
+        except (OSError, RuntimeError) as exc:
+            if is_disk_full(exc):
+                raise DiskFull(f"no space left on {final.parent} while writing artifact {artifact_key} ({exc}); "
+                               f"free some space, or set COMPSTUDY_ARTIFACTS_DIR to a folder on a larger disk") from None
+            raise
         recipe["files_sha256"] = file_checksums(tmp)
+        recipe = json.loads(json.dumps(recipe, default=str))  # as it will be read back
+        recipe["recipe_sha256"] = recipe_checksum(recipe)
         (tmp / "recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True, default=str))
         try:
             tmp.rename(final)
@@ -112,8 +166,26 @@ def build(artifact_key: str, params: dict):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+class DiskFull(OSError):
+    """The artifact cache's disk is full: the message names the folder."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for the errors a full disk raises: OSError ENOSPC, and torch's serialiser's
+    "[enforce fail at inline_container.cc] ... unexpected pos" (what `torch.save` and safetensors
+    writers report when a write comes up short)."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    text = str(exc)
+    return "No space left on device" in text or ("inline_container" in text and "unexpected pos" in text)
+
+
 def as_params(config) -> dict:
-    """A dataclass config as a plain dict for `key` (tuples become lists)."""
+    """A config (a dataclass, a `schema.Group` or a dict) as a plain dict for `key` (tuples become lists)."""
+    if hasattr(config, "model_dump"):
+        config = config.model_dump(mode="json")
     return json.loads(json.dumps(asdict(config) if is_dataclass(config) else dict(config), default=str))
 
 

@@ -42,6 +42,11 @@ def load_ranking(spec: str | Path) -> pd.DataFrame:
         head = pd.read_csv(path, nrows=1)
         if "opt" in head.columns:
             return pd.read_csv(path)
+        need = {"variant", "notebook", "dataset", "repeat", "perplexity", "runtime_s"}
+        if not need <= set(head.columns):
+            raise ValueError(f"{path} is neither a ranking (no 'opt' column) nor a measurements table of the study "
+                             f"(missing columns {sorted(need - set(head.columns))}); give results/<study>/measurements.csv "
+                             f"or a ranking.csv")
         table = results.load(str(path))
     else:
         measurements = paths.results_dir(name) / "measurements.csv"
@@ -52,7 +57,7 @@ def load_ranking(spec: str | Path) -> pd.DataFrame:
             raise FileNotFoundError(f"no measurements for {spec!r}: looked for {measurements} and {ranking}; run "
                                     f"the study, or give a measurements.csv or ranking.csv path")
         table = results.load(name)
-    rows, run_id, note = runs.select_run(table, run)
+    rows, run_id, note = runs.select_run(table, run, None if path.suffix == ".csv" else name)
     print(f"{spec}: {note}")
     return score.ranking(rows)
 

@@ -13,6 +13,35 @@ class ConfigError(ValueError):
     """A study config or its parameters are invalid."""
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that repeats a key (PyYAML keeps the last silently)."""
+
+
+def _no_duplicates(loader, node, deep=False):
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"key {key!r} appears twice in one mapping: lines {seen[key] + 1} and "
+                              f"{key_node.start_mark.line + 1} ({key_node.start_mark.name}); keep one")
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def load_yaml(text: str, name: str = "<config>"):
+    """Parse YAML text with the safe loader, refusing duplicate keys (ConfigError naming the key and
+    both lines)."""
+    loader = _StrictLoader(text)
+    loader.name = name
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def _resolve(path: str | Path, base: Path) -> Path:
     p = Path(path)
     if p.is_absolute():
@@ -37,7 +66,7 @@ def read_config(config_path: str | Path, _seen: tuple = ()) -> dict:
     if config_path in _seen:
         raise ConfigError(f"config {config_path} extends itself (through {[p.name for p in _seen]})")
     try:
-        cfg = yaml.safe_load(config_path.read_text())
+        cfg = load_yaml(config_path.read_text(), str(config_path))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{config_path} is not valid YAML: {exc}") from None
     cfg = {} if cfg is None else cfg

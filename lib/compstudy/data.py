@@ -25,12 +25,14 @@ are verified against it.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import socket
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -42,7 +44,8 @@ from . import paths
 
 TRAIN_FRACTION = 0.9  # tinyshakespeare and plain folders: first 90 % train, last 10 % test
 C4_DOCUMENTS = 2000   # c4 validation: the first N English documents (the paper does not say how many)
-DOWNLOAD_TIMEOUT_S = 10
+DOWNLOAD_TIMEOUT_S = 10  # one file's download gives up after this long without an answer
+DOWNLOAD_BUDGET_S = 15   # ... and all downloads of one check together (`download_budget`)
 CHECKSUMS_FILE = "CHECKSUMS.json"  # per corpus folder: SHA-256 recorded on first save (c4, lambada)
 
 KNOWN_CORPORA = {
@@ -228,6 +231,11 @@ def download(url: str, dest: str | Path, source: SourceFile, timeout: float = DO
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remaining = _DEADLINE[0] - time.monotonic() if _DEADLINE else None
+    if remaining is not None and remaining <= 0:
+        raise CorpusUnavailable(f"{dest} is missing and was not fetched from {url}: the {_DEADLINE[1]:.0f} s allowed for "
+                                f"downloads are spent (an earlier source did not answer). " + _instructions(source, dest))
+    timeout = min(timeout, remaining) if remaining is not None else timeout
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}-", dir=dest.parent)
     try:
         try:
@@ -236,12 +244,35 @@ def download(url: str, dest: str | Path, source: SourceFile, timeout: float = DO
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise CorpusUnavailable(f"{dest} is missing and {url} could not be read ({exc}). "
                                     + _instructions(source, dest)) from None
-        verify_file(tmp, source)
+        try:
+            verify_file(tmp, source)
+        except CorpusChecksumError:  # name the source and the destination, not the temporary file
+            found = file_checksums(tmp)
+            raise CorpusChecksumError(
+                f"{url} is not the text the study expects for {dest}: sha256:{found['sha256']} ({found['size']:,} "
+                f"bytes), expected {source.checksum}{f' ({source.size:,} bytes)' if source.size else ''}. It was "
+                f"altered or truncated, or is another release; nothing was copied. " + _instructions(source, dest)) from None
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return dest
+
+
+_DEADLINE: list = []  # [monotonic deadline, budget seconds] while a `download_budget` is open
+
+
+@contextlib.contextmanager
+def download_budget(seconds: float = DOWNLOAD_BUDGET_S):
+    """Within the block, all downloads together get `seconds`: a mirror that accepts connections but
+    never answers costs at most that long, however many files are missing (each download's timeout
+    is cut to what is left; once it is spent, the rest fail at once with CorpusUnavailable)."""
+    outer = list(_DEADLINE)
+    _DEADLINE[:] = [time.monotonic() + seconds, seconds]
+    try:
+        yield
+    finally:
+        _DEADLINE[:] = outer
 
 
 def ensure_file(source: SourceFile, data_dir: str | Path | None = None) -> Path:
@@ -350,18 +381,61 @@ def _read_utf8(path: Path) -> str:
                          f"`iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8.txt`") from None
 
 
+HELD_OUT_FILES = ("test", "valid", "validation")  # a folder's files of these names are held-out splits as they are
+
+
+def folder_split_rule(folder: Path, split: str) -> str:
+    """How a folder corpus's split is made (recorded in every row, column `split_rule`): a named
+    held-out file (`test.txt`, `valid.txt`), or the first 90 % / last 10 % of the folder's other
+    text. The training text never includes a held-out file or a derived test split."""
+    if (folder / f"{split}.txt").exists() and split in HELD_OUT_FILES:
+        return f"file {split}.txt"
+    if split == "train":
+        return ("every .txt but the held-out files" if (folder / "test.txt").exists()
+                else "first 90 % of every .txt but the held-out files")
+    return "last 10 % of every .txt but the held-out files"
+
+
 def _folder(folder: Path, split: str) -> str:
+    """A folder corpus's split, disjoint from the training text by construction, whatever files the
+    folder holds: `test.txt` / `valid.txt` / `validation.txt` are held out and used as they are; the
+    other `*.txt` files (a `train.txt` among them) form the rest R. Without a `test.txt`, `:test` is
+    the last 10 % of R and `:train` its first 90 %; with one, `:train` is all of R."""
     named = folder / f"{split}.txt"
-    if named.exists():
+    if split in HELD_OUT_FILES and named.exists():
         return _read_utf8(named)
-    files = sorted(folder.glob("*.txt"))
-    if not files or split not in ("train", "test"):
+    rest = sorted(f for f in folder.glob("*.txt") if f.stem not in HELD_OUT_FILES)
+    if split not in ("train", "test") or not rest:
         raise CorpusUnavailable(
             f"folder corpus {folder}: no {named.name}, and split {split!r} can only be made "
-            f"(train = first 90 %, test = last 10 %) from *.txt files; found {[f.name for f in files]}"
+            f"(train = first 90 %, test = last 10 % of the folder's other .txt files) from *.txt files; found "
+            f"{sorted(f.name for f in folder.glob('*.txt'))}"
         )
-    text = "\n".join(_read_utf8(f) for f in files)
+    text = "\n".join(_read_utf8(f) for f in rest)
+    if split == "train" and (folder / "test.txt").exists():
+        return text
     return _split_fraction(text, split)
+
+
+def split_rule(spec: str) -> str:
+    """How `spec`'s text is made (rows' `split_rule`): the file, or the fraction of which file."""
+    parsed = parse_spec(spec)
+    if parsed.name == "tinyshakespeare":
+        return f"{'first 90 %' if parsed.split == 'train' else 'last 10 %'} of input.txt"
+    if parsed.name in KNOWN_CORPORA:
+        return f"file {parsed.name}/{parsed.split}"
+    return folder_split_rule(Path(parsed.name).expanduser(), parsed.split)
+
+
+def label_collisions(specs) -> dict[str, list[str]]:
+    """{label: specs} for labels that two different corpora would share (two folders of the same
+    name, e.g. `a/mine:test` and `b/mine:test`): their rows could not be told apart."""
+    by_label: dict[str, set[str]] = {}
+    for spec in specs:
+        parsed = parse_spec(spec)
+        where = parsed.name if parsed.name in KNOWN_CORPORA else str(Path(parsed.name).expanduser().resolve())
+        by_label.setdefault(parsed.label, set()).add(f"{where}:{parsed.split}")
+    return {label: sorted(s) for label, s in by_label.items() if len(s) > 1}
 
 
 def _recorded_checksums(folder: Path) -> dict:

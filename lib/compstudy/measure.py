@@ -38,68 +38,46 @@ from dataclasses import dataclass
 
 import torch
 
+from pydantic import Field, model_validator
+
 from . import data, results, runs
-from .cache import from_params
 from .energy import EnergyMeter, EnergyReading, PeakMemory
 from .models import compute_signature, context_length, model_dtype, model_size, resolve_device
 from .provenance import environment
+from .schema import DEVICE, Group
 
 os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
 
 
-@dataclass(frozen=True)
-class EvalConfig:
-    """How a model is measured.
+class EvalConfig(Group):
+    """How a model is measured (the schema group of notebooks 00-04).
 
-    Attributes:
-        context: window length in tokens; None = the model's maximum context.
-        stride: tokens between window starts (1 <= stride <= context); None = context // 2.
-        batch_size: windows per forward pass (>= 1).
-        max_tokens: evaluate only the first N tokens of each dataset; None = all.
-        repeats: interleaved rounds per dataset: each times one pass of every variant measured
-            together (>= 1; the paper uses 30 repeats).
-        device: "cpu", "cuda", "cuda:0", or "auto" (cuda if available).
-        country_iso_code: electricity mix for codecarbon's emissions (energy does not depend on it).
-        share_timing: variants with the same `models.compute_signature` (same computation, other
-            weights) share the timed passes of the first of them (`shared_timing`); False times
-            every variant itself.
+    The names are the YAML's and the command line's. Raises pydantic's ValidationError (a ValueError) on
+    construction when a field is out of range."""
 
-    Raises ValueError on construction when a field is out of range.
-    """
+    eval_datasets: list[str] = Field(["wikitext-2:test", "tinyshakespeare:test"], min_length=1,
+                                     description="corpus specs the perplexity, runtime and energy are measured on")
+    eval_context: int | None = Field(256, ge=2, description="tokens per window (<= n_positions); None: the "
+                                     "model's context")
+    eval_stride: int | None = Field(256, ge=1, description="tokens between windows, capped at context - 1 so "
+                                    "that every token has context; None: half the context")
+    eval_batch_size: int = Field(8, ge=1, description="windows per forward pass")
+    eval_max_tokens: int | None = Field(32768, ge=2, description="evaluate the first N tokens of each dataset; "
+                                        "None: all of it")
+    repeats: int = Field(6, ge=1, description="interleaved rounds: each times one pass of every variant beside Base "
+                         "(the paper uses 30 repeats)")
+    device: str = DEVICE
+    country_iso_code: str = Field("CAN", description="electricity mix for codecarbon's emissions (energy does not "
+                                  "depend on it)")
+    share_timing: bool = Field(True, description="variants with the same models.compute_signature (same computation, "
+                               "other weights) share the timed passes of the first of them; False times each itself")
 
-    context: int | None = None
-    stride: int | None = None
-    batch_size: int = 8
-    max_tokens: int | None = None
-    repeats: int = 3
-    device: str = "auto"
-    country_iso_code: str = "CAN"
-    share_timing: bool = True
-
-    def __post_init__(self):
-        if self.context is not None and self.context < 2:
-            raise ValueError(f"context must be >= 2 tokens or None, got {self.context}")
-        if self.stride is not None and (self.stride < 1 or (self.context and self.stride > self.context)):
-            raise ValueError(f"stride must be in [1, context], got {self.stride} (context {self.context})")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.repeats < 1:
-            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
-        if self.max_tokens is not None and self.max_tokens < 2:
-            raise ValueError(f"max_tokens must be >= 2 or None, got {self.max_tokens}")
-        if not (self.device in ("auto", "cpu") or self.device.startswith("cuda")):
-            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
-
-    # notebook parameter name -> field name
-    PARAMS = {"eval_context": "context", "eval_stride": "stride", "eval_batch_size": "batch_size",
-              "eval_max_tokens": "max_tokens", "repeats": "repeats", "device": "device",
-              "country_iso_code": "country_iso_code"}
-
-    @classmethod
-    def from_params(cls, params: dict, **changes) -> "EvalConfig":
-        """Build from notebook parameters named as in `PARAMS` (eval_context, eval_stride,
-        eval_batch_size, eval_max_tokens, repeats, device); `changes` override fields."""
-        return from_params(cls, params, cls.PARAMS, **changes)
+    @model_validator(mode="after")
+    def _stride_within_context(self):
+        if self.eval_stride is not None and self.eval_context and self.eval_stride > self.eval_context:
+            raise ValueError(f"eval_stride must be in [1, eval_context], got {self.eval_stride} "
+                             f"(eval_context {self.eval_context})")
+        return self
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,11 +281,11 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
     datasets = [datasets] if isinstance(datasets, str) else list(datasets)
     device = resolve_device(config.device)
     names = list(models)
-    loaded = {(n, spec): dataset_ids(models[n][1], spec, config.max_tokens) for n in names for spec in datasets}
+    loaded = {(n, spec): dataset_ids(models[n][1], spec, config.eval_max_tokens) for n in names for spec in datasets}
     geometry = {}
     for n in names:
-        context = min(config.context or 10**9, context_length(models[n][0]))
-        geometry[n] = (context, min(config.stride or max(1, context // 2), context - 1))  # as `windows` uses it
+        context = min(config.eval_context or 10**9, context_length(models[n][0]))
+        geometry[n] = (context, min(config.eval_stride or max(1, context // 2), context - 1))  # as `windows` uses it
     first = geometry[names[0]]
     run_id, phash = runs.current(_comparable(datasets, *first, device, base_key))
     timed_as = shared_timing({n: (compute_signature(models[n][0]), geometry[n]) for n in names}) \
@@ -324,23 +302,27 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
     with (meter if own_meter else contextlib.nullcontext(meter)):
         for spec in datasets:
             label = data.corpus_label(spec)
+            scored = len(loaded[(names[0], spec)][0])
+            if config.eval_max_tokens is not None and scored < config.eval_max_tokens:
+                print(f"{label}: {scored:,} tokens scored, fewer than the {config.eval_max_tokens:,} asked (eval_max_tokens): "
+                      f"the corpus is shorter; its rows record both numbers")
             peak = {}
             for n in names:  # untimed warm-up batch, which is also where peak memory is sampled
                 ids, _ = loaded[(n, spec)]
                 with PeakMemory(device) as mem:
-                    sliding_window_nll(models[n][0], ids, *geometry[n], config.batch_size, device, warmup=True)
+                    sliding_window_nll(models[n][0], ids, *geometry[n], config.eval_batch_size, device, warmup=True)
                 peak[n] = (mem.peak_bytes, mem.method)
             own_nll = {}  # perplexity of each variant that shares another's timed passes: one untimed pass
             for n in names:
                 if timed_as[n] != n:
                     (ids, _), (context, stride) = loaded[(n, spec)], geometry[n]
-                    own_nll[n] = sliding_window_nll(models[n][0], ids, context, stride, config.batch_size, device)
+                    own_nll[n] = sliding_window_nll(models[n][0], ids, context, stride, config.eval_batch_size, device)
             done = []
             for r in range(config.repeats):
                 for n in interleaved_order(timed, r):
                     (ids, n_bytes), (context, stride) = loaded[(n, spec)], geometry[n]
                     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-                    p = timed_pass(models[n][0], ids, context, stride, config.batch_size, device, meter,
+                    p = timed_pass(models[n][0], ids, context, stride, config.eval_batch_size, device, meter,
                                    f"{n}/{spec}/{r}")
                     e = p.energy
                     for v in sharers[n]:
@@ -350,7 +332,7 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
                             "perplexity": math.exp(nll / n_scored), "nll_nats": nll / n_scored,
                             "bits_per_byte": nll / math.log(2) / n_bytes, "tokens_scored": n_scored,
                             "bytes_evaluated": n_bytes, "context": context, "stride": stride,
-                            "batch_size": config.batch_size, "runtime_s": p.wall_s,
+                            "batch_size": config.eval_batch_size, "runtime_s": p.wall_s,
                             "tokens_per_s": p.n_scored / p.wall_s, "cpu_s": p.cpu_s, "others_cpu_s": p.others_cpu_s,
                             "steal_s": p.steal_s, "load_avg_1m": load, "n_cpus": n_cpus,
                             "interference": (p.others_cpu_s + p.steal_s) / (n_cpus * p.wall_s),
@@ -359,6 +341,8 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
                             "energy_method": e.method, "energy_detail": e.detail,
                             "peak_mem_bytes": peak[v][0], "peak_mem_method": peak[v][1],
                             "dtype": dtypes[v], **sizes[v], **env, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                            "eval_max_tokens": config.eval_max_tokens if config.eval_max_tokens is not None else "",
+                            "split_rule": data.split_rule(spec),
                             "dataset_sha256": data.loaded_checksums().get(label, ""),
                             "corpora_sha256": "; ".join(f"{k}={h[:16]}" for k, h in sorted(data.loaded_checksums().items())),
                             "run_id": run_id, "params_hash": phash, "protocol": f"interleaved x{len(timed)}",
@@ -452,9 +436,10 @@ def measure_variants(artifacts: dict, study: str, datasets, config: EvalConfig, 
 @torch.inference_mode()
 def time_generation(model, tokenizer, variant: str, study: str, *, new_tokens: int = 32,
                     prompt_tokens: int = 32, batch_size: int = 1, repeats: int = 3,
-                    prompt_spec: str = "wikitext-2:test", device: str = "auto", notebook: str = "") -> list[dict]:
+                    prompt_spec: str, device: str = "auto", notebook: str = "") -> list[dict]:
     """Time greedy generation of exactly `new_tokens` tokens (KV cache on) after a prompt of
-    `prompt_tokens` tokens taken from `prompt_spec`, `batch_size` prompts at once.
+    `prompt_tokens` tokens taken from `prompt_spec` (the study's first evaluation corpus, recorded as
+    `prompt_corpus`), `batch_size` prompts at once.
 
     One untimed warm-up generation, then `repeats` timed ones, each metered by codecarbon.
     Returns one record per repeat (runtime_s, new tokens per second, energy, method) and appends
@@ -466,11 +451,14 @@ def time_generation(model, tokenizer, variant: str, study: str, *, new_tokens: i
                         ("batch_size", batch_size), ("repeats", repeats)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
+    ids, _ = dataset_ids(tokenizer, prompt_spec)
+    if len(ids) < batch_size * prompt_tokens:
+        raise ValueError(f"prompt corpus {prompt_spec} has {len(ids)} tokens, fewer than batch_size x prompt_tokens = "
+                         f"{batch_size * prompt_tokens}")
     if prompt_tokens + new_tokens > context_length(model):
         raise ValueError(f"prompt_tokens + new_tokens = {prompt_tokens + new_tokens} exceeds the "
                          f"model's context {context_length(model)}")
     device = resolve_device(device)
-    ids, _ = dataset_ids(tokenizer, prompt_spec)
     prompts = torch.stack([ids[i * prompt_tokens:(i + 1) * prompt_tokens] for i in range(batch_size)]).to(device)
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, use_cache=True,
                   pad_token_id=tokenizer.eos_token_id, attention_mask=torch.ones_like(prompts))
@@ -483,7 +471,8 @@ def time_generation(model, tokenizer, variant: str, study: str, *, new_tokens: i
             assert out.shape[1] == prompt_tokens + new_tokens
             records.append({
                 "study": study, "notebook": notebook, "variant": variant, "batch_size": batch_size,
-                "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "repeat": repeat,
+                "prompt_tokens": prompt_tokens, "prompt_corpus": data.corpus_label(prompt_spec),
+                "new_tokens": new_tokens, "repeat": repeat,
                 "runtime_s": e.seconds, "tokens_per_s": batch_size * new_tokens / e.seconds,
                 "energy_kwh": e.energy_kwh, "energy_method": e.method, "dtype": model_dtype(model),
                 "device": device, "git_commit": environment(device)["git_commit"],

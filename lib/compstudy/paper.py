@@ -104,34 +104,54 @@ def _finite(x) -> bool:
         return False
 
 
-def _load(study: str) -> dict:
-    """The run's files the front matter is computed from. Raises PaperError naming a missing one."""
+RUN_FILES = ("ranking.csv", "findings.csv")  # written by notebook 05 for the run it ranked
+
+
+def resolve_run(study: str, run_id: str | None = None) -> str:
+    """The run a paper is built from: `run_id`, else the study's latest complete run. Raises
+    PaperError when there is none, or when the run is incomplete."""
+    from . import runs
+
+    record = runs.find(study, run_id) if run_id else runs.latest_complete(study)
+    if record is None:
+        raise PaperError(f"study {study!r} has {'no run ' + repr(run_id) if run_id else 'no complete run'}: run the "
+                         f"study first (python -m compstudy run configs/{study}.yaml)")
+    if not runs.is_complete(record):
+        raise PaperError(f"run {record['run_id']} of study {study!r} is incomplete ({runs.missing(record)}): its paper "
+                         f"would mix what it measured with nothing; finish it with --continue {record['run_id']}")
+    return record["run_id"]
+
+
+def _load(study: str, run_id: str) -> dict:
+    """The run's own files (`runs/<study>/<run_id>/`: its ranking, findings, plateau check and
+    baseline facts, beside its executed notebooks) and its rows. Raises PaperError naming a
+    missing file: the title, the notebooks and the ranking must come from one run."""
     import pandas as pd
 
     from . import results, runs
 
-    folder = paths.results_dir(study)
-    need = {"ranking": folder / "ranking.csv", "findings": folder / "findings.csv"}
-    missing = [str(p) for p in need.values() if not p.exists()]
+    folder = paths.runs_dir(study) / run_id
+    missing = [f"{paths.shown(folder / n)}" for n in RUN_FILES if not (folder / n).exists()]
     if missing:
-        raise PaperError(f"cannot build the paper of study {study!r}: {missing} missing; run the study "
-                         f"(python -m compstudy run configs/{study}.yaml) first")
-    measurements, run_id, _ = runs.select_run(results.load(study))
+        raise PaperError(f"cannot build the paper of run {run_id} of study {study!r}: {missing} missing (notebook 05 "
+                         f"writes them for the run it ranks: python -m compstudy run configs/{study}.yaml --only 05 "
+                         f"-p run {run_id})")
+    measurements, chosen, _ = runs.select_run(results.load(study), run_id, study)
     plateau, model = folder / "plateau.json", folder / "baseline.json"
-    return {"ranking": pd.read_csv(need["ranking"]), "findings": pd.read_csv(need["findings"]),
-            "measurements": measurements, "run_id": run_id,
+    return {"ranking": pd.read_csv(folder / "ranking.csv"), "findings": pd.read_csv(folder / "findings.csv"),
+            "measurements": measurements, "run_id": chosen,
             "plateau": json.loads(plateau.read_text()) if plateau.exists() else None,
             "model": json.loads(model.read_text()) if model.exists() else None}
 
 
-def facts(study: str) -> dict:
+def facts(study: str, run_id: str) -> dict:
     """Every number the front matter states, computed from the run's files (`_load`): the model
     (`results/<study>/baseline.json`, written by notebook 00), its size, corpora, rounds, tokens
     per pass, energy method, device, the ranked variants and tier 1, the best variant's ratios,
     the findings' verdict counts, the plateau check. Raises PaperError."""
     from . import score
 
-    d = _load(study)
+    d = _load(study, run_id)
     m, r, f = d["measurements"], d["ranking"], d["findings"]
     base = m[m["variant"] == "Base"]
     main = m[m["notebook"].astype(str).str.match(r"^0[0-4]_[a-z]+$")]
@@ -495,26 +515,29 @@ PAGE = """<!DOCTYPE html>
 """
 
 
-def build_paper(study: str, out: str | Path | None = None, pdf: bool = True) -> Path:
-    """Build the paper of `study`'s latest run; returns the path of its `index.html`.
+def build_paper(study: str, out: str | Path | None = None, pdf: bool = True, run_id: str | None = None) -> Path:
+    """Build the paper of one run of `study` (`run_id`, default the latest complete run); returns
+    the path of its `index.html`.
 
-    Reads `runs/<study>/NN_*.ipynb` (the executed notebooks) and `results/<study>/` (ranking.csv,
-    findings.csv, plateau.json, baseline.json, measurements.csv). Writes `out` (default
+    Reads the run's own folder `runs/<study>/<run_id>/` (its executed notebooks `NN_*.ipynb`,
+    ranking.csv, findings.csv, plateau.json, baseline.json) and its rows of
+    `results/<study>/measurements.csv`: title, notebooks and ranking come from one run. Writes `out` (default
     `paper/<study>/`), replacing what was there: `index.html` (self-contained: no script, style
     or font is loaded from the network, the objective is MathML), one PNG per figure, and with
     `pdf` the same page printed by headless Chromium as `paper.pdf` (`build_pdf`; skipped, with
     a message, where no Chromium is installed).
 
-    Raises PaperError if the run's files are missing or a figure has no caption.
+    Raises PaperError if the run is incomplete, its files are missing or a figure has no caption.
     """
     import nbformat
     from nbconvert import HTMLExporter
     from nbformat.v4 import new_notebook
 
-    executed = sorted(paths.runs_dir(study).glob("[0-9][0-9]_*.ipynb"))
+    run_id = resolve_run(study, run_id)
+    executed = sorted((paths.runs_dir(study) / run_id).glob("[0-9][0-9]_*.ipynb"))
     if not executed:
-        raise PaperError(f"no executed notebooks in {paths.shown(paths.runs_dir(study))}: run the study first")
-    x = facts(study)
+        raise PaperError(f"no executed notebooks in {paths.shown(paths.runs_dir(study) / run_id)}: run the study first")
+    x = facts(study, run_id)
     env = environment()
     merged = new_notebook()
     merged.metadata = nbformat.read(executed[0], as_version=4).metadata

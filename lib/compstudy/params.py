@@ -22,7 +22,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
+
+from .baseline import BaselineConfig
+from .measure import EvalConfig
+from .schema import Group, allowed as _allowed
 
 
 class ParameterError(ValueError):
@@ -34,56 +38,9 @@ class ParameterError(ValueError):
         super().__init__(f"{len(problems)} parameter problem(s) in {notebook}:\n- " + "\n- ".join(problems))
 
 
-class Group(BaseModel):
-    """A group of parameters (subclasses): unknown names are refused, values are validated on
-    assignment too."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-# ---- shared groups -------------------------------------------------------------------------------
-
-class Baseline(Group):
-    """The baseline model (`compstudy.baseline.BaselineConfig`): pretrained, or trained from
-    scratch on real text. Notebooks 00-04."""
-
-    model: str | None = Field(None, description="hub name or local folder of a pretrained causal LM "
-                              "(e.g. 'gpt2'); None trains a model from scratch with the shape below")
-    family: Literal["gpt2", "llama"] = Field("gpt2", description="architecture of the model trained from scratch")
-    n_layer: int = Field(2, ge=1, description="transformer blocks")
-    n_head: int = Field(8, ge=1, description="attention heads per block (n_embd must be divisible by it)")
-    n_embd: int = Field(128, ge=1, description="hidden size of the residual stream")
-    n_positions: int = Field(256, ge=2, description="the model's context in tokens")
-    tokenizer: str | None = Field(None, description="hub name or folder of a pretrained tokenizer; None trains "
-                                  "a byte-level BPE on train_corpora")
-    vocab_size: int = Field(2048, ge=257, description="BPE vocabulary size (above the 256 byte symbols)")
-    dropout: float | None = Field(0.0, ge=0, lt=1, description="dropout probability; None keeps the family's "
-                                  "default (GPT-2 0.1, Llama 0.0)")
-    train_corpora: list[str] = Field(["wikitext-2:valid", "tinyshakespeare:train"], min_length=1,
-                                     description="corpus specs name:split (or a folder) to train, distil, "
-                                     "calibrate and fine-tune on")
-    train_tokens: int = Field(2_000_000, ge=1, description="training budget of the baseline, in tokens")
-    batch_size: int = Field(16, ge=1, description="training batch size, in sequences")
-    seq_len: int = Field(128, ge=2, description="training sequence length, in tokens (<= n_positions)")
-    lr: float = Field(0.004, gt=0, description="peak learning rate of the baseline")
-    seed: int = Field(0, ge=0, description="random seed of every training run and calibration draw")
-    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="'auto' (cuda when available), "
-                        "'cpu', 'cuda' or 'cuda:N'")
-
-
-class Evaluation(Group):
-    """The measurement protocol (`compstudy.measure.EvalConfig`). Notebooks 00-04."""
-
-    eval_datasets: list[str] = Field(["wikitext-2:test", "tinyshakespeare:test"], min_length=1,
-                                     description="corpus specs the perplexity, runtime and energy are measured on")
-    eval_context: int | None = Field(256, ge=2, description="tokens per window (<= n_positions); None: the "
-                                     "model's context")
-    eval_stride: int | None = Field(256, ge=1, description="tokens between windows, capped at context - 1 so "
-                                    "that every token has context; None: half the context")
-    eval_batch_size: int = Field(8, ge=1, description="windows per forward pass")
-    eval_max_tokens: int | None = Field(32768, ge=2, description="evaluate the first N tokens of each dataset; "
-                                        "None: all of it")
-    repeats: int = Field(6, ge=1, description="interleaved rounds: each times one pass of every variant beside Base")
+# the shared groups that are library configs themselves: one declaration of each parameter
+Baseline = BaselineConfig  # compstudy.baseline: the model, pretrained or trained from scratch (notebooks 00-04)
+Evaluation = EvalConfig    # compstudy.measure: the measurement protocol (notebooks 00-04)
 
 
 class Distillation(Group):
@@ -219,9 +176,10 @@ def names(group: type[Group]) -> list[str]:
 
 
 def shared_names(notebook: str | None = None) -> list[str]:
-    """Names of the shared parameters `notebook` uses (every shared name when None)."""
+    """Names of the shared parameters `notebook` uses (every shared name when None), each once (a
+    name in two groups, `device`, is one declaration: `schema.DEVICE`)."""
     groups = SHARED if notebook is None else NOTEBOOKS[_stem(notebook)][0]
-    return [n for g in groups for n in names(g)]
+    return list(dict.fromkeys(n for g in groups for n in names(g)))
 
 
 def own_names(notebook: str) -> list[str]:
@@ -239,25 +197,14 @@ def _stem(notebook) -> str:
     return stem[:-len(".ipynb")] if stem.endswith(".ipynb") else stem
 
 
-def _allowed(group: type[Group], name: str) -> str:
-    """What a field allows, in words: its type, range and documentation."""
-    info = group.model_fields[name]
-    limits = []
-    for meta in info.metadata:
-        for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="), ("min_length", "length >="),
-                           ("pattern", "matching")):
-            if getattr(meta, attr, None) is not None:
-                limits.append(f"{sign} {getattr(meta, attr)}")
-    kind = getattr(info.annotation, "__name__", None) if isinstance(info.annotation, type) else None
-    kind = kind or str(info.annotation).replace("typing.", "")
-    return f"{kind}{' ' + ', '.join(limits) if limits else ''} ({info.description})"
-
-
 def _describe(errors: list, group: type[Group], given: dict, label: str) -> list[str]:
     lines = []
     for err in errors:
         loc = err["loc"]
-        name = str(loc[0]) if loc else "?"
+        if not loc:  # a rule over the whole group (`Group._no_booleans_for_numbers`): its message says it all
+            lines.append(f"{err['msg'].removeprefix('Value error, ')} ({label})")
+            continue
+        name = str(loc[0])
         if err["type"] == "extra_forbidden":
             continue  # unknown names are reported by the caller, with the allowed names
         value = given.get(name, err.get("input"))
@@ -321,10 +268,6 @@ def _cross_check(stem: str, p: dict) -> list[str]:
             problems.append(f"{label}: {exc}")
 
     if "n_layer" in p:
-        from . import baseline, measure
-
-        attempt("baseline", lambda: baseline.BaselineConfig.from_params(p))
-        attempt("measurement", lambda: measure.EvalConfig.from_params(p))
         if p["model"] is None and p["eval_context"] is not None and p["eval_context"] > p["n_positions"]:
             problems.append(f"eval_context = {p['eval_context']!r}: must be <= n_positions ({p['n_positions']}), "
                             f"the context of the model trained from scratch; None uses the model's context")

@@ -534,8 +534,12 @@ def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, t
             built[name] = (cfg, get_pruned(parent, cfg, train_corpora, device=device, progress=False))
     # every point of the sweep with its Base, in interleaved rounds (all held in memory at once)
     # recorded under notebook "<notebook>:sweep": a measurement group of its own, with its own Base rounds
+    # fine-tuned points trained on finetune_tokens more; their equal-training control is Mag0+ft, the
+    # unpruned model fine-tuned alike (itself a control)
+    trained = {name: {"training_tokens": cfg.finetune_tokens, "control": "" if name == "Mag0+ft" else "Mag0+ft"}
+               for name, (cfg, _) in built.items() if cfg.finetune_tokens}
     summary = measure_variants({name: art for name, (_, art) in built.items()}, study, datasets, eval_config,
-                               notebook=f"{notebook}:sweep" if notebook else "sweep")
+                               notebook=f"{notebook}:sweep" if notebook else "sweep", trained=trained)
     rows = []
     for cfg in configs:
         name = _sweep_name(cfg)

@@ -30,6 +30,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "nll_nats": ("nats/token", "mean negative log-likelihood per scored token"),
     "bits_per_byte": ("bits/byte", "total NLL / ln 2 / UTF-8 bytes evaluated (tokenizer-independent)"),
     "tokens_scored": ("tokens", "tokens scored (each once)"),
+    "eval_max_tokens": ("tokens", "tokens asked for (eval_max_tokens; empty: all): fewer are scored when the corpus is shorter"),
+    "split_rule": ("", "how the evaluated split was made from its files (compstudy.data.split_rule)"),
     "bytes_evaluated": ("bytes", "UTF-8 bytes of the evaluated text"),
     "context": ("tokens", "sliding-window length"),
     "stride": ("tokens", "sliding-window step"),

@@ -27,6 +27,7 @@ cell stops the run with the notebook, the cell and the error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -243,11 +244,17 @@ def check_corpora(study: Study) -> dict[str, list[str]]:
     from . import data
 
     files, problems = {}, []
-    for spec, where in study_corpora(study).items():
-        try:
-            files[spec] = data.ensure_available(spec)
-        except (ValueError, FileNotFoundError) as exc:
-            problems.append(f"{where[0]}: corpus {spec!r} cannot be used: {exc}")
+    specs = study_corpora(study)
+    with data.download_budget():  # a silent mirror costs at most data.DOWNLOAD_BUDGET_S in all
+        for spec, where in specs.items():
+            try:
+                files[spec] = data.ensure_available(spec)
+            except (ValueError, FileNotFoundError) as exc:
+                problems.append(f"{where[0]}: corpus {spec!r} cannot be used: {exc}")
+    if not problems:
+        for label, which in data.label_collisions(specs).items():
+            problems.append(f"corpora {which} would all be labelled {label!r} in the results (a folder corpus is named "
+                            f"by its folder's name), so their rows could not be told apart: rename one folder")
     if problems:
         raise ConfigError(f"{len(problems)} corpus problem(s), found before running anything:\n- " + "\n- ".join(problems))
     return files
@@ -294,15 +301,18 @@ class NotebookFailed(RuntimeError):
     """A notebook cell raised during a study run."""
 
 
-def run_study(study: Study, progress: bool = True) -> list[Path]:
-    """Execute the study's notebooks in order; returns the executed copies' paths.
+def run_study(study: Study, progress: bool = True, continue_run: str | None = None) -> list[Path]:
+    """Execute the study's notebooks in order; returns the executed copies' paths
+    (`runs/<study>/<run_id>/NN_*.ipynb`).
 
-    Raises ConfigError (from `check_output_folders`, `check_corpora`) before anything runs, and NotebookFailed naming
-    the notebook, the cell and the error; earlier notebooks' results stay written.
+    Raises ConfigError (from the checks: output folders, corpora, device, model, base variant,
+    sizes; or a study already being run) before anything runs, and NotebookFailed after the last
+    notebook when any notebook failed, naming each failed notebook, its cell and error; the other
+    notebooks still run and every result written stays written.
     """
     saved = {k: os.environ.get(k) for k in (runs.RUN_ENV, runs.HASH_ENV)}
     try:
-        return _execute_study(study, progress)
+        return _execute_study(study, progress, continue_run)
     finally:  # the run's id reaches its kernels only: a later run in this process starts its own
         for k, v in saved.items():
             if v is None:
@@ -311,74 +321,216 @@ def run_study(study: Study, progress: bool = True) -> list[Path]:
                 os.environ[k] = v
 
 
-def _execute_study(study: Study, progress: bool) -> list[Path]:
+@contextlib.contextmanager
+def study_lock(study: str):
+    """Hold `results/<study>/.running` (an exclusive lock, released by the operating system when
+    the process ends, a `kill -9` included) while a study runs: a second start of the same study
+    is refused with a ConfigError naming the process that holds it, so two runs never write the
+    same study's executed notebooks, figures and paper at once."""
+    import fcntl
+
+    folder = paths.results_dir(study)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".running"
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise ConfigError(f"study {study!r} is being run right now ({holder}); wait for it to finish, or give this run "
+                          f"another study name (-p study NAME)") from None
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"process {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+def check_before_running(study: Study) -> dict:
+    """Every check the runner can make before the first notebook (`compstudy.checks`): device,
+    model (folder, weights, custom code, family adapter), base variant, corpus sizes. Returns
+    {"model_type": ..., "sizes": {...}}. Raises ConfigError (CheckError)."""
+    from . import checks, data
+
+    shared = next((r.parameters.get("shared") for r in study.notebooks if r.parameters.get("shared")), None)
+    names = [r.path.name for r in study.notebooks]
+    out = {"model_type": None, "sizes": {}}
+    if shared:
+        checks.check_device(shared.get("device", "auto"))
+        out["model_type"] = checks.check_model(shared.get("model"), names, data.is_offline())
+        if any(runs.measuring([n]) for n in names):
+            out["sizes"] = checks.check_sizes(shared, names)
+    for r in study.notebooks:
+        if "base_variant" in r.parameters:
+            checks.check_base_variant(r.parameters["base_variant"], study.all_parameters)
+    return out
+
+
+def _execute_study(study: Study, progress: bool, continue_run: str | None = None) -> list[Path]:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     check_output_folders(study.name)  # before any notebook: nothing is computed that cannot be written
     check_corpora(study)  # before any notebook: a missing or altered corpus fails in seconds
+    facts = check_before_running(study)
+    if facts["model_type"]:
+        from . import families
+
+        fam = families.ADAPTERS.get(facts["model_type"])
+        print(f"model: {paths.shown(study.notebooks[0].parameters['shared']['model'])} ({facts['model_type']}, "
+              f"{'adapter ' + fam.name if fam else 'no family adapter: quantization only'})", flush=True)
+    for note in facts["sizes"].get("notes", []):
+        print(f"note: {note}", flush=True)
     os.environ["COMPSTUDY_NO_PROGRESS"] = "1"  # inherited by the kernels: no frozen bars in stored outputs
-    # a new run (its id and params_hash reach the kernels through the environment); --only continues
-    # the latest run when its parameters are the same, so that re-measured rows replace earlier ones
-    study.run = runs.start(study.name, study.all_parameters or {r.path.name: r.parameters for r in study.notebooks},
-                           continue_matching=not study.complete, config=str(study.config_path or ""),
-                           notebooks=[r.path.name for r in study.notebooks])
-    print(f"run {study.run['run_id']} ({'continued' if study.run['continued'] else 'new'}; parameters "
-          f"{study.run['params_hash']}); results/{study.name}/runs.json lists the study's runs", flush=True)
-    out_dir = paths.runs_dir(study.name)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    kernel = _kernel_name()
-    executed = []
-    t_study = time.perf_counter()
-    for i, run in enumerate(study.notebooks, 1):
-        output = out_dir / run.path.name
-        print(f"[{i}/{len(study.notebooks)}] {run.path.name}  given: {run.given} (the rest: defaults of "
-              f"compstudy.params)", flush=True)
-        t0 = time.perf_counter()
-        try:
-            papermill.execute_notebook(
-                str(run.path), str(output), parameters=run.parameters, kernel_name=kernel,
-                cwd=str(run.path.parent), progress_bar=progress, log_output=False,
-            )
-        except PapermillExecutionError as exc:
-            raise NotebookFailed(
-                f"{run.path.name} failed in cell {exc.cell_index} (execution count {exc.exec_count}): "
-                f"{exc.ename}: {strip_ansi(str(exc.evalue))}\nexecuted copy with the traceback: {output}"
-            ) from None
-        finally:
-            strip_ansi_outputs(output)
-        executed.append(output)
-        study.timings[run.path.name] = time.perf_counter() - t0
-        print(f"    done in {study.timings[run.path.name]:.1f} s -> {output}", flush=True)
-    wall = time.perf_counter() - t_study
-    print(f"study {study.name!r}: {len(executed)} notebook(s) in {wall:.1f} s", flush=True)
+    names = [r.path.name for r in study.notebooks]
+    with study_lock(study.name):
+        study.run = _choose_run(study, names, continue_run)
+        out_dir = paths.runs_dir(study.name) / study.run["run_id"]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        kernel = _kernel_name()
+        executed, failed = [], {}
+        t_study = time.perf_counter()
+        for i, run in enumerate(study.notebooks, 1):
+            output = out_dir / run.path.name
+            print(f"[{i}/{len(study.notebooks)}] {run.path.name}  given: {_given(run)} (the rest: defaults of "
+                  f"compstudy.params)", flush=True)
+            measuring = bool(runs.measuring([run.path.name]))
+            if measuring:
+                runs.mark(study.name, study.run["run_id"], run.path.name, "running")
+            t0 = time.perf_counter()
+            try:
+                papermill.execute_notebook(
+                    str(run.path), str(output), parameters=run.parameters, kernel_name=kernel,
+                    cwd=str(run.path.parent), progress_bar=progress, log_output=False,
+                )
+            except PapermillExecutionError as exc:
+                failed[run.path.name] = (f"cell {exc.cell_index} (execution count {exc.exec_count}): {exc.ename}: "
+                                         f"{strip_ansi(str(exc.evalue))}; executed copy with the traceback: {output}")
+                print(f"    FAILED in {time.perf_counter() - t0:.1f} s: {failed[run.path.name]}", flush=True)
+            finally:
+                strip_ansi_outputs(output)
+            if measuring:
+                runs.mark(study.name, study.run["run_id"], run.path.name,
+                          "failed" if run.path.name in failed else "done")
+            study.timings[run.path.name] = time.perf_counter() - t0
+            if run.path.name not in failed:
+                executed.append(output)
+                print(f"    done in {study.timings[run.path.name]:.1f} s -> {output}", flush=True)
+        wall = time.perf_counter() - t_study
+    print(f"study {study.name!r}: {len(executed)} of {len(study.notebooks)} notebook(s) in {wall:.1f} s", flush=True)
     from .report import note_partial_run, write_provenance
 
+    record = runs.find(study.name, study.run["run_id"]) or study.run
+    if failed:
+        raise NotebookFailed(
+            f"{len(failed)} notebook(s) failed: " + "; ".join(f"{n} failed in {why}" for n, why in failed.items())
+            + f". Run {study.run['run_id']} is incomplete (notebooks without results: "
+            + ", ".join(f"{n} ({s})" for n, s in runs.missing(record).items()) + "); no paper was built. "
+            f"After a fix, `python -m compstudy run {study.config_path} --only <notebook> --continue {study.run['run_id']}` "
+            f"re-runs the failed notebooks into the same run.")
     if study.complete:
         print(f"provenance: {write_provenance(study.name, study.config_path, wall)}", flush=True)
     else:
-        note_partial_run(study.name, [r.path.name for r in study.notebooks], wall)
-    _print_outcome(study.name)
+        note_partial_run(study.name, names, wall)
+    _print_outcome(study, record)
     return executed
 
 
-def _print_outcome(study: str, top: int = 5) -> None:
-    """Where the paper is, and the top of the ranking (when the comparison notebook wrote one)."""
+def _given(run: NotebookRun) -> str:
+    """The values the config and command line gave a notebook, as printed (the from-scratch shape
+    left out when a model is loaded: it does not apply)."""
+    given = dict(run.given)
+    if given.get("model"):
+        for k in ("family", "n_layer", "n_head", "n_embd", "n_positions", "vocab_size", "dropout", "tokenizer",
+                  "train_tokens", "lr"):
+            given.pop(k, None)
+    return ", ".join(f"{k}={v!r}" for k, v in given.items()) or "nothing"
+
+
+def _choose_run(study: Study, names: list[str], continue_run: str | None) -> dict:
+    """The run this invocation writes into, said in one line: an explicit `--continue RUN`; for
+    analysis notebooks alone (05), the latest complete run with this config's measuring parameters
+    (else the latest complete run, and the line says its parameters differ); else the study's
+    latest run with the same parameters when it is incomplete (continued: its re-measured rows
+    replace the earlier ones), or a new run."""
+    parameters = study.all_parameters or {r.path.name: r.parameters for r in study.notebooks}
+    mhash = runs.params_hash({k: v for k, v in parameters.items() if k in runs.measuring(parameters)})
+    if continue_run:
+        record = runs.start(study.name, parameters, continue_run=continue_run, config=str(study.config_path or ""),
+                            notebooks=names)
+        print(f"run {record['run_id']} (continued, as asked: --continue); results/{study.name}/runs/ lists the study's runs",
+              flush=True)
+        return record
+    if not runs.measuring(names):  # analysis only: rank a complete run, write nothing new into the registry
+        record = runs.latest_complete(study.name, mhash)
+        note = "the latest complete run with this config's parameters"
+        if record is None:
+            record = runs.latest_complete(study.name)
+            note = "the latest complete run; its measuring parameters DIFFER from this config's (-p run ID picks another)"
+        if record is None:
+            raise ConfigError(f"study {study.name!r} has no complete run to read (results/{study.name}/runs/): run the "
+                              f"study first, or name a run with -p run ID")
+        os.environ[runs.RUN_ENV], os.environ[runs.HASH_ENV] = record["run_id"], record["params_hash"]
+        print(f"reading run {record['run_id']}: {note}", flush=True)
+        return record
+    latest = [r for r in runs.registered(study.name) if r.get("measure_hash", r.get("params_hash")) == mhash]
+    if latest and not runs.is_complete(latest[-1]) and not study.complete:
+        record = runs.start(study.name, parameters, continue_run=latest[-1]["run_id"],
+                            config=str(study.config_path or ""), notebooks=names)
+        print(f"run {record['run_id']} (continued: the latest run with these parameters is incomplete, "
+              f"{runs.missing(latest[-1])}); results/{study.name}/runs/ lists the study's runs", flush=True)
+        return record
+    record = runs.start(study.name, parameters, config=str(study.config_path or ""), notebooks=names)
+    print(f"run {record['run_id']} (new; parameters {record['params_hash']}); results/{study.name}/runs/ lists the "
+          f"study's runs", flush=True)
+    return record
+
+
+def _print_outcome(study: Study, record: dict, top: int = 5) -> None:
+    """Where the paper is, and the top of the ranking's compression candidates (never a control),
+    how many were ranked and how many left out; a warning with the command that re-measures
+    their notebooks when more than a quarter are unranked."""
+    from . import conclusions
     from .paper import build_paper
 
-    try:
-        paper = build_paper(study)
-        print(f"paper: {paper} (open it in a browser)", flush=True)
-    except Exception as exc:  # the measurements are written; a rendering failure must not hide them
-        print(f"the paper could not be built: {type(exc).__name__}: {exc}", flush=True)
-    ranking = paths.results_dir(study) / "ranking.csv"
-    if ranking.exists():
-        import pandas as pd
+    if runs.is_complete(record) and any(r.path.stem == "05_comparison" for r in study.notebooks):
+        try:
+            paper = build_paper(study.name, run_id=record["run_id"])
+            print(f"paper: {paper} (open it in a browser)", flush=True)
+        except Exception as exc:  # the measurements are written; a rendering failure must not hide them
+            print(f"the paper could not be built: {type(exc).__name__}: {exc}", flush=True)
+    ranking = paths.results_dir(study.name) / "ranking.csv"
+    if not ranking.exists():
+        return
+    import pandas as pd
 
-        r = pd.read_csv(ranking)
-        cols = [c for c in ("rank", "rank_range", "tier", "variant", "P_c", "T_c", "E_c", "opt", "opt_lo", "opt_hi") if c in r]
-        print(f"ranking ({ranking}), top {top}:", flush=True)
-        print(r[cols].head(top).round(3).to_string(index=False), flush=True)
+    r = pd.read_csv(ranking)
+    cands = conclusions.candidates(r)
+    cov = conclusions.coverage(r)
+    cols = [c for c in ("rank", "rank_range", "tier", "variant", "P_c", "T_c", "E_c", "opt", "opt_lo", "opt_hi") if c in r]
+    best = cands[cands["ranked"].astype(bool)].sort_values("opt")
+    print(f"ranking ({paths.shown(ranking)}): {conclusions.coverage_sentence(r)} Top {min(top, len(best))} compression "
+          f"candidates (controls and Base left out):", flush=True)
+    print(best[cols].head(top).round(3).to_string(index=False), flush=True)
+    if cov["share_unranked"] > 0.25:
+        unranked = cands[~cands["ranked"].astype(bool)]
+        from . import results as results_table
+
+        m = results_table.load(study.name)
+        m = m[m["run_id"].astype(str) == record["run_id"]] if "run_id" in m else m
+        notebooks = sorted(set(m[m["variant"].isin(unranked["variant"])]["notebook"].astype(str))
+                           & {r.path.stem for r in study.notebooks})
+        only = " ".join(f"--only {n}" for n in notebooks) or "--only 01 --only 04"
+        print(f"WARNING: {cov['unranked']} of {cov['candidates']} candidates ({cov['share_unranked']:.0%}) are not "
+              f"ranked ({', '.join(f'{k}: {len(v)}' for k, v in cov['reasons'].items())}); the ranking above leaves "
+              f"them out. Re-measure their notebooks on a quiet machine:\n"
+              f"    python -m compstudy run {study.config_path} {only} --continue {record['run_id']} --only 05",
+              flush=True)
 
 
 def _parse_value(key: str, text: str):
@@ -399,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="override a shared parameter (VALUE parsed as YAML); repeatable")
     run_p.add_argument("--only", action="append", help="run only notebooks whose file name contains this")
     run_p.add_argument("--no-progress", action="store_true", help="hide papermill's cell progress bar")
+    run_p.add_argument("--continue", dest="continue_run", metavar="RUN_ID",
+                       help="write into this registered run (re-measured rows replace its earlier ones) instead of a new one")
     par_p = sub.add_parser("params", help="print the parameter schema (of one notebook when given) with its documentation")
     par_p.add_argument("notebook", nargs="?", help="a notebook path or name, e.g. 03_pruning; all when left out")
     data_p = sub.add_parser("data", help="copy or download the corpora a config needs, and verify their checksums")
@@ -424,14 +578,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "params":
         if args.notebook is None or params.known(args.notebook):
             print(params.describe(args.notebook))
-        else:
+        elif Path(args.notebook).is_file():
             for name, default in notebook_parameters(args.notebook).items():
                 print(f"{name} = {default}")
+        else:
+            print(f"error: {args.notebook!r} is neither one of the study's notebooks ({', '.join(params.NOTEBOOKS)}) nor "
+                  f"a notebook file", file=sys.stderr)
+            return 2
         return 0
     try:
         overrides = {k: _parse_value(k, v) for k, v in args.parameter}
         study = load_study(args.config, overrides, args.only)
-        run_study(study, progress=not args.no_progress)
+        run_study(study, progress=not args.no_progress, continue_run=args.continue_run)
     except (ConfigError, NotebookFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
@@ -443,8 +601,12 @@ def _data_command(config: str, source: str | None) -> int:
     from . import data
 
     if source and Path(source).is_dir():
-        for path in data.copy_from(source):
-            print(f"copied and verified {path}")
+        try:
+            for path in data.copy_from(source):
+                print(f"copied and verified {path}")
+        except (data.CorpusChecksumError, data.CorpusUnavailable) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     elif source:
         print(f"{source} is not a folder: nothing copied; missing corpora are downloaded from their sources")
     try:

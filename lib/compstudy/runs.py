@@ -27,6 +27,7 @@ import json
 import os
 import secrets
 import time
+from pathlib import Path
 
 import pandas as pd
 
@@ -46,8 +47,9 @@ def params_hash(parameters) -> str:
 
 
 def new_run_id(phash: str) -> str:
-    """`YYYYMMDD-HHMMSS-<phash[:6]><2 random hex>`: sortable by start time, unique per start."""
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{phash[:6]}{secrets.token_hex(1)}"
+    """`YYYYMMDD-HHMMSS-<phash[:6]><6 random hex>`: sortable by start time, unique per start (also for
+    many processes starting in the same second)."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{phash[:6]}{secrets.token_hex(3)}"
 
 
 def current(comparable: dict | None = None) -> tuple[str, str]:
@@ -61,60 +63,176 @@ def current(comparable: dict | None = None) -> tuple[str, str]:
     return f"interactive-{phash}", phash
 
 
+ANALYSIS_NOTEBOOKS = ("05_comparison",)  # notebooks that read a run's measurements and measure nothing
+
+
 def registry_path(study: str):
-    """`results/<study>/runs.json`: the runs the runner started, oldest first."""
-    return paths.results_dir(study) / "runs.json"
+    """`results/<study>/runs/`: one JSON file per run the runner started (`<run_id>.json`), each
+    written only by the process that runs it (atomically: a uniquely named temporary file renamed
+    into place), so any number of processes can register runs at once. `results/<study>/runs.json`,
+    the single file of earlier versions, is still read."""
+    return paths.results_dir(study) / "runs"
+
+
+def _write_record(study: str, record: dict) -> None:
+    import tempfile
+
+    folder = registry_path(study)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{record['run_id']}-", suffix=".json", dir=folder)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=1)
+    os.replace(tmp, folder / f"{record['run_id']}.json")
 
 
 def registered(study: str) -> list[dict]:
-    """The runs `start` recorded for `study` (run_id, params_hash, started, config, notebooks)."""
-    path = registry_path(study)
-    if not path.exists():
-        return []
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        print(f"runs: {path} could not be read ({type(exc).__name__}: {exc}); starting a new list")
-        return []
+    """The runs recorded for `study`, oldest first: run_id, params_hash, measure_hash, started,
+    config, notebooks (the run's notebooks, in order) and status ({notebook: "pending" | "running" |
+    "done" | "failed"}). A file that cannot be read is reported and skipped."""
+    out = []
+    legacy = paths.results_dir(study) / "runs.json"
+    if legacy.exists():
+        try:
+            out += [{**r, "legacy": True} for r in json.loads(legacy.read_text(encoding="utf-8"))]
+        except (OSError, json.JSONDecodeError) as exc:
+            print(f"runs: {legacy} could not be read ({type(exc).__name__}: {exc}); its runs are left out")
+    folder = registry_path(study)
+    for f in sorted(folder.glob("*.json")) if folder.exists() else []:
+        try:
+            out.append(json.loads(f.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as exc:
+            print(f"runs: {f} could not be read ({type(exc).__name__}: {exc}); that run is left out")
+    return sorted(out, key=lambda r: (r.get("started_ns", 0) or 0, r.get("started", ""), r["run_id"]))
 
 
-def start(study: str, parameters: dict, *, continue_matching: bool = False, config: str = "",
+def find(study: str, run_id: str) -> dict | None:
+    """The registered record of `run_id`, or None."""
+    return next((r for r in registered(study) if r["run_id"] == run_id), None)
+
+
+def measuring(notebooks) -> list[str]:
+    """The notebooks (file names or stems) that measure: all but `ANALYSIS_NOTEBOOKS`."""
+    return [n for n in notebooks if Path(str(n)).stem not in ANALYSIS_NOTEBOOKS]
+
+
+def missing(record: dict) -> dict[str, str]:
+    """{notebook: status} of the run's measuring notebooks that did not finish ("failed",
+    "running" for a run killed or still under way, "pending" for never started); {} for a complete
+    run. Runs of earlier versions (no statuses) count as complete."""
+    status = record.get("status")
+    if status is None:
+        return {}
+    return {n: status.get(n, "pending") for n in measuring(record.get("notebooks", [])) if status.get(n) != "done"}
+
+
+def is_complete(record: dict) -> bool:
+    """Every measuring notebook of the run finished."""
+    return not missing(record)
+
+
+def latest_complete(study: str, measure_hash: str | None = None) -> dict | None:
+    """The latest complete run of `study` (with `measure_hash`, when given), or None."""
+    runs = [r for r in registered(study) if is_complete(r)
+            and (measure_hash is None or r.get("measure_hash", r.get("params_hash")) == measure_hash)]
+    return runs[-1] if runs else None
+
+
+def start(study: str, parameters: dict, *, continue_run: str | None = None, config: str = "",
           notebooks: list[str] | None = None) -> dict:
-    """Begin (or, with `continue_matching`, continue) a run of `study`; record it in
-    `results/<study>/runs.json` (written atomically) and export it to this process's environment,
-    which the notebooks' kernels inherit.
+    """Begin (or continue) a run of `study`; record it in `results/<study>/runs/<run_id>.json` and
+    export it to this process's environment, which the notebooks' kernels inherit.
 
     Args:
         parameters: every notebook's resolved parameters ({notebook file: {name: value}}).
-        continue_matching: reuse the study's latest run when its `params_hash` is the same (the
-            runner's `--only`); otherwise a new run is started.
+        continue_run: a registered run id to continue (its re-measured rows replace the earlier
+            ones); None starts a new run.
+        notebooks: the notebooks this invocation runs, in order.
 
-    Returns the run's record: run_id, params_hash, started, config, notebooks, continued.
+    Returns the run's record (run_id, params_hash, measure_hash, started, config, notebooks,
+    status, continued). Raises ValueError naming the registered runs for an unknown `continue_run`.
     """
     phash = params_hash(parameters)
-    runs = registered(study)
-    if continue_matching and runs and runs[-1].get("params_hash") == phash:
-        record = dict(runs[-1], continued=True)
+    mhash = params_hash({k: v for k, v in parameters.items() if Path(k).stem not in ANALYSIS_NOTEBOOKS})
+    notebooks = list(notebooks or sorted(parameters))
+    if continue_run:
+        record = find(study, continue_run)
+        if record is None:
+            raise ValueError(f"run {continue_run!r} is not a registered run of study {study!r}; runs: "
+                             f"{[r['run_id'] for r in registered(study)]}")
+        record = {**record, "continued": True}
+        record["notebooks"] = list(dict.fromkeys([*record.get("notebooks", []), *notebooks]))
+        record.setdefault("status", {n: "done" for n in record["notebooks"] if n not in notebooks})
+        for n in notebooks:
+            record["status"][n] = "pending"
     else:
-        record = {"run_id": new_run_id(phash), "params_hash": phash, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  "config": config, "notebooks": notebooks or sorted(parameters), "continued": False}
-        runs.append({k: v for k, v in record.items() if k != "continued"})
-        path = registry_path(study)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(runs, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-    os.environ[RUN_ENV], os.environ[HASH_ENV] = record["run_id"], phash
+        record = {"run_id": new_run_id(phash), "params_hash": phash, "measure_hash": mhash,
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "started_ns": time.time_ns(), "config": config,
+                  "notebooks": sorted(parameters), "status": {n: "pending" for n in sorted(parameters)},
+                  "continued": False, "pid": os.getpid()}
+    _write_record(study, {k: v for k, v in record.items() if k not in ("continued", "legacy")})
+    os.environ[RUN_ENV], os.environ[HASH_ENV] = record["run_id"], record["params_hash"]
     return record
 
 
-def select_run(df: pd.DataFrame, run: str | None = None) -> tuple[pd.DataFrame, str, str]:
+def mark(study: str, run_id: str, notebook: str, status: str) -> None:
+    """Record that `notebook` of run `run_id` is now "running", "done" or "failed"."""
+    record = find(study, run_id)
+    if record is None or record.get("legacy"):
+        return
+    record.setdefault("status", {})[notebook] = status
+    _write_record(study, record)
+
+
+def completeness(study: str, run_id: str, rows: pd.DataFrame) -> str:
+    """One sentence for the first output of notebook 05: did every measuring notebook of the run it
+    reads finish? Names those that failed, were interrupted or never ran (their variants are missing
+    from every table that follows). For a run outside the registry (a notebook run in Jupyter), the
+    notebooks that have rows."""
+    present = sorted(set(rows["notebook"].dropna().astype(str).str.split(":").str[0])) if len(rows) else []
+    record = find(study, run_id)
+    if record is None or record.get("status") is None:
+        return (f"Run {run_id} is not one the runner registered: it holds rows of {', '.join(present) or 'no notebook'}; "
+                f"whether others are missing cannot be told.")
+    gone = missing(record)
+    if not gone:
+        return f"Every measuring notebook of run {run_id} finished ({', '.join(measuring(record['notebooks']))})."
+    words = {"failed": "failed", "running": "was interrupted", "pending": "never ran"}
+    return (f"RESULTS ARE MISSING from run {run_id}: " + ", ".join(f"{Path(n).stem} {words.get(s, s)}" for n, s in gone.items())
+            + ". Every table and figure below lacks their variants.")
+
+
+def run_file(study: str, name: str, run_id: str | None = None) -> Path:
+    """`runs/<study>/<run_id>/<name>`: where a run keeps its own copy of a results file (the
+    baseline's facts, the plateau check, the ranking, the findings) beside its executed notebooks,
+    so that the paper of a run is built from that run's files alone. `run_id` defaults to the
+    current run (`current`); the folder is created."""
+    run_id = run_id or current()[0]
+    folder = paths.runs_dir(study) / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
+
+
+def save_file(study: str, name: str, text: str) -> Path:
+    """Write `text` to `results/<study>/<name>` (the study's latest) and to the current run's copy
+    (`run_file`); returns the first path."""
+    path = paths.results_dir(study) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    run_file(study, name).write_text(text, encoding="utf-8")
+    return path
+
+
+def select_run(df: pd.DataFrame, run: str | None = None, study: str | None = None) -> tuple[pd.DataFrame, str, str]:
     """The rows of one run, with rows measured again within it replaced by their last version.
 
     Args:
         df: a measurements table (`results.load`), possibly holding several runs.
         run: a run id; "latest" or None = the runner's current run (`COMPSTUDY_RUN_ID`) when the
-            table has it, else the run whose newest row is the newest; "-2" = the one before, etc.
+            table has it, else the latest *complete* run (`is_complete`, from `study`'s registry)
+            whose rows the table holds (an incomplete one only when none is complete, and the note
+            says so in capitals); "-2" = the one before the latest, etc.
+        study: the study whose registry says which runs are complete (None: every run counts as
+            complete).
 
     Returns (rows, run_id, note): `note` says which run was chosen among how many.
 
@@ -130,8 +248,17 @@ def select_run(df: pd.DataFrame, run: str | None = None) -> tuple[pd.DataFrame, 
         df.groupby("run_id").size()
     order = list(newest.index)  # oldest first
     env_run = os.environ.get(RUN_ENV)
+    incomplete = ""
     if run in (None, "latest"):
-        chosen = env_run if env_run in order else order[-1]
+        if env_run in order:
+            chosen = env_run
+        else:  # the latest complete run in the table; an incomplete one only when no run is complete, and said so
+            done = [r["run_id"] for r in registered(study)] if study else []
+            complete = [r for r in order if r not in done or is_complete(find(study, r) or {})]
+            chosen = complete[-1] if complete else order[-1]
+            if not complete:
+                incomplete = (f"; WARNING: run {chosen} is INCOMPLETE (notebooks that did not finish: "
+                              f"{missing(find(study, chosen) or {})}), and no complete run has rows")
     elif run.lstrip("-").isdigit() and run.startswith("-"):
         if int(run[1:]) > len(order):
             raise ValueError(f"run {run}: the table holds only {len(order)} run(s): {order}")
@@ -144,7 +271,7 @@ def select_run(df: pd.DataFrame, run: str | None = None) -> tuple[pd.DataFrame, 
     key = [k for k in ROW_KEY if k in rows.columns]
     before = len(rows)
     rows = rows.drop_duplicates(subset=key, keep="last").reset_index(drop=True) if key else rows
-    note = f"run {chosen} ({len(rows)} rows; {len(order)} run(s) in the table, the others left out)"
+    note = f"run {chosen} ({len(rows)} rows; {len(order)} run(s) in the table, the others left out){incomplete}"
     if before > len(rows):
         note += f"; {before - len(rows)} row(s) measured again within the run were replaced by their last version"
     return rows, chosen, note

@@ -425,7 +425,7 @@ def is_control(variant: str) -> bool:
     and the distillation controls `...-noKD` / `...-rand...` (notebook 02)."""
     import re
 
-    return bool(re.match(r"^Base\+ft\d", variant) or variant.startswith("Scratch-")
+    return bool(re.match(r"^Base\+ft\d", variant) or variant.startswith("Scratch-") or variant == "Mag0+ft"
                 or re.search(r"-noKD$|-rand(\b|-)", variant))
 
 

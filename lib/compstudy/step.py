@@ -150,6 +150,43 @@ def cached_step(kind: str, params: dict, build: Callable[[StepMeter], Built], de
     return (load or load_artifact)(key, device)
 
 
+class ArtifactError(RuntimeError):
+    """A built model does not reload from its saved folder as it was: nothing is cached."""
+
+
+def verify_saved(model, folder: Path) -> None:
+    """Reload the model just saved in `folder` (`models.load_folder`) and check that it is the same
+    model: the same parameter count and, for unquantized models, the same logits on a fixed input
+    (exactly). Raises ArtifactError with the load error (transformers' report of the mismatched
+    tensors, `models.CheckpointError`) or the difference; the caller's build then leaves nothing in
+    the cache, so a rerun builds again instead of failing the same way."""
+    from .models import count_parameters, load_folder
+
+    try:
+        again = load_folder(folder)
+    except Exception as exc:  # whatever a load raises: the artifact is unusable
+        raise ArtifactError(f"the built model does not reload from its saved folder: {type(exc).__name__}: {exc}") from None
+    if count_parameters(again)[0] != count_parameters(model)[0]:
+        raise ArtifactError(f"the reloaded model has {count_parameters(again)[0]:,} parameters, the built one "
+                            f"{count_parameters(model)[0]:,}")
+    quantized = any(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in model.modules())
+    if quantized:  # bitsandbytes repacks 4-bit weights at the first forward (models.model_size): no forward here
+        return
+    vocab = int(model.config.vocab_size)
+    ids = torch.arange(8).remainder(vocab).unsqueeze(0)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            device = next(model.parameters()).device
+            a = model(input_ids=ids.to(device)).logits.float().cpu()
+            b = again(input_ids=ids).logits.float().cpu()
+    finally:
+        model.train(was_training)
+    if not torch.equal(a, b):
+        raise ArtifactError(f"the reloaded model computes other logits (largest difference {float((a - b).abs().max()):.3g})")
+
+
 def _size(built: Built) -> dict | None:
     if built.size is not None or built.model is None:
         return built.size
@@ -161,6 +198,7 @@ def _write(key: str, params: dict, built: Built, meter: StepMeter) -> None:
     with cache.build(key, params) as (folder, recipe):
         if built.model is not None and built.stored:
             save_model(built.model.to("cpu"), built.tokenizer, folder)
+            verify_saved(built.model, folder)  # a model that does not reload as it was is never cached
         if built.history is not None:
             built.history.to_csv(folder / "history.csv", index=False)
         for name, write in built.files.items():
