@@ -6,7 +6,7 @@ equal-training control `Base+ft10k`, whose true T_c is 1: the noise floor), at e
 run twice, A and B, with `ROUNDS` rounds each, as two runs of the study would be; and once the old
 way, each variant timed alone, one after the other (sequential). For the first k rounds of each:
 
-- T_c per variant = median over rounds of the paired ratio to Base (`score.ranking`);
+- T_c per variant = median over rounds of the paired ratio to Base (`ranking.ranking`);
 - |T_c(A) - T_c(B)|: what a second run would change (median and largest over the variants);
 - the width of the 95 % bootstrap interval (median over the variants) and whether A's and B's
   intervals overlap;
@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from compstudy import baseline, measure, pipeline, provenance, score
+from compstudy import baseline, measure, noise, pipeline, provenance, ranking
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "timing_protocol.json"
@@ -38,8 +38,8 @@ DATASET = "wikitext-2:test"
 
 def figures(a: pd.DataFrame, b: pd.DataFrame, k: int) -> dict:
     """Reproducibility of T_c between runs a and b, using their first k rounds."""
-    ra = score.ranking(a[a["repeat"] < k], n_boot=1000).set_index("variant")
-    rb = score.ranking(b[b["repeat"] < k], n_boot=1000).set_index("variant")
+    ra = ranking.ranking(a[a["repeat"] < k], n_boot=1000).set_index("variant")
+    rb = ranking.ranking(b[b["repeat"] < k], n_boot=1000).set_index("variant")
     v = [x for x in ra.index if x != "Base" and x in rb.index]
     delta = (ra.loc[v, "T_c"] - rb.loc[v, "T_c"]).abs()
     width = pd.concat([ra.loc[v, "T_c_hi"] - ra.loc[v, "T_c_lo"], rb.loc[v, "T_c_hi"] - rb.loc[v, "T_c_lo"]])
@@ -75,7 +75,7 @@ def main(lengths: list[int]) -> None:
                             measure.evaluate(m, t, DATASET, cfg, variant=n, study="timing-protocol", size=sizes[n])])
         seconds["sequential"] = time.perf_counter() - t0
         base_pass = float(runs["A"].loc[runs["A"]["variant"] == "Base", "runtime_s"].median())
-        noise = score.timing_noise(runs["A"]).iloc[0]
+        noise = noise.timing_noise(runs["A"]).iloc[0]
         entry = {"tokens": tokens, "base_pass_s": base_pass, "seconds_per_run": seconds,
                  "base_spread": float(noise["base_spread"]), "interference": float(noise["interference"]),
                  "interleaved_A_vs_B": [figures(runs["A"], runs["B"], k) for k in (3, 5, ROUNDS)],

@@ -4,9 +4,10 @@ import math
 import pandas as pd
 import pytest
 
-from compstudy import baseline, data, findings, pipeline, score
+from compstudy import baseline, controls, data, findings, pipeline, ranking, ratios, reference
 from compstudy.distill import DistillConfig
-from compstudy.pipeline import FinetuneConfig, Pipeline, StepDefaults
+from compstudy.finetune import Finetune, FinetuneConfig
+from compstudy.pipeline import Pipeline, StepDefaults
 from compstudy.prune import PruneConfig
 
 CORPORA = ["tinyshakespeare:train"]
@@ -14,7 +15,7 @@ DEFAULTS = StepDefaults(distill=DistillConfig(tokens=3000, n_layer=1, batch_size
                         kd=DistillConfig(tokens=2000, batch_size=8, seq_len=32),
                         prune=PruneConfig(calibration_batches=2, calibration_batch_size=4, calibration_seq_len=32,
                                           finetune_tokens=1000),
-                        finetune=FinetuneConfig(tokens=1, lr=5e-4, batch_size=8, seq_len=32))
+                        finetune=FinetuneConfig(finetune_lr=5e-4, finetune_batch_size=8, finetune_seq_len=32))
 
 
 # ---------------------------------------------------------------------------- plateau check
@@ -83,12 +84,13 @@ def test_the_grid_with_controls_builds_one_control_per_budget():
     assert pipeline.control_name("Base+ft3k", DEFAULTS) is None  # a control has no control
     assert pipeline.tokens_text(10_000) == "10k" and pipeline.tokens_text(12_345) == "12345"
     with pytest.raises(ValueError, match="finetune tokens must be >= 1"):
-        FinetuneConfig(tokens=0)
+        Finetune(tokens=0)
 
 
 def test_the_control_trains_the_unpruned_base_on_the_same_tokens(tiny_baseline):
     control = pipeline.control_name("Distil", DEFAULTS)
-    art = pipeline.build(tiny_baseline, Pipeline.from_name(control, DEFAULTS), CORPORA, device="cpu", progress=False)
+    art = pipeline.build(tiny_baseline, Pipeline.from_name(control, DEFAULTS), CORPORA, device="cpu", progress=False,
+                         defaults=DEFAULTS)
     assert art.recipe["size"]["n_params"] == tiny_baseline.recipe["size"]["n_params"]
     assert art.history["tokens"].iloc[-1] == (3000 // (8 * 32)) * 8 * 32  # the distillation budget, in whole steps
     assert art.cost["seconds"] > 0 and art.key != tiny_baseline.key
@@ -115,7 +117,7 @@ def test_control_table_separates_compression_from_training():
                  ("Lucky", ds, 95.0, [0.5, 0.5], "Base+ft10k", 10_000),
                  ("Worse", ds, 120.0, [0.5, 0.5], "Base+ft10k", 10_000),
                  ("Orphan", ds, 95.0, [0.5, 0.5], "Base+ft99k", 99_000), ("Base4b", ds, 101.0, [2.0, 2.0], "", 0)]
-    table = score.control_table(_measurements(rows)).set_index("variant")
+    table = controls.control_table(_measurements(rows)).set_index("variant")
     assert table.loc["Good", "verdict"] == "better than its control"
     assert table.loc["Good", "P_vs_control"] == pytest.approx(85 / 90)
     assert table.loc["Lucky", "verdict"] == "better than Base only through training"
@@ -143,9 +145,9 @@ def test_claim_verdicts_on_intervals():
 
 def _table(rows):
     m = _measurements(rows)
-    ratios = score.ratio_table(m)
-    rank = score.ranking(m, n_boot=200, ratios=ratios)
-    return findings.findings_table(m, ratios, rank, score.paper_changes("gpt2"), score.paper_ranking("gpt2")).set_index(
+    ratio_rows = ratios.ratio_table(m)
+    rank = ranking.ranking(m, n_boot=200, ratios=ratio_rows)
+    return findings.findings_table(m, ratio_rows, rank, reference.paper_changes("gpt2"), reference.paper_ranking("gpt2")).set_index(
         "finding", drop=False)
 
 
@@ -196,3 +198,19 @@ def test_findings_disagree_with_a_computed_reason():
     assert "CPU" in _row(t, "a")["why"] and "estimated" in _row(t, "a")["why"]
     assert "5,000 tokens" in _row(t, "d")["why"]
     assert _row(t, "f")["verdict"] == "cannot tell" and "not measured" in _row(t, "f")["ours"]
+
+
+def test_a_fine_tuned_variant_and_its_control_see_the_same_tokens_in_the_same_batches(tiny_baseline):
+    """Issue 25's defect: post-pruning fine-tuning trained on batches of `calibration_batch_size * 2`
+    while its control Base+ft<N> used FinetuneConfig's batch size, so the control was equal only
+    while that product was 16. Both now go through `finetune.finetune` with the same settings."""
+    defaults = StepDefaults(prune=PruneConfig(calibration_batches=2, calibration_batch_size=4, calibration_seq_len=32,
+                                              finetune_tokens=2048),
+                            finetune=FinetuneConfig(finetune_batch_size=16, finetune_seq_len=32))
+    variant = pipeline.build(tiny_baseline, Pipeline.from_name("AH50+ft", defaults), CORPORA, device="cpu",
+                             progress=False, defaults=defaults)
+    control = pipeline.build(tiny_baseline, Pipeline.from_name(pipeline.control_name("AH50+ft", defaults), defaults),
+                             CORPORA, device="cpu", progress=False, defaults=defaults)
+    assert pipeline.control_name("AH50+ft", defaults) == "Base+ft2048"
+    assert variant.history["batch_sha1"].tolist() == control.history["batch_sha1"].tolist()
+    assert len(variant.history) == 2048 // (16 * 32)

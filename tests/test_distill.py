@@ -78,7 +78,8 @@ def test_narrow_student(tiny_baseline):
 
 def test_bad_parameters_fail_early(tiny_baseline):
     for bad, match in [(dict(temperature=0), "temperature must be > 0"), (dict(temperature=-1), "temperature"),
-                       (dict(alpha=1.5), "alpha must be in \\[0, 1\\]"), (dict(alpha=-0.1), "alpha"),
+                       (dict(hard_label_weight=1.5), "hard_label_weight must be in \\[0, 1\\]"),
+                       (dict(hard_label_weight=-0.1), "hard_label_weight"),
                        (dict(divergence="js"), "divergence must be one of"), (dict(init="copy"), "init must be one of"),
                        (dict(n_embd=32), "use init='random'")]:
         with pytest.raises(ValueError, match=match):

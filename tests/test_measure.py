@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from compstudy import energy, measure, score
+from compstudy import energy, measure, noise, paths, ranking
 from compstudy.models import ModelShape, build_model
 
 
@@ -153,7 +153,7 @@ def test_interleaved_rounds_give_the_right_ratio_where_sequential_timing_does_no
     models, sizes = {"Base": (base, tok), "Half": (half, tok)}, {"Base": size, "Half": size}
 
     def t_c(rows):
-        return score.ranking(pd.DataFrame(rows), n_boot=200).set_index("variant").loc["Half", "T_c"]
+        return ranking.ranking(pd.DataFrame(rows), n_boot=200).set_index("variant").loc["Half", "T_c"]
 
     # the true ratio on a steady machine
     truth = t_c(measure.evaluate_many(models, ["wikitext-2:test"], cfg, study="t", sizes=sizes))
@@ -175,7 +175,13 @@ def test_every_pass_records_its_noise_signals_and_its_run(tiny_baseline, monkeyp
     monkeypatch.setenv("COMPSTUDY_PARAMS_HASH", "abc")
     cfg = measure.EvalConfig(eval_context=None, eval_stride=None, eval_max_tokens=300, repeats=2, eval_batch_size=4,
                              device="cpu")
-    rows = measure.evaluate(tiny_baseline.model, tiny_baseline.tokenizer, ["wikitext-2:test"], cfg, variant="B", study="t")
+    from compstudy import experiments, results
+
+    pure = measure.evaluate(tiny_baseline.model, tiny_baseline.tokenizer, ["wikitext-2:test"], cfg, variant="B", study="t")
+    assert "run_id" not in pure[0] and not (paths.results_dir("t") / "measurements.csv").exists()  # measure stores nothing
+    rows = experiments.measure_variants({"Base": tiny_baseline}, "t", ["wikitext-2:test"], cfg, per_round=True)
+    rows = rows.to_dict("records")
+    assert len(results.load("t")) == len(rows)  # the storage layer wrote them, stamped with the run
     for r in rows:
         assert r["run_id"] == "run-a" and r["params_hash"] == "abc" and r["protocol"] == "interleaved x1"
         assert r["cpu_s"] > 0 and r["others_cpu_s"] >= 0 and r["steal_s"] >= 0 and 0 <= r["interference"]
@@ -197,7 +203,7 @@ def test_a_nan_measurement_is_an_error_not_a_row(tiny_baseline):
 
 def test_a_loaded_machine_is_detected_and_its_ratios_flagged(tiny_baseline):
     """Another busy process during the measurement: every pass records the share of the machine
-    it took (`interference`), and `score.timing_noise` marks the condition unreliable."""
+    it took (`interference`), and `noise.timing_noise` marks the condition unreliable."""
     import subprocess
     import sys
 
@@ -213,9 +219,9 @@ def test_a_loaded_machine_is_detected_and_its_ratios_flagged(tiny_baseline):
         hog.wait()
     df = pd.DataFrame(rows)
     assert df["others_cpu_s"].median() > 0 and df["interference"].median() > 0.15
-    noise = score.timing_noise(df).iloc[0]
-    assert not noise["reliable"] and "other processes took" in noise["reason"]
-    assert not score.ranking(df, n_boot=100).set_index("variant").loc["Copy", "ranked"]
+    timing = noise.timing_noise(df).iloc[0]
+    assert not timing["reliable"] and "other processes took" in timing["reason"]
+    assert not ranking.ranking(df, n_boot=100).set_index("variant").loc["Copy", "ranked"]
 
 
 def test_variants_with_the_same_computation_share_timed_passes_and_keep_their_own_perplexity(tiny_baseline):
@@ -253,6 +259,6 @@ def test_variants_with_the_same_computation_share_timed_passes_and_keep_their_ow
     assert rows["protocol"].eq("interleaved x2").all()
     alone = measure.evaluate(tuned, tok, ["wikitext-2:test"], cfg, variant="Tuned", study="t")
     assert alone[0]["perplexity"] == pytest.approx(by.loc[("Tuned", 0), "perplexity"], rel=1e-6)
-    t = score.ranking(rows, n_boot=200).set_index("variant")
+    t = ranking.ranking(rows, n_boot=200).set_index("variant")
     assert t.loc["Tuned", "T_c"] == 1.0 and t.loc["Tuned", "T_c_lo"] == t.loc["Tuned", "T_c_hi"] == 1.0
     assert measure.shared_timing({"A": 1, "B": 2, "C": 1}) == {"A": "A", "B": "B", "C": "A"}

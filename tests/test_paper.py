@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from compstudy import paper, paths, score
+from compstudy import controls, paper, paths
 
 SECTIONS = ["Abstract", "1. Introduction", "2. Methods", "3. Results", "4. Discussion", "5. Limitations", "References"]
 
@@ -34,11 +34,11 @@ def test_the_smoke_study_builds_a_paper_with_every_section_and_every_figure_capt
     assert "from compstudy import" not in outside_code and "from compstudy import" in text  # folded, not gone
     assert "injected-parameters" not in text and "Try this" not in text
     ranked = pd.read_csv(paths.results_dir("smoke") / "ranking.csv").query("ranked")
-    candidates = ranked[~ranked["variant"].map(score.is_control) & (ranked["variant"] != "Base")]
+    candidates = ranked[~ranked["variant"].map(controls.is_control) & (ranked["variant"] != "Base")]
     abstract = text[text.index(">Abstract"):text.index(">1. Introduction")]
     assert f"The best, {candidates.iloc[0]['variant']}," in abstract  # the abstract's numbers and names come from the run
-    controls = ranked[ranked["variant"].map(score.is_control)]["variant"]
-    assert not any(f"The best, {c}," in abstract for c in controls)  # issue 28: a control is never the best
+    named = ranked[ranked["variant"].map(controls.is_control)]["variant"]
+    assert not any(f"The best, {c}," in abstract for c in named)  # issue 28: a control is never the best
 
 
 @pytest.mark.slow

@@ -134,7 +134,8 @@ def test_an_unwritable_output_folder_fails_before_any_notebook_starts(tmp_path, 
 
 def test_a_notebook_run_in_jupyter_runs_the_class_config_into_its_own_study(monkeypatch):
     """Issue 13: Run All in Jupyter (no runner: `shared` empty, study the placeholder) uses
-    configs/class.yaml's study name and values; a parameters-cell value the reader edited wins."""
+    configs/class.yaml's study name and shared values; the notebook's own values are its
+    parameters cell's (issue 25: a value written there always wins, even the schema's default)."""
     import yaml
 
     monkeypatch.delenv("COMPSTUDY_CONFIG", raising=False)
@@ -144,7 +145,7 @@ def test_a_notebook_run_in_jupyter_runs_the_class_config_into_its_own_study(monk
     entry = next(e["parameters"] for e in klass["notebooks"] if "03_pruning" in e["path"])
     p = params.resolve("03_pruning", {}, scope)
     assert p.study == klass["study"] == "class"
-    assert p.train_tokens == klass["parameters"]["train_tokens"] and p.sparsities == entry["sparsities"]
+    assert p.train_tokens == klass["parameters"]["train_tokens"] and p.sparsities == cell["sparsities"] != entry["sparsities"]
     edited = params.resolve("03_pruning", {}, {**scope, "sparsities": [0.3]})
     assert edited.sparsities == [0.3] and edited.train_tokens == klass["parameters"]["train_tokens"]
     monkeypatch.setenv("COMPSTUDY_CONFIG", str(paths.repo_root() / "configs" / "smoke.yaml"))
@@ -155,3 +156,12 @@ def test_a_notebook_run_in_jupyter_runs_the_class_config_into_its_own_study(monk
     monkeypatch.setenv("COMPSTUDY_CONFIG", "/nonexistent.yaml")
     with pytest.raises(params.ParameterError, match="COMPSTUDY_CONFIG"):
         params.resolve("03_pruning", {}, scope)
+
+
+def test_in_jupyter_a_value_written_back_to_its_default_is_the_one_used(monkeypatch):
+    """Issue 25's defect: with the class config, 01's cell showed five variants (the default) but the
+    notebook ran three (class.yaml's), because a cell value equal to the schema default was taken
+    for an unedited one. The cell's value is what runs."""
+    monkeypatch.delenv("COMPSTUDY_CONFIG", raising=False)
+    cell = {"study": "interactive", "variants": ["8b", "4b", "4bfp4", "bf16", "dq8"]}
+    assert params.resolve("01_quantization", {}, cell).variants == cell["variants"]

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from compstudy import distill, pipeline, quantize, score, surgery
+from compstudy import distill, pipeline, quantize, reference, surgery
 from compstudy.distill import DistillConfig
+from compstudy.finetune import FinetuneConfig
 from compstudy.pipeline import Pipeline, StepDefaults
 from compstudy.prune import PruneConfig
 
@@ -11,13 +12,14 @@ SMALL = dict(batch_size=8, seq_len=32)
 DEFAULTS = StepDefaults(
     distill=DistillConfig(tokens=2048, n_layer=1, **SMALL),
     kd=DistillConfig(tokens=2048, **SMALL),
-    prune=PruneConfig(calibration_batches=2, calibration_batch_size=4, calibration_seq_len=32, finetune_tokens=1024))
+    prune=PruneConfig(calibration_batches=2, calibration_batch_size=4, calibration_seq_len=32, finetune_tokens=1024),
+    finetune=FinetuneConfig(finetune_batch_size=8, finetune_seq_len=32))
 
 
 def test_the_paper_grid_has_the_papers_names():
     grid = pipeline.paper_grid()
     assert len(grid) == 18 and grid[:3] == ["Base", "Base8b", "Base4b"]
-    paper = set(score.load_paper().query("model == 'gpt2'")["variant"])
+    paper = set(reference.load_paper().query("model == 'gpt2'")["variant"])
     assert set(grid) == paper
 
 
@@ -38,7 +40,7 @@ def test_steps_are_in_order():
 def test_invalid_specs_fail_before_running():
     with pytest.raises(ValueError, match="first token 'Foo'"):
         Pipeline.from_name("Foo+4b")
-    with pytest.raises(ValueError, match="token 'zz' is not a step"):
+    with pytest.raises(ValueError, match="token 'zz' is unknown"):
         Pipeline.from_name("Distil+zz")
     with pytest.raises(ValueError, match="step 2 \\(distill\\) follows quantization"):
         Pipeline.from_name("Base4b+Distil")
@@ -61,9 +63,9 @@ def test_each_prefix_is_cached_and_reused(tiny_baseline, monkeypatch):
         raise AssertionError("a cached prefix was rebuilt")
 
     monkeypatch.setattr(distill, "distill", no_training)
-    prefix = pipeline.build(tiny_baseline, Pipeline.from_name("Distil+75", DEFAULTS), CORPORA, device="cpu")
+    prefix = pipeline.build(tiny_baseline, Pipeline.from_name("Distil+75", DEFAULTS), CORPORA, device="cpu", defaults=DEFAULTS)
     assert prefix.recipe["steps"][0]["seconds"] == full.recipe["steps"][0]["seconds"]
-    again = pipeline.build(tiny_baseline, Pipeline.from_name("Distil+75+8b", DEFAULTS), CORPORA, device="cpu")
+    again = pipeline.build(tiny_baseline, Pipeline.from_name("Distil+75+8b", DEFAULTS), CORPORA, device="cpu", defaults=DEFAULTS)
     assert again.model(input_ids=torch.randint(0, 500, (1, 8))).logits.shape == (1, 8, 512)
 
 
@@ -102,9 +104,9 @@ def test_minitron_embedding_and_head_width_students_keep_their_shape(tiny_baseli
 
 def test_head_pruned_models_quantize_in_memory(tiny_baseline):
     for suffix, kind in (("8b", "Linear8bitLt"), ("4b", "Linear4bit")):
-        art = pipeline.build(tiny_baseline, Pipeline.from_name(f"AH75+{suffix}", DEFAULTS), CORPORA, device="cpu")
+        art = pipeline.build(tiny_baseline, Pipeline.from_name(f"AH75+{suffix}", DEFAULTS), CORPORA, device="cpu", defaults=DEFAULTS)
         assert quantize.check_quantized(art.model, quantize.QuantConfig.from_name(suffix))[kind] == 8
-        fp = pipeline.build(tiny_baseline, Pipeline.from_name("AH75", DEFAULTS), CORPORA, device="cpu")
+        fp = pipeline.build(tiny_baseline, Pipeline.from_name("AH75", DEFAULTS), CORPORA, device="cpu", defaults=DEFAULTS)
         ids = torch.randint(0, 500, (1, 16))
         with torch.no_grad():
             a, b = art.model(input_ids=ids).logits, fp.model(input_ids=ids).logits

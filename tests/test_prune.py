@@ -1,6 +1,8 @@
 import types
 
 import pytest
+
+from compstudy import experiments
 import torch
 
 from compstudy import data, prune, surgery
@@ -197,7 +199,7 @@ def test_impossible_requests_fail_early():
                        (dict(kind="mlp", keep_ratio=0), "keep_ratio"), (dict(kind="rows"), "kind must be one of"),
                        (dict(kind="width"), "kind must be one of"),
                        (dict(kind="embedding", keep_ratio=1.5), "embedding pruning: keep_ratio"),
-                       (dict(importance="taylor"), "importance must be one of"),
+                       (dict(head_importance="taylor"), "head_importance must be one of"),
                        (dict(head_allocation="block"), "head_allocation must be one of"),
                        (dict(magnitude_scope="row"), "magnitude_scope must be one of")]:
         with pytest.raises(ValueError, match=match):
@@ -210,7 +212,7 @@ def test_sparsity_sweep_includes_the_unpruned_model_and_the_fine_tuning_control(
     from compstudy import measure, results
 
     cfg = PruneConfig(calibration_batches=2, calibration_batch_size=4, calibration_seq_len=32)
-    sweep = prune.sparsity_sweep(tiny_baseline, [0.5], ["layer"], 1024, CORPORA, study="sweep-test",
+    sweep = experiments.sparsity_sweep(tiny_baseline, [0.5], ["layer"], 1024, CORPORA, study="sweep-test",
                                  datasets=["tinyshakespeare:test"], notebook="t", device="cpu", base_config=cfg,
                                  eval_config=measure.EvalConfig(eval_max_tokens=512, repeats=1, device="cpu"))
     assert list(sweep["variant"]) == ["Base", "Mag0+ft", "Mag50", "Mag50+ft"]
@@ -218,7 +220,7 @@ def test_sparsity_sweep_includes_the_unpruned_model_and_the_fine_tuning_control(
     recorded = results.load("sweep-test")
     assert set(recorded["variant"]) == set(sweep["variant"]) and recorded["tokens_scored"].nunique() == 1
     with pytest.raises(ValueError, match="sparsity must be in \\[0, 1\\), got 1.5"):
-        prune.sparsity_sweep(tiny_baseline, [1.5], ["layer"], 0, CORPORA, study="x", datasets=[], eval_config=None)
+        experiments.sparsity_sweep(tiny_baseline, [1.5], ["layer"], 0, CORPORA, study="x", datasets=[], eval_config=None)
 
 
 @pytest.mark.parametrize("fixture", ["tiny_baseline", "tiny_llama"])
@@ -288,7 +290,7 @@ def test_wanda_in_the_sweep_and_the_naming_grammar(tiny_baseline):
     from compstudy import measure, pipeline
 
     cfg = PruneConfig(calibration_batches=2, calibration_batch_size=4, calibration_seq_len=32)
-    sweep = prune.sparsity_sweep(tiny_baseline, [0.5], ["layer"], 1024, CORPORA, study="wanda-sweep-test",
+    sweep = experiments.sparsity_sweep(tiny_baseline, [0.5], ["layer"], 1024, CORPORA, study="wanda-sweep-test",
                                  datasets=["tinyshakespeare:test"], notebook="t", device="cpu", base_config=cfg,
                                  eval_config=measure.EvalConfig(eval_max_tokens=512, repeats=1, device="cpu"), wanda=True)
     assert list(sweep["variant"]) == ["Base", "Mag0+ft", "Mag50", "Mag50+ft", "Wanda50", "Wanda50+ft"]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from compstudy import baseline, cache, checks, data, measure, models, paper, params, paths, runner, runs, step
+from compstudy import baseline, cache, checks, data, experiments, measure, models, paper, params, paths, runner, runs, step
 from compstudy.configs import ConfigError, read_config
 
 import model_cases
@@ -169,7 +169,7 @@ def test_fine_tuned_sweep_rows_record_their_training_and_control(tiny_baseline):
 
     cfg = prune.PruneConfig(calibration_batches=2, calibration_batch_size=4, calibration_seq_len=32)
     sweep_study = "sweep-rows"
-    prune.sparsity_sweep(tiny_baseline, [0.5], ["layer"], 512, ["wikitext-2:valid"], study=sweep_study,
+    experiments.sparsity_sweep(tiny_baseline, [0.5], ["layer"], 512, ["wikitext-2:valid"], study=sweep_study,
                          datasets=["wikitext-2:test"], eval_config=measure.EvalConfig(eval_max_tokens=256, repeats=1,
                                                                                       device="cpu"),
                          base_config=cfg)
@@ -279,7 +279,7 @@ def test_generation_prompts_come_from_the_studys_own_evaluation_text(tmp_path):
     corpus.mkdir()
     (corpus / "test.txt").write_text("Prompts from the user's own text. " * 40)
     model, tok = _tiny_model_and_tokenizer(tmp_path)
-    rows = measure.time_generation(model, tok, "Base", "gen", new_tokens=4, prompt_tokens=8, repeats=1,
+    rows = experiments.time_generation(model, tok, "Base", "gen", new_tokens=4, prompt_tokens=8, repeats=1,
                                    prompt_spec=f"{corpus}:test", device="cpu")
     assert rows[0]["prompt_corpus"] == "prompts:test"
     assert "prompt_corpus" in pd.read_csv(paths.results_dir("gen") / "generation.csv").columns

@@ -71,7 +71,7 @@ def test_smoke_config_end_to_end(smoke_study):
     # issue 11: every trained variant names its equal-training control, which was measured too
     trained = df[df["training_tokens"].fillna(0) > 0]
     named = trained[trained["control"].fillna("") != ""]
-    assert {"Distil", "Distil-noKD"} <= set(named["variant"])
+    assert "Distil" in set(named["variant"]) and "Distil-noKD" in set(df["variant"])  # -noKD is a control itself
     assert set(named["control"]) <= set(df["variant"])
     assert (paths.results_dir("smoke") / "plateau.json").exists()
     import pandas as pd

@@ -68,7 +68,7 @@ def prune_and_predict(model, kind: str, keep: float, batches) -> int:
     """Prune `model` in place by `kind`; returns the parameter count the library predicts."""
     if kind.startswith("heads-") or kind in ("mlp", "depth", "embedding"):
         base_kind, _, allocation = kind.partition("-")
-        config = prune.PruneConfig(kind=base_kind, keep_ratio=keep, importance="gradient", head_allocation=allocation or "global")
+        config = prune.PruneConfig(kind=base_kind, keep_ratio=keep, head_importance="gradient", head_allocation=allocation or "global")
         predicted = surgery.predicted_parameters(model, config.kind, keep, config.head_allocation)
         prune.apply(model, config, batches)
         return predicted

@@ -13,7 +13,8 @@ def test_training_lowers_validation_loss_and_records_cost():
     cfg = TrainConfig(tokens=16 * 32 * 60, batch_size=16, seq_len=32, lr=3e-3, eval_every=20, device="cpu")
     result = train(model, ids, ids, cfg, progress=False)
     h = result.history
-    assert list(h.columns) == ["step", "tokens", "lr", "train_loss", "val_loss", "elapsed_s"]
+    assert list(h.columns) == ["step", "tokens", "lr", "train_loss", "val_loss", "batch_sha1", "elapsed_s"]
+    assert h["batch_sha1"].str.len().eq(12).all() and h["batch_sha1"].nunique() == len(h)  # a digest of each batch
     assert len(h) == cfg.steps == 60
     vals = h["val_loss"].dropna()
     assert vals.iloc[-1] < vals.iloc[0] - 1.0

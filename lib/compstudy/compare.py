@@ -7,7 +7,7 @@
 
 A run is named STUDY[@RUN] or MEASUREMENTS.csv[@RUN], RUN being a run id, `latest` (the default) or
 `-2` (the run before the latest; `compstudy.runs.select_run`): its rows are ranked with notebook 05's
-defaults (`score.ranking`). A study without measurements falls back to its committed
+defaults (`ranking.ranking`). A study without measurements falls back to its committed
 `results/<study>/ranking.csv`, and a CSV with an `opt` column is read as a ranking.
 
 For every variant ranked in both: P_c and T_c of each, whether the two T_c intervals (bootstrap,
@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import paths, results, runs, score
-from .score import tiers
+from . import paths, results, runs
+from .ranking import ranking as rank_rows
+from .ranking import tiers
 
 
 def load_ranking(spec: str | Path) -> pd.DataFrame:
@@ -50,20 +51,20 @@ def load_ranking(spec: str | Path) -> pd.DataFrame:
         table = results.load(str(path))
     else:
         measurements = paths.results_dir(name) / "measurements.csv"
-        ranking = paths.results_dir(name) / "ranking.csv"
+        ranking_file = paths.results_dir(name) / "ranking.csv"
         if not measurements.exists():
-            if ranking.exists() and run == "latest":
-                return pd.read_csv(ranking)
-            raise FileNotFoundError(f"no measurements for {spec!r}: looked for {measurements} and {ranking}; run "
+            if ranking_file.exists() and run == "latest":
+                return pd.read_csv(ranking_file)
+            raise FileNotFoundError(f"no measurements for {spec!r}: looked for {measurements} and {ranking_file}; run "
                                     f"the study, or give a measurements.csv or ranking.csv path")
         table = results.load(name)
     rows, run_id, note = runs.select_run(table, run, None if path.suffix == ".csv" else name)
     print(f"{spec}: {note}")
-    return score.ranking(rows)
+    return rank_rows(rows)
 
 
 def top_group(rank: pd.DataFrame) -> set[str]:
-    """The top tier (`score.tiers`): variants whose opt interval overlaps the best variant's (the
+    """The top tier (`ranking.tiers`): variants whose opt interval overlaps the best variant's (the
     order among them is not established); just the best one when intervals are missing."""
     r = rank.dropna(subset=["opt"])
     if "ranked" in r.columns:

@@ -3,7 +3,7 @@ them in one call; nothing in them is typed by hand).
 
 A sentence whose number is undefined (NaN), or that would rest on timings the noise check set
 aside, is not printed with that number: it says what is missing instead. A control
-(`score.is_control`: `Base+ft<N>`, `Scratch-*`, `-noKD`, `-rand`) is never named the best variant.
+(`controls.is_control`: `Base+ft<N>`, `Scratch-*`, `-noKD`, `-rand`) is never named the best variant.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import math
 
 import pandas as pd
 
-from . import score
+from .controls import is_control
 from .tables import plural, sentence_list
 
 
@@ -22,9 +22,21 @@ def _finite(x) -> bool:
         return False
 
 
+def equal_training_control(name: str) -> bool:
+    """Whether a variant is an equal-training control `Base+ft<N>`: its parsed pipeline is one
+    `finetune` step (`pipeline`)."""
+    from .pipeline import Pipeline
+
+    try:
+        p = Pipeline.from_name(name)
+    except ValueError:
+        return False
+    return not p.scratch and p.kinds() == ["finetune"]
+
+
 def candidates(rank: pd.DataFrame, base: str = "Base") -> pd.DataFrame:
     """The ranking's compression candidates: every row but the base and the controls."""
-    return rank[(rank["variant"] != base) & ~rank["variant"].map(score.is_control)]
+    return rank[(rank["variant"] != base) & ~rank["variant"].map(is_control)]
 
 
 def coverage(rank: pd.DataFrame, base: str = "Base") -> dict:
@@ -64,8 +76,8 @@ def conclusions(*, rank: pd.DataFrame, controls: pd.DataFrame, findings: pd.Data
                 energy_note: str = "") -> list[str]:
     """Notebook 05's conclusions, one sentence each (no bullet marks), from the run's tables:
 
-    rank (`score.ranking`), controls (`score.control_table`), findings (`findings.findings_table`),
-    break_even (`score.break_even`), measurements (the run's rows), noise (`score.timing_noise`),
+    rank (`ranking.ranking`), controls (`controls.control_table`), findings (`findings.findings_table`),
+    break_even (`tradeoffs.break_even`), measurements (the run's rows), noise (`noise.timing_noise`),
     both (our ranking merged with the paper's: columns variant, rank_ours, rank_paper), the run's
     note, the objective's weights, the plateau check (`baseline.PlateauCheck` or None) and the
     energy note (empty when energy was measured).
@@ -115,7 +127,7 @@ def conclusions(*, rank: pd.DataFrame, controls: pd.DataFrame, findings: pd.Data
         out.append(f"Timing noise floor: the T_c intervals of the {plural(len(own), 'ranked variant')} timed "
                    f"themselves have a median half-width of {half:.3f} (95 % bootstrap over rounds); runtime "
                    f"differences smaller than that are not established by this run.")
-    same = ranked[ranked["variant"].str.startswith("Base+ft")]
+    same = ranked[ranked["variant"].map(equal_training_control)]
     if len(same) and same["variant"].map(timed_as).eq(base).all():
         out.append(f"The equal-training controls ({sentence_list(same['variant'])}) do Base's computation with other "
                    f"weights, so they were timed as Base (column timed_as): their T_c of 1 is by construction, not a "

@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
+from typing import Literal
+
+from pydantic import Field
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +34,9 @@ import torch.nn.functional as F
 from . import cache, data
 from .data import training_streams
 from .models import Artifact, load_artifact, load_model, resolve_device
-from .families import adapter_for
+from .families import adapter_for, supported
+from .registry import Technique, register
+from .schema import Group
 from .surgery import shape_record
 from .step import cached_step, trained
 from .train import TrainConfig, lm_loss, train
@@ -40,18 +45,36 @@ DIVERGENCES = ("forward", "reverse")
 INITS = ("teacher", "random")
 
 
+class Distillation(Group):
+    """Knowledge distillation (Hinton et al. 2015): the schema group of notebooks 02 and 04 (which
+    builds the same student, cached once)."""
+
+    temperature: float = Field(2.0, gt=0, description="softmax temperature of teacher and student")
+    hard_label_weight: float = Field(0.5, ge=0, le=1, description="weight of the next-token (hard-label) loss; "
+                                     "1 - this weighs the KL to the teacher (1: no teacher)")
+    divergence: Literal["forward", "reverse"] = Field("forward", description="forward KL(teacher||student) or "
+                                                      "reverse KL(student||teacher) (MiniLLM)")
+    distill_tokens: int = Field(100_000, ge=1, description="token budget of every distilled student")
+    distill_lr: float = Field(2e-3, gt=0, description="peak learning rate of distillation")
+
+
+_STUDY = Distillation()
+
+
 @dataclass(frozen=True)
 class DistillConfig:
-    """A distillation recipe.
+    """A distillation step's recipe: the `Distil` student (budget `distill_tokens`, rate
+    `distill_lr`) and Minitron's `KD` after pruning (`kd_tokens`, `kd_lr`) share the loss settings of
+    `Distillation` and differ in their budget, rate and student.
 
     Attributes:
         n_layer: student depth; None = half the teacher's (rounded up).
         n_embd: student width; None = the teacher's (a narrower student needs `init="random"`).
         init: "teacher" (copy every other teacher block) or "random".
-        temperature: softening temperature T > 0.
-        alpha: weight of the hard-label cross-entropy, in [0, 1]; 1 = no teacher (control).
-        divergence: "forward" (KL(teacher || student)) or "reverse" (KL(student || teacher)).
-        tokens, batch_size, seq_len, lr, seed: training budget and settings (`TrainConfig`).
+        temperature, hard_label_weight, divergence: as in `Distillation` (its defaults);
+            hard_label_weight = 1 trains on labels alone (no teacher: the control).
+        tokens, lr: the step's budget and peak learning rate (default `Distillation`'s distill_*).
+        batch_size, seq_len, seed: training settings (`TrainConfig`), the baseline's by default.
 
     Raises ValueError on construction for values out of range; `check_against(teacher)` raises
     ValueError when the student would not be smaller than the teacher.
@@ -60,20 +83,20 @@ class DistillConfig:
     n_layer: int | None = None
     n_embd: int | None = None
     init: str = "teacher"
-    temperature: float = 2.0
-    alpha: float = 0.5
-    divergence: str = "forward"
-    tokens: int = 200_000
+    temperature: float = _STUDY.temperature
+    hard_label_weight: float = _STUDY.hard_label_weight
+    divergence: str = _STUDY.divergence
+    tokens: int = _STUDY.distill_tokens
     batch_size: int = 16
     seq_len: int = 128
-    lr: float = 2e-3
+    lr: float = _STUDY.distill_lr
     seed: int = 0
 
     def __post_init__(self):
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0 <= self.alpha <= 1:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if not 0 <= self.hard_label_weight <= 1:
+            raise ValueError(f"hard_label_weight must be in [0, 1], got {self.hard_label_weight}")
         if self.divergence not in DIVERGENCES:
             raise ValueError(f"divergence must be one of {DIVERGENCES}, got {self.divergence!r}")
         if self.init not in INITS:
@@ -90,17 +113,24 @@ class DistillConfig:
                            lr=self.lr, seed=self.seed)
 
     @classmethod
-    def from_params(cls, params: dict, **changes) -> "DistillConfig":
-        """From notebook parameters (`compstudy.params`): student_layers, student_embd, temperature,
-        hard_label_weight (the field `alpha`), divergence,
-        distill_tokens, distill_lr, batch_size, seq_len, seed (missing names keep their defaults;
-        a narrower student gets random init). `changes` override fields."""
-        names = {"student_layers": "n_layer", "student_embd": "n_embd", "temperature": "temperature",
-                 "hard_label_weight": "alpha", "divergence": "divergence", "distill_tokens": "tokens",
-                 "distill_lr": "lr", "batch_size": "batch_size", "seq_len": "seq_len", "seed": "seed"}
-        if params.get("student_embd"):
+    def student(cls, params: dict, **changes) -> "DistillConfig":
+        """The `Distil` step of a study: the `Distillation` group's settings, budget and rate, the
+        student's shape (`student_layers`, `student_embd`; a narrower student gets random init), and
+        the baseline's `batch_size`, `seq_len` and `seed`, all taken by name from `params`."""
+        d = Distillation.from_params(params)
+        shape = {"n_layer": params.get("student_layers"), "n_embd": params.get("student_embd")}
+        if shape["n_embd"]:
             changes = {"init": "random", **changes}
-        return cache.from_params(cls, params, names, **changes)
+        return cls(**shape, temperature=d.temperature, hard_label_weight=d.hard_label_weight, divergence=d.divergence,
+                   tokens=d.distill_tokens, lr=d.distill_lr, **_training(params), **changes)
+
+    @classmethod
+    def after_pruning(cls, params: dict, tokens: int, lr: float, **changes) -> "DistillConfig":
+        """The `KD` step (Minitron): the `Distillation` group's loss settings with its own budget and
+        rate (notebook 04's `kd_tokens`, `kd_lr`); the student is the pruned model itself."""
+        d = Distillation.from_params(params)
+        return cls(temperature=d.temperature, hard_label_weight=d.hard_label_weight, divergence=d.divergence,
+                   tokens=tokens, lr=lr, **_training(params), **changes)
 
     def check_against(self, teacher) -> None:
         """Raise ValueError if the student would be deeper or wider than `teacher`."""
@@ -113,17 +143,27 @@ class DistillConfig:
             raise ValueError(f"student n_embd={self.n_embd} must be divisible by the teacher's {_heads(teacher)} heads")
 
 
+def _training(params: dict) -> dict:
+    return {k: params[k] for k in ("batch_size", "seq_len", "seed") if k in params}
+
+
 def _depth(model) -> int:
-    fam = adapter_for(model)
-    return len(fam.blocks(model))
+    if supported(getattr(model.config, "model_type", "")):
+        return len(adapter_for(model).blocks(model))
+    c = model.config
+    return int(getattr(c, "num_hidden_layers", None) or getattr(c, "n_layer"))
 
 
 def _width(model) -> int:
-    return adapter_for(model).hidden_size(model)
+    if supported(getattr(model.config, "model_type", "")):
+        return adapter_for(model).hidden_size(model)
+    return int(getattr(model.config, "hidden_size", None) or getattr(model.config, "n_embd"))
 
 
 def _heads(model) -> int:
-    return adapter_for(model).config_heads(model.config)[0]
+    if supported(getattr(model.config, "model_type", "")):
+        return adapter_for(model).config_heads(model.config)[0]
+    return int(getattr(model.config, "num_attention_heads", None) or getattr(model.config, "n_head"))
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
@@ -169,17 +209,28 @@ def make_student(teacher, config: DistillConfig) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
     config.check_against(teacher)
-    if shape_record(teacher) is not None:
+    if supported(getattr(teacher.config, "model_type", "")) and shape_record(teacher) is not None:
         raise ValueError("cannot build a student from a head-pruned or embedding-pruned teacher (its config does "
                          "not describe its shape): distil before pruning, e.g. Distil+90 rather than AH90+Distil")
-    fam = adapter_for(teacher)
     depth = config.n_layer or (_depth(teacher) + 1) // 2
-    cfg = fam.student_config(teacher.config, depth, config.n_embd)
+    if supported(getattr(teacher.config, "model_type", "")):
+        fam = adapter_for(teacher)
+        cfg, pattern = fam.student_config(teacher.config, depth, config.n_embd), fam.layer_pattern()
+    else:  # a family without adapter: the usual config field and block names (no narrower student)
+        if config.n_embd is not None:
+            raise ValueError(f"a narrower student (student_embd) needs a family adapter; "
+                             f"{teacher.config.model_type!r} has none (compstudy.families)")
+        cfg = teacher.config.__class__.from_dict(teacher.config.to_dict())
+        setattr(cfg, "n_layer" if hasattr(cfg, "n_layer") and not hasattr(cfg, "num_hidden_layers") else
+                "num_hidden_layers", depth)
+        if getattr(cfg, "layer_types", None):
+            cfg.layer_types = cfg.layer_types[:depth]
+        pattern = r"^(.*\.(?:h|layers|layer|blocks)\.)(\d+)(\..*)$"
     torch.manual_seed(config.seed)
     student = AutoModelForCausalLM.from_config(cfg)
     if config.init == "teacher":
         keep = teacher_layer_indices(_depth(teacher), depth)
-        layer = re.compile(fam.layer_pattern())
+        layer = re.compile(pattern)
         state = {}
         for name, value in teacher.state_dict().items():
             m = layer.match(name)
@@ -204,12 +255,12 @@ def distill(teacher, student, train_ids, val_ids, config: DistillConfig, device:
         p.requires_grad_(False)
 
     def loss_fn(model, batch):
-        if config.alpha == 1:
+        if config.hard_label_weight == 1:
             return lm_loss(model, batch)
         with torch.no_grad():
             teacher_logits = teacher(input_ids=batch).logits
         return kd_loss(model(input_ids=batch).logits, teacher_logits, batch,
-                       config.temperature, config.alpha, config.divergence)
+                       config.temperature, config.hard_label_weight, config.divergence)
 
     return train(student, train_ids, val_ids, replace(config.train_config, device=device), loss_fn=loss_fn,
                  desc=desc, progress=progress, meter=meter)
@@ -245,7 +296,7 @@ def get_distilled(teacher: Artifact, config: DistillConfig, train_corpora, val_f
             student_model = make_student(teacher.model, config)
         train_ids, val_ids = training_streams(teacher.tokenizer, train_corpora, val_fraction)
         result = distill(teacher.model, student_model, train_ids, val_ids, config, device, progress,
-                         desc=f"distill a={config.alpha}", meter=meter)
+                         desc=f"distill a={config.hard_label_weight}", meter=meter)
         return trained(student_model, teacher.tokenizer, result)
 
     art = cached_step("distill", params, build, device)
@@ -259,3 +310,45 @@ def pretrained_student(name_or_path: str, device: str = "auto") -> Artifact:
     model = load_model(name_or_path, device=resolve_device(device))
     return Artifact(model, data.load_tokenizer(name_or_path), key=f"pretrained:{name_or_path}", path=None,
                     recipe={"cost": {"seconds": 0.0, "energy_kwh": 0.0, "method": "pretrained"}})
+
+
+# ---- the registry's entries (compstudy.registry): the Distil student and Minitron's KD
+
+_MODIFIERS = {"-rand": {"init": "random"}, "-noKD": {"hard_label_weight": 1.0}}
+
+
+def _parse_student(m, defaults):
+    config = defaults.distill if defaults is not None else DistillConfig()
+    mods = m.group("mods") or ""
+    if "-pretrained" in mods:
+        raise ValueError("Distil-pretrained is a student distilled elsewhere (notebook 02's student_model), "
+                         "loaded with distill.pretrained_student, not built by a pipeline")
+    for text, change in _MODIFIERS.items():
+        if text in mods:
+            config = replace(config, **change)
+    return config
+
+
+def _student_token(c, first):
+    return "Distil" + ("-rand" if c.init == "random" and c.n_embd is None else "") + ("-noKD" if c.hard_label_weight == 1 else "")
+
+
+def _build_student(parent, c, ctx):
+    return get_distilled(parent, c, ctx.corpora, device=ctx.device, progress=ctx.progress)
+
+
+def _build_kd(parent, c, ctx):
+    return get_distilled(ctx.base, c, ctx.corpora, device=ctx.device, progress=ctx.progress, student=parent)
+
+
+register(Technique(
+    key="distill", kind="distill", pattern=r"Distil(?P<mods>(?:-rand|-noKD|-pretrained)*)", config_type=DistillConfig,
+    parse=_parse_student, token=_student_token, build=_build_student, needs_gradients=lambda c: True,
+    training_tokens=lambda c: int(c.tokens),
+    compresses=lambda c: True, description="distil a half-depth student (-rand: random init, -noKD: no teacher)"))
+register(Technique(
+    key="kd", kind="kd", pattern=r"KD", config_type=DistillConfig,
+    parse=lambda m, defaults: defaults.kd if defaults is not None else DistillConfig(),
+    token=lambda c, first: "KD", build=_build_kd, needs_gradients=lambda c: True,
+    training_tokens=lambda c: int(c.tokens), compresses=lambda c: False,
+    description="Minitron: retrain the pruned model as a student of the unpruned baseline"))

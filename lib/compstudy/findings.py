@@ -10,7 +10,7 @@ hand:
 - `cannot tell`: the interval straddles the threshold (or a variant the finding needs is missing).
 
 Intervals: runtime and energy ratios (T_c, E_c) carry the 95 % bootstrap interval of
-`score.ranking` (repeats resampled). Perplexity is deterministic for a given text, so its
+`ranking.ranking` (repeats resampled). Perplexity is deterministic for a given text, so its
 interval is the range of the ratio over every condition the variant was measured in (the
 evaluation corpora, and the notebooks that measured it): a claim about perplexity holds only if
 it holds on every corpus.
@@ -18,11 +18,11 @@ it holds on every corpus.
 from __future__ import annotations
 
 import math
-import re
+from dataclasses import dataclass
 
 import pandas as pd
 
-from .pipeline import paper_grid
+from .pipeline import Pipeline, paper_grid
 
 VERDICTS = ("agrees", "disagrees", "cannot tell")
 
@@ -102,72 +102,88 @@ def _why(verdict: str, *notes: str) -> str:
     return "; ".join(n for n in notes if n) if verdict == "disagrees" else ""
 
 
-def findings_table(measurements: pd.DataFrame, ratios: pd.DataFrame, rank: pd.DataFrame,
-                   paper: pd.DataFrame, paper_rank: pd.DataFrame, *, little_pct: float = 5.0,
-                   grid: list[str] | None = None) -> pd.DataFrame:
-    """The seeds' findings (a)-(g) of issue 11, one row each, computed from the measurements.
+@dataclass(frozen=True)
+class Evidence:
+    """What every finding reads: the run's rows (device, energy method), its ratios (P_c per
+    condition), its ranking (T_c, E_c with `_lo` / `_hi`, opt intervals), the paper's changes and
+    ranking, and the two thresholds of (a) and (e)."""
 
-    Args:
-        measurements: every row of `results/<study>/measurements.csv` (for device and energy method).
-        ratios: `score.ratio_table(measurements)` (P_c per condition).
-        rank: `score.ranking(...)` (T_c, E_c with `_lo` / `_hi` bootstrap bounds; `opt_lo/hi`).
-        paper: `score.paper_changes("gpt2")`; paper_rank: `score.paper_ranking("gpt2")`.
-        little_pct: the largest perplexity increase (%) that counts as "costs little" in (a).
-        grid: the variants finding (e) ranks among (default: the paper's 18-variant grid,
-            `pipeline.paper_grid()`, as far as measured).
+    measurements: pd.DataFrame
+    ratios: pd.DataFrame
+    rank: pd.DataFrame
+    paper: pd.DataFrame
+    paper_rank: pd.DataFrame
+    little_pct: float = 5.0
+    grid: tuple = ()
 
-    Returns a DataFrame: finding, source, claim, ours, paper, verdict (one of `VERDICTS`), why
-    (the known cause of a disagreement, empty otherwise).
-    """
-    cpu, energy = _cpu_note(measurements), _energy_note(measurements)
-    rows = []
+    @property
+    def cpu(self) -> str:
+        return _cpu_note(self.measurements)
 
-    # (a) 4-bit quantization costs little perplexity and cuts energy
-    plo, phi = _p_range(ratios, "Base4b")
-    e, elo, ehi = _interval(rank, "Base4b", "E_c")
-    v = combine([claim_verdict(plo, phi, 1 + little_pct / 100, "below"), claim_verdict(elo, ehi, 1.0, "below")])
-    rows.append(dict(finding="(a) 4-bit quantization costs little perplexity and cuts energy", source="A",
-                     claim=f"Base4b: P_c <= 1 + {little_pct:g} %, E_c < 1",
-                     ours=f"P {_fmt(plo, phi)}; E {_fmt(elo, ehi, e)}", paper=_paper(paper, "Base4b", ("perplexity", "energy_kwh")),
-                     verdict=v, why=_why(v, cpu, energy)))
+    @property
+    def energy(self) -> str:
+        return _energy_note(self.measurements)
 
-    # (b) 8-bit costs runtime (on GPU)
-    t, tlo, thi = _interval(rank, "Base8b", "T_c")
+
+def finding_a(x: Evidence) -> dict:
+    """(a) 4-bit quantization costs little perplexity and cuts energy (Wallace et al.)."""
+    plo, phi = _p_range(x.ratios, "Base4b")
+    e, elo, ehi = _interval(x.rank, "Base4b", "E_c")
+    v = combine([claim_verdict(plo, phi, 1 + x.little_pct / 100, "below"), claim_verdict(elo, ehi, 1.0, "below")])
+    return dict(finding="(a) 4-bit quantization costs little perplexity and cuts energy", source="A",
+                claim=f"Base4b: P_c <= 1 + {x.little_pct:g} %, E_c < 1",
+                ours=f"P {_fmt(plo, phi)}; E {_fmt(elo, ehi, e)}",
+                paper=_paper(x.paper, "Base4b", ("perplexity", "energy_kwh")), verdict=v, why=_why(v, x.cpu, x.energy))
+
+
+def finding_b(x: Evidence) -> dict:
+    """(b) 8-bit quantization costs runtime (Wallace et al., on a GPU)."""
+    t, tlo, thi = _interval(x.rank, "Base8b", "T_c")
     v = claim_verdict(tlo, thi, 1.0, "above")
-    rows.append(dict(finding="(b) 8-bit quantization costs runtime", source="A", claim="Base8b: T_c > 1",
-                     ours=f"T {_fmt(tlo, thi, t)}", paper=_paper(paper, "Base8b", ("runtime_s",)), verdict=v,
-                     why=_why(v, cpu)))
+    return dict(finding="(b) 8-bit quantization costs runtime", source="A", claim="Base8b: T_c > 1",
+                ours=f"T {_fmt(tlo, thi, t)}", paper=_paper(x.paper, "Base8b", ("runtime_s",)), verdict=v,
+                why=_why(v, x.cpu))
 
-    # (c) head pruning costs more perplexity than quantization
-    heads = [h for h in ("AH90", "AH80") if (ratios["variant"] == h).any()]
-    quants = [q for q in ("Base8b", "Base4b") if (ratios["variant"] == q).any()]
+
+def finding_c(x: Evidence) -> dict:
+    """(c) head pruning costs more perplexity than quantization (Wallace et al.): every head-pruned
+    base variant (`AH<pct>`, alone) above every quantized base (`Base8b`, `Base4b`)."""
+    names = set(x.ratios["variant"])
+    heads = sorted(n for n in names if _only(n, "prune:heads"))
+    quants = [q for q in ("Base8b", "Base4b") if q in names]
     if heads and quants:
-        h_lo = min(_p_range(ratios, h)[0] for h in heads)
-        q_hi = max(_p_range(ratios, q)[1] for q in quants)
-        h_hi = max(_p_range(ratios, h)[1] for h in heads)
-        q_lo = min(_p_range(ratios, q)[0] for q in quants)
+        h_lo = min(_p_range(x.ratios, h)[0] for h in heads)
+        q_hi = max(_p_range(x.ratios, q)[1] for q in quants)
+        h_hi = max(_p_range(x.ratios, h)[1] for h in heads)
+        q_lo = min(_p_range(x.ratios, q)[0] for q in quants)
         v = "agrees" if h_lo > q_hi else "disagrees" if h_hi < q_lo else "cannot tell"
-        ours = (f"{'/'.join(heads)} P {_fmt(h_lo, h_hi)}; {'/'.join(quants)} P {_fmt(q_lo, q_hi)}")
+        ours = f"{'/'.join(heads)} P {_fmt(h_lo, h_hi)}; {'/'.join(quants)} P {_fmt(q_lo, q_hi)}"
     else:
         v, ours = "cannot tell", "not measured"
-    rows.append(dict(finding="(c) head pruning costs more perplexity than quantization", source="A",
-                     claim="every head-pruned P_c above every quantized P_c", ours=ours,
-                     paper="; ".join(f"{x} {_paper(paper, x, ('perplexity',))}" for x in ("AH90", "AH80", "Base8b", "Base4b")),
-                     verdict=v, why=""))
+    return dict(finding="(c) head pruning costs more perplexity than quantization", source="A",
+                claim="every head-pruned P_c above every quantized P_c", ours=ours,
+                paper="; ".join(f"{n} {_paper(x.paper, n, ('perplexity',))}" for n in ("AH90", "AH80", "Base8b", "Base4b")),
+                verdict=v, why="")
 
-    # (d) the distilled model costs perplexity and saves runtime
-    plo, phi = _p_range(ratios, "Distil")
-    t, tlo, thi = _interval(rank, "Distil", "T_c")
+
+def finding_d(x: Evidence) -> dict:
+    """(d) the distilled model costs perplexity and saves runtime (Wallace et al.)."""
+    m = x.measurements
+    plo, phi = _p_range(x.ratios, "Distil")
+    t, tlo, thi = _interval(x.rank, "Distil", "T_c")
     v = combine([claim_verdict(plo, phi, 1.0, "above"), claim_verdict(tlo, thi, 1.0, "below")])
-    tokens = measurements.loc[measurements["variant"] == "Distil", "training_tokens"] if "training_tokens" in measurements else pd.Series(dtype=float)
+    tokens = m.loc[m["variant"] == "Distil", "training_tokens"] if "training_tokens" in m else pd.Series(dtype=float)
     extra = (f"the student trained {int(tokens.max()):,} tokens more than the baseline (compare it with its "
              f"equal-training control)") if len(tokens.dropna()) and tokens.max() > 0 and plo < 1 else ""
-    rows.append(dict(finding="(d) the distilled model costs perplexity and saves runtime", source="A",
-                     claim="Distil: P_c > 1, T_c < 1", ours=f"P {_fmt(plo, phi)}; T {_fmt(tlo, thi, t)}",
-                     paper=_paper(paper, "Distil", ("perplexity", "runtime_s")), verdict=v, why=_why(v, extra)))
+    return dict(finding="(d) the distilled model costs perplexity and saves runtime", source="A",
+                claim="Distil: P_c > 1, T_c < 1", ours=f"P {_fmt(plo, phi)}; T {_fmt(tlo, thi, t)}",
+                paper=_paper(x.paper, "Distil", ("perplexity", "runtime_s")), verdict=v, why=_why(v, extra))
 
-    # (e) Distil4b and Base4b lead the equation (among the paper's grid)
-    grid = grid or paper_grid()
+
+def finding_e(x: Evidence) -> dict:
+    """(e) Distil4b and Base4b lead the equation among the paper's grid (Wallace et al.)."""
+    grid = list(x.grid) or paper_grid()
+    rank = x.rank
     g = rank[rank["variant"].isin(grid) & rank["ranked"].astype(bool)].sort_values("opt")
     if {"Distil4b", "Base4b"} <= set(g["variant"]) and len(g) > 2:
         best_hi = float(g.iloc[0]["opt_hi"])
@@ -181,49 +197,99 @@ def findings_table(measurements: pd.DataFrame, ratios: pd.DataFrame, rank: pd.Da
                 f"top tier (interval overlaps the best's): {', '.join(tier)}")
     else:
         v, ours = "cannot tell", "not measured (both must be ranked)"
-    prank = {r.variant: int(r.rank) for r in paper_rank.itertuples()}
-    rows.append(dict(finding="(e) Distil4b and Base4b lead the equation", source="A",
-                     claim="both in the top tier of the grid's ranking", ours=ours,
-                     paper=f"ranks Distil4b {prank.get('Distil4b', '?')}, Base4b {prank.get('Base4b', '?')} of {len(prank)}",
-                     verdict=v, why=_why(v, cpu, energy)))
+    prank = {r.variant: int(r.rank) for r in x.paper_rank.itertuples()}
+    return dict(finding="(e) Distil4b and Base4b lead the equation", source="A",
+                claim="both in the top tier of the grid's ranking", ours=ours,
+                paper=f"ranks Distil4b {prank.get('Distil4b', '?')}, Base4b {prank.get('Base4b', '?')} of {len(prank)}",
+                verdict=v, why=_why(v, x.cpu, x.energy))
 
-    # (f) fine-tuning recovers most of the perplexity lost to pruning, more so at high sparsity
-    rows.append(_finding_f(ratios))
 
-    # (g) Minitron: structured pruning + KD beats the same shape trained from scratch
-    shapes = sorted({v[len("Scratch-"):] for v in ratios["variant"] if v.startswith("Scratch-")})
+def finding_f(x: Evidence) -> dict:
+    """(f) fine-tuning recovers most of the perplexity lost to pruning, more so at high sparsity
+    (Gholami & Omar): see `_finding_f`."""
+    return _finding_f(x.ratios)
+
+
+def finding_g(x: Evidence) -> dict:
+    """(g) structured pruning + KD beats the same shape trained from scratch (Minitron): every
+    shape with a `Scratch-<shape>` control and a `<shape>+KD` variant."""
+    names = set(x.ratios["variant"])
     parts, texts = [], []
-    for s in shapes:
-        if (ratios["variant"] == f"{s}+KD").any():
-            klo, khi = _p_range(ratios, f"{s}+KD")
-            slo, shi = _p_range(ratios, f"Scratch-{s}")
+    for scratch in sorted(n for n in names if _parsed(n) is not None and _parsed(n).scratch):
+        shape = _parsed(scratch).__class__(_parsed(scratch).steps).name  # the shape's own name
+        kd = f"{shape}+KD"
+        if kd in names:
+            klo, khi = _p_range(x.ratios, kd)
+            slo, shi = _p_range(x.ratios, scratch)
             parts.append("agrees" if khi < slo else "disagrees" if klo > shi else "cannot tell")
-            texts.append(f"{s}+KD P {_fmt(klo, khi)} vs scratch {_fmt(slo, shi)}")
-    v = combine(parts)
-    rows.append(dict(finding="(g) structured pruning + KD beats the same shape trained from scratch", source="Minitron",
-                     claim="P_c(pruned+KD) below P_c(scratch), every shape", ours="; ".join(texts) or "not measured",
-                     paper="Minitron (Muralidharan et al. 2024): pruned + distilled beats training from scratch",
-                     verdict=v, why=""))
-    return pd.DataFrame(rows)
+            texts.append(f"{kd} P {_fmt(klo, khi)} vs scratch {_fmt(slo, shi)}")
+    return dict(finding="(g) structured pruning + KD beats the same shape trained from scratch", source="Minitron",
+                claim="P_c(pruned+KD) below P_c(scratch), every shape", ours="; ".join(texts) or "not measured",
+                paper="Minitron (Muralidharan et al. 2024): pruned + distilled beats training from scratch",
+                verdict=combine(parts), why="")
+
+
+FINDINGS = (finding_a, finding_b, finding_c, finding_d, finding_e, finding_f, finding_g)
+
+
+def findings_table(measurements: pd.DataFrame, ratios: pd.DataFrame, rank: pd.DataFrame,
+                   paper: pd.DataFrame, paper_rank: pd.DataFrame, *, little_pct: float = 5.0,
+                   grid: list[str] | None = None) -> pd.DataFrame:
+    """The seeds' findings (`FINDINGS`, one function each), one row each, computed from the measurements.
+
+    Args:
+        measurements: every row of the run (for device and energy method).
+        ratios: `ratios.ratio_table(measurements)` (P_c per condition).
+        rank: `ranking.ranking(...)` (T_c, E_c with `_lo` / `_hi` bootstrap bounds; `opt_lo/hi`).
+        paper: `reference.paper_changes("gpt2")`; paper_rank: `reference.paper_ranking("gpt2")`.
+        little_pct: the largest perplexity increase (%) that counts as "costs little" in (a).
+        grid: the variants finding (e) ranks among (default: the paper's 18-variant grid,
+            `pipeline.paper_grid()`, as far as measured).
+
+    Returns a DataFrame: finding, source, claim, ours, paper, verdict (one of `VERDICTS`), why
+    (the known cause of a disagreement, empty otherwise).
+    """
+    x = Evidence(measurements, ratios, rank, paper, paper_rank, little_pct, tuple(grid or ()))
+    return pd.DataFrame([f(x) for f in FINDINGS])
+
+
+def _parsed(name: str):
+    """The parsed pipeline of a variant name (`pipeline.Pipeline`), or None when it does not parse."""
+    try:
+        return Pipeline.from_name(name)
+    except ValueError:
+        return None
+
+
+def _only(name: str, key: str) -> bool:
+    """Whether `name` is a single step of registry key `key` applied to the baseline."""
+    p = _parsed(name)
+    return p is not None and not p.scratch and p.kinds() == [key] and not p.steps[0].config.finetune_tokens
 
 
 def _finding_f(ratios: pd.DataFrame) -> dict:
     """(f) Gholami & Omar: recovery = (P[Mag s] - P[Mag s+ft]) / (P[Mag s] - P[Mag0+ft]), the
     share of the perplexity lost to pruning that fine-tuning wins back, measured against the
-    unpruned model given the same fine-tuning (so training alone is not counted as recovery)."""
+    unpruned model given the same fine-tuning (so training alone is not counted as recovery).
+    The sweep's points are read from their parsed names: one magnitude step (`prune:magnitude` or
+    `prune:global-magnitude`), with or without `ft`."""
     parts, texts = [], []
-    sweep = ratios[ratios["variant"].str.match(r"^G?Mag\d")]
-    for prefix in ("Mag", "GMag"):
-        control = sweep[sweep["variant"] == "Mag0+ft"].set_index("dataset")["P_c"]  # sparsity 0: one model, any scope
-        levels = sorted({float(m.group(1)) for v in sweep["variant"]
-                         if (m := re.match(rf"^{prefix}(\d+(?:\.\d+)?)\+ft$", v)) and float(m.group(1)) > 0})
+    names = set(ratios["variant"])
+    control = ratios[ratios["variant"] == "Mag0+ft"].set_index("dataset")["P_c"]  # sparsity 0: one model, any scope
+    for key, prefix in (("prune:magnitude", "Mag"), ("prune:global-magnitude", "GMag")):
+        points = {}
+        for n in names:
+            p = _parsed(n)
+            if p is not None and not p.scratch and p.kinds() == [key] and p.steps[0].config.sparsity > 0:
+                c = p.steps[0].config
+                points.setdefault(c.sparsity, {})[bool(c.finetune_tokens)] = n
+        levels = sorted(s for s, v in points.items() if set(v) == {False, True})
         if control.empty or len(levels) < 2:
             continue
         rec = {}
         for s in (levels[0], levels[-1]):
-            name = f"{prefix}{s:g}"
-            pruned = sweep[sweep["variant"] == name].set_index("dataset")["P_c"]
-            tuned = sweep[sweep["variant"] == f"{name}+ft"].set_index("dataset")["P_c"]
+            pruned = ratios[ratios["variant"] == points[s][False]].set_index("dataset")["P_c"]
+            tuned = ratios[ratios["variant"] == points[s][True]].set_index("dataset")["P_c"]
             rec[s] = ((pruned - tuned) / (pruned - control)).dropna()
         lo, hi = rec[levels[-1]], rec[levels[0]]
         if lo.empty or hi.empty:
@@ -231,8 +297,8 @@ def _finding_f(ratios: pd.DataFrame) -> dict:
         most = claim_verdict(float(lo.min()), float(lo.max()), 0.5, "above")
         more = claim_verdict(float((lo - hi.reindex(lo.index)).min()), float((lo - hi.reindex(lo.index)).max()), 0.0, "above")
         parts += [most, more]
-        texts.append(f"{prefix}: recovered {100 * lo.min():.0f}-{100 * lo.max():.0f} % at sparsity {levels[-1]:g} %, "
-                     f"{100 * hi.min():.0f}-{100 * hi.max():.0f} % at {levels[0]:g} %")
+        texts.append(f"{prefix}: recovered {100 * lo.min():.0f}-{100 * lo.max():.0f} % at sparsity {100 * levels[-1]:g} %, "
+                     f"{100 * hi.min():.0f}-{100 * hi.max():.0f} % at {100 * levels[0]:g} %")
     return dict(finding="(f) fine-tuning recovers most of the perplexity lost to pruning, more so at high sparsity",
                 source="B", claim="recovery > 50 % at the highest sparsity, and higher there than at the lowest",
                 ours="; ".join(texts) or "not measured (magnitude sweep with fine-tuning needed)",

@@ -19,7 +19,7 @@ that a ratio to the base is taken within a round (paired) and drift hits all var
 is the method of pyperf and Google Benchmark's interleaved repetitions applied to whole passes;
 `benchmarks/timing_protocol.py` measured the choice of rounds and pass length. Every pass records
 its process CPU time and the CPU time the rest of the machine used meanwhile (other processes and
-hypervisor steal), the signals `score.timing_noise` uses to flag unreliable ratios.
+hypervisor steal), the signals `noise.timing_noise` uses to flag unreliable ratios.
 
 Energy: codecarbon's `OfflineEmissionsTracker` around the same pass (one task per repeat; the
 tracker's ~1.4 s start/stop lies outside the timed work). Each part (CPU, GPU, RAM) is
@@ -40,7 +40,7 @@ import torch
 
 from pydantic import Field, model_validator
 
-from . import data, results, runs
+from . import data, metrics
 from .energy import EnergyMeter, EnergyReading, PeakMemory
 from .models import compute_signature, context_length, model_dtype, model_size, resolve_device
 from .provenance import environment
@@ -177,11 +177,6 @@ def dataset_ids(tokenizer, spec: str, max_tokens: int | None = None) -> tuple[to
     return ids, n_bytes
 
 
-def _comparable(datasets, context: int, stride: int, device: str, base_key: str) -> dict:
-    """What decides whether two measurements can share a run (`runs.current`)."""
-    return {"datasets": list(datasets), "context": context, "stride": stride, "device": device, "base": base_key}
-
-
 def _cpu_times() -> tuple[float, float, float]:
     """(machine busy CPU seconds, machine steal seconds, this process's CPU seconds) now."""
     import psutil
@@ -246,7 +241,7 @@ def shared_timing(signatures: dict) -> dict:
 
 
 def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = EvalConfig(), *, study: str,
-                  extra: dict | None = None, sizes: dict | None = None, base_key: str = "",
+                  extra: dict | None = None, sizes: dict | None = None,
                   meter: EnergyMeter | None = None, on_dataset=None) -> list[dict]:
     """Measure several models with the study's interleaved, paired protocol; one record per
     (model, dataset, round).
@@ -254,9 +249,9 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
     For each dataset: one untimed warm-up batch per model, then `config.repeats` rounds; each
     round times one whole pass of every model, in the order `interleaved_order` gives. Drift of
     the machine's speed (thermal, frequency, other tenants) then hits every model of a round
-    alike, and the ratio of a variant to its base is taken per round (`score.paired_ratios`).
+    alike, and the ratio of a variant to its base is taken per round (`ratios.paired_ratios`).
     Every pass also records its CPU time and what the rest of the machine used meanwhile
-    (`cpu_s`, `others_cpu_s`, `steal_s`, `load_avg_1m`), from which `score.timing_noise` flags
+    (`cpu_s`, `others_cpu_s`, `steal_s`, `load_avg_1m`), from which `noise.timing_noise` flags
     unreliable conditions.
 
     Args:
@@ -266,12 +261,12 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
         study: study name, stored in every record.
         extra: variant name -> more columns for its records (cost, notebook, ...).
         sizes: variant name -> its `model_size`, computed before the first forward (see there).
-        base_key: the baseline's artifact key, part of the interactive run's hash (`runs.current`).
         meter: an open `EnergyMeter` to reuse; by default one is opened for this call.
         on_dataset: called with the records of each dataset as soon as its rounds are done (the
             caller writes them, so a failure later loses nothing measured).
 
-    Returns the records, with the columns of `compstudy.results.COLUMNS`.
+    Returns the records, with the columns of `compstudy.results.COLUMNS` but the run's (`run_id`,
+    `params_hash`), which the layer that stores them adds (`experiments.measure_variants`).
 
     Raises ValueError / CorpusUnavailable for bad datasets or an empty `models`, before any
     model work.
@@ -286,8 +281,6 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
     for n in names:
         context = min(config.eval_context or 10**9, context_length(models[n][0]))
         geometry[n] = (context, min(config.eval_stride or max(1, context // 2), context - 1))  # as `windows` uses it
-    first = geometry[names[0]]
-    run_id, phash = runs.current(_comparable(datasets, *first, device, base_key))
     timed_as = shared_timing({n: (compute_signature(models[n][0]), geometry[n]) for n in names}) \
         if config.share_timing else {n: n for n in names}
     timed = [n for n in names if timed_as[n] == n]
@@ -317,6 +310,7 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
                 if timed_as[n] != n:
                     (ids, _), (context, stride) = loaded[(n, spec)], geometry[n]
                     own_nll[n] = sliding_window_nll(models[n][0], ids, context, stride, config.eval_batch_size, device)
+            scored_by_model = {n: metrics.from_model(models[n][0], models[n][1], spec, device) for n in names}
             done = []
             for r in range(config.repeats):
                 for n in interleaved_order(timed, r):
@@ -329,8 +323,7 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
                         nll, n_scored = own_nll.get(v, (p.nll, p.n_scored))
                         done.append({
                             "study": study, "variant": v, "dataset": label, "repeat": r,
-                            "perplexity": math.exp(nll / n_scored), "nll_nats": nll / n_scored,
-                            "bits_per_byte": nll / math.log(2) / n_bytes, "tokens_scored": n_scored,
+                            **metrics.from_pass(nll, n_scored, n_bytes), **scored_by_model[v], "tokens_scored": n_scored,
                             "bytes_evaluated": n_bytes, "context": context, "stride": stride,
                             "batch_size": config.eval_batch_size, "runtime_s": p.wall_s,
                             "tokens_per_s": p.n_scored / p.wall_s, "cpu_s": p.cpu_s, "others_cpu_s": p.others_cpu_s,
@@ -345,7 +338,7 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
                             "split_rule": data.split_rule(spec),
                             "dataset_sha256": data.loaded_checksums().get(label, ""),
                             "corpora_sha256": "; ".join(f"{k}={h[:16]}" for k, h in sorted(data.loaded_checksums().items())),
-                            "run_id": run_id, "params_hash": phash, "protocol": f"interleaved x{len(timed)}",
+                            "protocol": f"interleaved x{len(timed)}",
                             "timed_as": n, **((extra or {}).get(v) or {}),
                         })
             _check_finite(done)
@@ -387,50 +380,6 @@ def evaluate(model, tokenizer, datasets: list[str] | str, config: EvalConfig = E
     """
     return evaluate_many({variant: (model, tokenizer)}, datasets, config, study=study, extra={variant: extra or {}},
                          sizes={variant: size} if size else None, meter=meter)
-
-
-def _variant_extra(artifact, notebook: str, training_tokens: int = 0, control: str | None = None) -> dict:
-    cost = artifact.cost
-    return {"notebook": notebook, "family": getattr(artifact.model.config, "model_type", ""), "artifact": artifact.key,
-            "cost_s": cost.get("seconds", 0.0), "cost_kwh": cost.get("energy_kwh", 0.0),
-            "cost_method": cost.get("method", ""), "training_tokens": int(training_tokens), "control": control or ""}
-
-
-def measure_variants(artifacts: dict, study: str, datasets, config: EvalConfig, *, notebook: str = "",
-                     trained: dict | None = None, base: str = "Base", per_round: bool = False):
-    """Measure a notebook's variants together, interleaved and paired with their base
-    (`evaluate_many`), append the records to `results/<study>/measurements.csv` dataset by dataset,
-    and return their per-(variant, dataset) summary (`summarize`), or with `per_round=True` every
-    pass as a DataFrame (one row per variant, dataset and round: what paired ratios and their
-    bootstrap intervals need, `score.ratio_intervals`).
-
-    Args:
-        artifacts: variant name -> `compstudy.models.Artifact`; must include `base` (measured in
-            the same rounds, so that every ratio is paired). Their recipes give each variant's
-            production cost (`cost_*` columns), size (computed at build time) and cache key.
-        study: results/<study>/; notebook: provenance column.
-        datasets, config: as for `evaluate_many`.
-        trained: variant name -> {"training_tokens": N, "control": "Base+ft<N>"} for variants
-            whose production added training (`pipeline.control_kwargs`), recorded so that
-            notebook 05 can put each beside its equal-training control.
-        base: the reference variant's name.
-
-    Raises ValueError naming the variants given when `base` is missing.
-    """
-    if base not in artifacts:
-        raise ValueError(f"artifacts must include the base variant {base!r} (measured in the same rounds as the "
-                         f"others, for paired ratios); got {list(artifacts)}")
-    trained = trained or {}
-    artifacts = {base: artifacts[base], **{n: a for n, a in artifacts.items() if n != base}}  # base first: timed itself
-    extra = {n: _variant_extra(a, notebook, **trained.get(n, {})) for n, a in artifacts.items()}
-    records = evaluate_many({n: (a.model, a.tokenizer) for n, a in artifacts.items()}, datasets, config, study=study,
-                            extra=extra, sizes={n: a.recipe.get("size") for n, a in artifacts.items()},
-                            base_key=artifacts[base].key, on_dataset=lambda rows: results.append(study, rows))
-    if per_round:
-        import pandas as pd
-
-        return pd.DataFrame(records)
-    return summarize(records)
 
 
 @torch.inference_mode()
@@ -478,7 +427,6 @@ def time_generation(model, tokenizer, variant: str, study: str, *, new_tokens: i
                 "device": device, "git_commit": environment(device)["git_commit"],
                 "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             })
-    results.append(study, records, filename="generation.csv")
     return records
 
 
@@ -508,6 +456,6 @@ def summarize(records: list[dict] | "pandas.DataFrame"):
 
 
 __all__ = [
-    "EvalConfig", "evaluate", "sliding_window_nll", "windows", "summarize", "dataset_ids", "measure_variants",
+    "EvalConfig", "evaluate", "sliding_window_nll", "windows", "summarize", "dataset_ids",
     "evaluate_many", "interleaved_order", "timed_pass", "Pass", "time_generation",
 ]

@@ -149,23 +149,23 @@ def facts(study: str, run_id: str) -> dict:
     (`results/<study>/baseline.json`, written by notebook 00), its size, corpora, rounds, tokens
     per pass, energy method, device, the ranked variants and tier 1, the best variant's ratios,
     the findings' verdict counts, the plateau check. Raises PaperError."""
-    from . import score
+    from . import controls, noise
 
     d = _load(study, run_id)
     m, r, f = d["measurements"], d["ranking"], d["findings"]
     base = m[m["variant"] == "Base"]
     main = m[m["notebook"].astype(str).str.match(r"^0[0-4]_[a-z]+$")]
     ranked = r[r["ranked"].astype(bool)].sort_values("rank")
-    candidates = ranked[~ranked["variant"].map(score.is_control)]
+    candidates = ranked[~ranked["variant"].map(controls.is_control)]
     tier1 = candidates[candidates["tier"] == 1]
     best = candidates.iloc[0] if len(candidates) else None
     methods = sorted(set(m["energy_method"].astype(str))) if "energy_method" in m else []
     verdicts = f["verdict"].value_counts().to_dict()
     cpu = str(m["cpu"].iloc[0]) if "cpu" in m and len(m) else "unknown CPU"
-    noise = score.timing_noise(main) if len(main) else None
-    spread = noise["base_spread"].dropna() if noise is not None and len(noise) else []
+    timing = noise.timing_noise(main) if len(main) else None
+    spread = timing["base_spread"].dropna() if timing is not None and len(timing) else []
     devices = sorted(set(m["device"].astype(str))) if "device" in m else []
-    all_candidates = r[~r["variant"].map(score.is_control)]
+    all_candidates = r[~r["variant"].map(controls.is_control)]
     return {
         "study": study, "run_id": d["run_id"], "model": d["model"],
         "family": str(base["family"].iloc[0]) if len(base) and "family" in base else "",
@@ -188,7 +188,7 @@ def facts(study: str, run_id: str) -> dict:
 
 
 def abstract(x: dict) -> str:
-    """The abstract: every number from `facts`. A control (`score.is_control`) is never the best."""
+    """The abstract: every number from `facts`. A control (`controls.is_control`) is never the best."""
     fam = FAMILIES.get(x["family"], x["family"] or "transformer")
     s = [f"We apply quantization, knowledge distillation, pruning and their hybrids to one "
          f"{fam} language model of {x['n_params']:,} parameters and measure "

@@ -25,7 +25,10 @@ from typing import Literal
 from pydantic import Field, ValidationError
 
 from .baseline import BaselineConfig
+from .distill import Distillation as _Distillation
+from .finetune import FinetuneConfig
 from .measure import EvalConfig
+from .prune import PruningCriteria as _PruningCriteria
 from .schema import Group, allowed as _allowed
 
 
@@ -43,33 +46,9 @@ Baseline = BaselineConfig  # compstudy.baseline: the model, pretrained or traine
 Evaluation = EvalConfig    # compstudy.measure: the measurement protocol (notebooks 00-04)
 
 
-class Distillation(Group):
-    """Knowledge distillation (Hinton et al. 2015; `compstudy.distill.DistillConfig`). Notebooks
-    02 and 04 (which builds the same student, cached once)."""
-
-    temperature: float = Field(2.0, gt=0, description="softmax temperature of teacher and student")
-    hard_label_weight: float = Field(0.5, ge=0, le=1, description="weight of the next-token (hard-label) loss; "
-                                     "1 - this weighs the KL to the teacher (1: no teacher)")
-    divergence: Literal["forward", "reverse"] = Field("forward", description="forward KL(teacher||student) or "
-                                                      "reverse KL(student||teacher) (MiniLLM)")
-    distill_tokens: int = Field(100_000, ge=1, description="token budget of every distilled student")
-    distill_lr: float = Field(2e-3, gt=0, description="peak learning rate of distillation")
-
-
-class Finetuning(Group):
-    """Fine-tuning after compression, and the equal-training controls Base+ft<N>. Notebooks 02-04."""
-
-    finetune_lr: float = Field(5e-4, gt=0, description="peak learning rate of fine-tuning")
-
-
-class PruningCriteria(Group):
-    """How structures are ranked for pruning (`compstudy.prune.PruneConfig`). Notebooks 03 and 04."""
-
-    head_importance: Literal["gradient", "magnitude"] = Field("gradient", description="head importance: "
-                                                              "gradient (Michel et al. 2019) or weight magnitude")
-    head_allocation: Literal["global", "layer"] = Field("global", description="heads removed by one global "
-                                                        "ranking, or the same number in every layer")
-    calibration_batches: int = Field(8, ge=1, description="batches of training text for importance scores")
+Distillation = _Distillation  # compstudy.distill: knowledge distillation (notebooks 02 and 04)
+Finetuning = FinetuneConfig    # compstudy.finetune: every fine-tuning and the controls Base+ft<N> (notebooks 02-04)
+PruningCriteria = _PruningCriteria  # compstudy.prune: how structures are ranked (notebooks 03 and 04)
 
 
 # ---- each notebook's own group -------------------------------------------------------------------
@@ -282,7 +261,7 @@ def _cross_check(stem: str, p: dict) -> list[str]:
     if stem in ("02_distillation", "04_hybrid"):
         from . import distill
 
-        attempt("distillation", lambda: distill.DistillConfig.from_params(p))
+        attempt("distillation", lambda: distill.DistillConfig.student(p))
     if stem == "03_pruning":
         for name, values in (("head_keep", p["head_keep"]), ("sparsities", p["sparsities"])):
             lo_ok = (lambda x: 0 < x <= 1) if name == "head_keep" else (lambda x: 0 <= x < 1)
@@ -325,10 +304,9 @@ def resolve(notebook: str, shared: dict | None, scope: dict) -> Resolved:
     by_name = {k: scope[k] for k in shared_names(notebook) if k in scope}
     study = scope.get("study", INTERACTIVE)
     if not shared and study == INTERACTIVE:  # opened in Jupyter and run top to bottom: the interactive config
-        study, config_shared, config_own = interactive_config(notebook)
-        schema = defaults(notebook)
-        # a value of the parameters cell that differs from the schema's default is the reader's edit: it wins
-        own = {**config_own, **{k: v for k, v in own.items() if v != schema.get(k)}}
+        # the config gives the shared parameters (the study's model, corpora, budgets); the notebook's own
+        # parameters are what its parameters cell says: a value written there always wins, the default included
+        study, config_shared, _ = interactive_config(notebook)
         shared = config_shared
     resolved = Resolved(check(notebook, {**(shared or {}), **by_name}, own))
     resolved["study"] = study
@@ -343,7 +321,8 @@ def interactive_config(notebook: str) -> tuple[str, dict, dict]:
     """The study a notebook runs when opened in Jupyter and run top to bottom (no runner): the
     config named by the environment variable COMPSTUDY_CONFIG, else `configs/class.yaml` (the
     whole study in minutes). Returns (its study name, its shared parameters that `notebook` uses,
-    the notebook's own parameters from its entry). Raises ParameterError naming the file if it is
+    the notebook's own parameters from its entry). `resolve` uses the shared ones: in Jupyter the
+    notebook's own parameters are those of its parameters cell. Raises ParameterError naming the file if it is
     missing or not a study config."""
     import os
 

@@ -1,80 +1,50 @@
 """Compressed variants as pipelines of steps applied to the baseline, named as in the paper.
 
 A pipeline is a sequence of steps, e.g. distill -> prune heads (keep 0.9) -> quantize (nf4),
-and its name is the paper's: `Distil+90+4b`. The grammar (tokens joined by `+`):
+and its name is the paper's: `Distil+90+4b`. Every token of a name is a technique of the registry
+(`compstudy.registry`, filled by the technique modules), which says how the token parses, names
+and builds; this module holds the grammar that joins them and nothing of any technique:
 
-| token | step |
+| token | step (registry entry) |
 |---|---|
 | `Base` | nothing (the baseline) |
-| `Distil` | distill a half-depth student from the current model (`distill.DistillConfig`) |
-| `AH90`, `AH80` (first) or `90`, `80` (later) | keep 90 % / 80 % of attention heads (`prune`, kind heads) |
-| `MLP75`, `Emb75`, `Depth50`, `Mag50`, `GMag50`, `Wanda50` | MLP-neuron / embedding-channel / depth / magnitude (layer-wise, global) / Wanda pruning (`prune.PruneConfig.name`) |
-| `ft` | fine-tune the previous pruning step (its `finetune_tokens`) |
-| `KD` | Minitron: retrain the current (pruned) model as a student of the unpruned baseline |
-| `ft<N>` (e.g. `Base+ft10k`) | continue training the current model on labels for N tokens (`FinetuneConfig`): the equal-training control |
-| `8b`, `4b`, `4bfp4`, `bf16`, `dq8`, ... | quantize (`quantize.QuantConfig.from_name`); glued to `Base`/`Distil` (`Base8b`, `Distil4b`), after `+` otherwise (`AH90+4b`) |
+| `Distil` (`-rand`, `-noKD`) | distill a half-depth student from the current model (`distill`; random init / no teacher: the distillation controls) |
+| `AH90` (first) or `90` (later) | keep 90 % of the attention heads (`prune:heads`) |
+| `MLP75`, `Emb75`, `Depth50`, `Mag50`, `GMag50`, `Wanda50` | MLP-neuron / embedding-channel / depth / magnitude (layer-wise, global) / Wanda pruning (`prune:*`) |
+| `ft` | fine-tune the previous pruning step (its `finetune_tokens`, with `finetune.FinetuneConfig`) |
+| `KD` | Minitron: retrain the current (pruned) model as a student of the unpruned baseline (`kd`) |
+| `ft<N>` (e.g. `Base+ft10k`) | continue training the current model on labels for N tokens (`finetune`): the equal-training control |
+| `8b`, `4b`, `4bfp4`, `bf16`, `dq8`, ... | quantize (`quantize:*`); glued to `Base`/`Distil` (`Base8b`, `Distil4b`), after `+` otherwise (`AH90+4b`) |
+| `Scratch-<name>` | the shape `<name>` builds, randomly initialised and trained from scratch (`kd` budget): the from-scratch control |
 
 Only the structure is in the name; budgets and settings (token counts, temperature, head
 importance, ...) come from `StepDefaults`, so that a whole grid shares them. Each step's artifact
 is cached under a key that includes its parent's key, so every prefix of a pipeline is built once
 and reused (`Distil+90+4b` reuses `Distil+90`, which reuses `Distil`). Quantization must be the
 last step: no step that needs gradients can follow it.
+
+Everything else in the study that needs to know what a name means (controls, the paper's grid,
+the findings' groups) asks the parsed `Pipeline`: `is_control`, `training_tokens`, `control`,
+`steps_of`.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
 
-from . import cache, distill, prune, quantize, surgery
-from .data import training_streams
+from . import surgery
+from . import distill as _distill, finetune as _finetune, prune as _prune, quantize as _quantize  # noqa: F401 (each registers its techniques)
 from .distill import DistillConfig
-from .models import Artifact, load_artifact, resolve_device
+from .finetune import Finetune, FinetuneConfig, tokens_text
+from .models import Artifact, resolve_device
 from .prune import PruneConfig
-from .quantize import QuantConfig
+from .registry import KINDS as STEP_KINDS
+from .registry import BuildContext, entry_for, grammar, parse_token
 from .step import cached_step, trained
 from .train import TrainConfig, train
 
-STEP_KINDS = ("distill", "prune", "kd", "finetune", "quantize")
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    """Plain further training (next-token loss) of the current model: the step of the
-    equal-training controls `Base+ft<N>` (`control_name`).
-
-    Attributes:
-        tokens: token budget (>= 1); lr: peak learning rate (cosine schedule of `train.train`);
-        batch_size, seq_len: as the pruning fine-tuning uses them; seed: batch order.
-
-    Raises ValueError on construction for a budget < 1 or lr <= 0.
-    """
-
-    tokens: int = 10_000
-    lr: float = 5e-4
-    batch_size: int = 16
-    seq_len: int = 128
-    seed: int = 0
-
-    def __post_init__(self):
-        if int(self.tokens) < 1:
-            raise ValueError(f"finetune tokens must be >= 1, got {self.tokens}")
-        if not self.lr > 0:
-            raise ValueError(f"finetune lr must be > 0, got {self.lr}")
-
-    @classmethod
-    def from_params(cls, params: dict, **changes) -> "FinetuneConfig":
-        """From notebook parameters `finetune_lr` and `seed` (the settings of post-pruning
-        fine-tuning, so that a control trains exactly as a pruned model's `ft` does)."""
-        return cache.from_params(cls, params, {"finetune_lr": "lr", "seed": "seed"}, **changes)
-
-
-def tokens_text(n: int) -> str:
-    """A token budget as names write it: 10000 -> `10k`, 1500000 -> `1500k`, 12345 -> `12345`."""
-    n = int(n)
-    return f"{n // 1000}k" if n % 1000 == 0 and n else str(n)
-
-
-_FT_TOKEN = re.compile(r"^ft(\d+)(k?)$")
+__all__ = ["Pipeline", "Step", "StepDefaults", "build", "control_name", "control_kwargs", "with_controls", "is_control",
+           "training_tokens", "paper_grid", "tokens_text", "step_defaults", "scratch_like", "FinetuneConfig"]
 
 
 @dataclass(frozen=True)
@@ -84,20 +54,39 @@ class StepDefaults:
     Attributes:
         distill: the `DistillConfig` of `Distil` steps.
         kd: the `DistillConfig` of `KD` steps (its n_layer / n_embd / init are ignored: the
-            student is the current model).
+            student is the current model); its budget and rate also train the from-scratch controls.
         prune: the base `PruneConfig` of pruning steps (importance, head allocation, calibration,
             fine-tuning budget used by `ft`); kind and keep ratio or sparsity come from the token.
+        finetune: how every fine-tuning trains (`finetune.FinetuneConfig`): the `ft` of a pruning
+            step and the controls `ft<N>`, alike.
+        seed: the seed of the `ft<N>` controls' batches (the pruning steps carry theirs).
     """
 
     distill: DistillConfig = field(default_factory=DistillConfig)
     kd: DistillConfig = field(default_factory=DistillConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    seed: int = 0
+
+
+def step_defaults(params: dict, *, kd_tokens: int | None = None, kd_lr: float | None = None,
+                  finetune_tokens: int | None = None) -> StepDefaults:
+    """The `StepDefaults` of a study, from a notebook's resolved parameters (`params.resolve`), each
+    taken by its own name: the `Distillation` group and the student's shape for `Distil`, the
+    `PruningCriteria` for pruning, the `Finetuning` group for every fine-tuning, the baseline's
+    batch size, sequence length and seed. `kd_tokens` / `kd_lr` (notebook 04) size `KD` and the
+    scratch controls; `finetune_tokens` is the budget of a pruning step's `ft` (notebook 03's
+    `finetune_tokens`, notebook 04's `target_finetune_tokens`)."""
+    student = DistillConfig.student(params)
+    kd = DistillConfig.after_pruning(params, tokens=kd_tokens or student.tokens, lr=kd_lr or student.lr)
+    pruning = PruneConfig.from_params(params, finetune_tokens=int(finetune_tokens or 0))
+    return StepDefaults(distill=student, kd=kd, prune=pruning, finetune=FinetuneConfig.from_params(params),
+                        seed=int(params.get("seed", 0)))
 
 
 @dataclass(frozen=True)
 class Step:
-    """One step: kind in `STEP_KINDS` and its config."""
+    """One step: kind in `STEP_KINDS` and its config (a registered technique's config type)."""
 
     kind: str
     config: object
@@ -105,36 +94,30 @@ class Step:
     def __post_init__(self):
         if self.kind not in STEP_KINDS:
             raise ValueError(f"step kind {self.kind!r} unknown; allowed: {STEP_KINDS}")
-        expected = {"distill": DistillConfig, "kd": DistillConfig, "prune": PruneConfig, "quantize": QuantConfig,
-                    "finetune": FinetuneConfig}[self.kind]
-        if not isinstance(self.config, expected):
-            raise ValueError(f"step {self.kind!r} takes a {expected.__name__}, got {type(self.config).__name__}")
+        entry_for(self.kind, self.config)  # raises ValueError for a config no technique of this kind made
+
+    @property
+    def technique(self):
+        """The registry entry of this step (`registry.Technique`)."""
+        return entry_for(self.kind, self.config)
 
     @property
     def needs_gradients(self) -> bool:
         """True for steps that train or rank by gradients (they cannot follow quantization)."""
-        if self.kind in ("distill", "kd", "finetune"):
-            return True
-        if self.kind == "prune":
-            c = self.config
-            return bool(c.finetune_tokens) or (c.kind == "heads" and c.importance == "gradient")
-        return False
-
-
-_PERCENT = r"\d+(?:\.\d{1,3})?"  # a percentage as names write it: 75, 81.25 (see surgery.percent_text)
-_PRUNE_TOKEN = re.compile(rf"^(AH|MLP|Emb|Depth|GMag|Mag|Wanda)({_PERCENT})$")
-_HEADS_TOKEN = re.compile(rf"^{_PERCENT}$")
+        return bool(self.technique.needs_gradients(self.config))
 
 
 @dataclass(frozen=True)
 class Pipeline:
-    """An ordered tuple of steps applied to the baseline. Validated on construction.
+    """An ordered tuple of steps applied to the baseline, or (`scratch`) the shape those steps build,
+    trained from scratch instead. Validated on construction.
 
     Raises ValueError if a step follows quantization (quantized weights cannot be trained or
     differentiated here), or a pipeline quantizes twice.
     """
 
     steps: tuple = ()
+    scratch: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "steps", tuple(self.steps))
@@ -152,31 +135,61 @@ class Pipeline:
         """The paper-style name (see the module docstring); `Base` for no steps."""
         head, parts = "Base", []
         for step in self.steps:
-            c = step.config
-            if step.kind == "distill":
-                if head == "Base" and not parts:
-                    head = "Distil"
-                else:
-                    parts.append("Distil")
-            elif step.kind == "kd":
-                parts.append("KD")
-            elif step.kind == "finetune":
-                parts.append(f"ft{tokens_text(c.tokens)}")
+            c, entry = step.config, step.technique
+            first = head == "Base" and not parts
+            if step.kind == "quantize" and not parts and (head == "Base" or head.startswith("Distil")):
+                head += entry.token(c, False)  # glued: Base4b, Distil8b
             elif step.kind == "prune":
-                pct = c.percent
-                token = f"AH{pct}" if c.kind == "heads" else replace(c, finetune_tokens=0).name
-                if head == "Base" and not parts:
+                token = entry.token(replace(c, finetune_tokens=0), first)
+                if first:
                     head = token
                 else:
-                    parts.append(str(pct) if c.kind == "heads" else token)
+                    parts.append(token)
                 if c.finetune_tokens:
                     parts.append("ft")
+            elif step.kind == "distill" and first:
+                head = entry.token(c, True)
             else:
-                if not parts and head in ("Base", "Distil"):
-                    head += c.suffix
-                else:
-                    parts.append(c.suffix)
-        return "+".join([head, *parts])
+                parts.append(entry.token(c, False))
+        name = "+".join([head, *parts])
+        return f"Scratch-{name}" if self.scratch else name
+
+    @property
+    def training_tokens(self) -> int:
+        """Tokens of training the pipeline adds to the baseline (registry entries' `training_tokens`:
+        distillation, KD, post-pruning fine-tuning and `ft<N>` budgets; 0 for compression alone)."""
+        return sum(int(s.technique.training_tokens(s.config)) for s in self.steps)
+
+    @property
+    def compresses(self) -> bool:
+        """True when some step makes the model cheaper (quantizes, prunes something, distils)."""
+        return any(s.technique.compresses(s.config) for s in self.steps)
+
+    @property
+    def is_control(self) -> bool:
+        """The study's controls, which are no compression options: from-scratch controls
+        (`Scratch-*`), the distillation controls (a student without teacher `-noKD` or from random
+        weights `-rand`), and pipelines that only train (`Base+ft<N>`, `Mag0+ft`: nothing removed)."""
+        if self.scratch or not self.steps:
+            return self.scratch
+        if any(s.kind == "distill" and (s.config.hard_label_weight == 1 or s.config.init == "random")
+               for s in self.steps):
+            return True
+        return not self.compresses
+
+    def control(self, defaults: "StepDefaults" = None) -> "Pipeline | None":
+        """The equal-training control: the baseline trained on labels for the same N tokens this
+        pipeline trains (`training_tokens`), with the study's fine-tuning settings; None when the
+        pipeline does not train, or is a control itself."""
+        defaults = defaults or StepDefaults()
+        n = self.training_tokens
+        if not n or self.is_control:
+            return None
+        return Pipeline((Step("finetune", Finetune(tokens=n, settings=defaults.finetune, seed=defaults.seed)),))
+
+    def kinds(self) -> list[str]:
+        """The registry keys of the steps, in order (e.g. ["distill", "prune:heads", "quantize:nf4"])."""
+        return [s.technique.key for s in self.steps]
 
     @classmethod
     def from_name(cls, name: str, defaults: StepDefaults = StepDefaults()) -> "Pipeline":
@@ -184,17 +197,19 @@ class Pipeline:
 
         Raises ValueError naming the token that is not understood and the grammar.
         """
+        if name.startswith("Scratch-"):
+            return replace(cls.from_name(name[len("Scratch-"):], defaults), scratch=True)
         tokens = name.split("+")
         steps: list[Step] = []
         first = tokens[0]
-        m = re.match(r"^(Base|Distil)(.*)$", first)
+        m = re.match(r"^(Base|Distil(?:-rand|-noKD|-pretrained)*)(.*)$", first)
         if m:
-            if m.group(1) == "Distil":
-                steps.append(Step("distill", defaults.distill))
+            if m.group(1) != "Base":
+                steps.append(_step(m.group(1), defaults, name, first=True, kinds=("distill",)))
             if m.group(2):
-                steps.append(Step("quantize", _quant(m.group(2), name)))
+                steps.append(_step(m.group(2), defaults, name, first=False, kinds=("quantize",)))
         else:
-            steps.append(_prune_step(first, defaults, name, first=True))
+            steps.append(_step(first, defaults, name, first=True, kinds=("prune",)))
         for token in tokens[1:]:
             if token == "ft":
                 if not steps or steps[-1].kind != "prune":
@@ -202,65 +217,44 @@ class Pipeline:
                 prev = steps.pop()
                 budget = defaults.prune.finetune_tokens or 20_000
                 steps.append(Step("prune", replace(prev.config, finetune_tokens=budget)))
-            elif token == "KD":
-                steps.append(Step("kd", defaults.kd))
-            elif _FT_TOKEN.match(token):
-                digits, k = _FT_TOKEN.match(token).groups()
-                steps.append(Step("finetune", replace(defaults.finetune, tokens=int(digits) * (1000 if k else 1))))
-            elif token == "Distil":
-                steps.append(Step("distill", defaults.distill))
-            elif _HEADS_TOKEN.match(token) or _PRUNE_TOKEN.match(token):
-                steps.append(_prune_step(token, defaults, name, first=False))
             else:
-                steps.append(Step("quantize", _quant(token, name)))
-        pipeline = cls(tuple(steps))
-        return pipeline
+                steps.append(_step(token, defaults, name, first=False))
+        return cls(tuple(steps))
 
 
-def _quant(token: str, name: str) -> QuantConfig:
-    try:
-        return QuantConfig.from_name(token)
-    except ValueError as exc:
-        raise ValueError(f"{name!r}: token {token!r} is not a step. Grammar: Base|Distil[quant], AH<pct>, "
-                         f"<pct> (heads), MLP<pct>, Emb<pct>, Depth<pct>, Mag<pct>, GMag<pct>, Wanda<pct>, ft, KD, Distil, and a "
-                         f"final quantization ({exc})") from None
+def _step(token: str, defaults: StepDefaults, name: str, first: bool, kinds=STEP_KINDS) -> Step:
+    found = parse_token(token, first, kinds)
+    if found is None:
+        where = "first token" if first else "token"
+        raise ValueError(f"{name!r}: {where} {token!r} is unknown (not a step). Grammar: Base|Distil[-rand][-noKD][quant], "
+                         f"then tokens joined by '+', 'ft' after a pruning step, a final quantization; registered "
+                         f"techniques: {grammar()}")
+    entry, m = found
+    return Step(entry.kind, entry.parse(m, defaults))
 
 
-def _prune_step(token: str, defaults: StepDefaults, name: str, first: bool) -> Step:
-    if _HEADS_TOKEN.match(token) and not first:
-        return Step("prune", PruneConfig.structured("heads", float(token) / 100, defaults.prune, finetune_tokens=0))
-    m = _PRUNE_TOKEN.match(token)
-    if not m:
-        raise ValueError(f"{name!r}: first token {token!r} must be Base, Distil (each optionally with a "
-                         f"quantization suffix, e.g. Base4b), AH<pct>, MLP<pct>, Emb<pct>, Depth<pct>, Mag<pct>, GMag<pct> or Wanda<pct>")
-    kind = {"AH": "heads", "MLP": "mlp", "Emb": "embedding", "Depth": "depth", "Mag": "magnitude", "GMag": "magnitude",
-            "Wanda": "wanda"}[m.group(1)]
-    fraction = float(m.group(2)) / 100
-    if kind in prune.UNSTRUCTURED:
-        scope = "global" if m.group(1) == "GMag" else "layer"
-        return Step("prune", PruneConfig.unstructured(kind, fraction, defaults.prune, magnitude_scope=scope, finetune_tokens=0))
-    return Step("prune", PruneConfig.structured(kind, fraction, defaults.prune, finetune_tokens=0))
+def parse(name: str, defaults: StepDefaults = StepDefaults()) -> Pipeline:
+    """`Pipeline.from_name`. Raises ValueError for a name the grammar does not parse."""
+    return Pipeline.from_name(name, defaults)
 
 
 def build(base: Artifact, pipeline: Pipeline, train_corpora, device: str = "auto",
-          progress: bool = True) -> Artifact:
-    """Apply the pipeline's steps to `base`, reusing every cached prefix; returns the final
-    artifact with `recipe["cost"]` replaced by the total cost of all steps from the baseline
-    (seconds and kWh summed; method the least certain of the steps') and `recipe["steps"]` the
-    cost of each step."""
+          progress: bool = True, defaults: StepDefaults | None = None) -> Artifact:
+    """Apply the pipeline's steps to `base` through their registry entries, reusing every cached
+    prefix; returns the final artifact with `recipe["cost"]` replaced by the total cost of all steps
+    from the baseline (seconds and kWh summed; method the least certain of the steps') and
+    `recipe["steps"]` the cost of each step. A `Scratch-` pipeline builds its shape, then the same
+    shape from random weights trained on the `KD` budget (`scratch_like`)."""
+    defaults = defaults or StepDefaults()
+    ctx = BuildContext(base=base, corpora=tuple(train_corpora), device=device, progress=progress, defaults=defaults)
+    if pipeline.scratch:
+        shape = build(base, replace(pipeline, scratch=False), train_corpora, device, progress, defaults)
+        return scratch_like(shape, defaults.kd.tokens, train_corpora, lr=defaults.distill.lr, seed=defaults.kd.seed,
+                            batch_size=defaults.kd.batch_size, seq_len=defaults.kd.seq_len, device=device,
+                            progress=progress)
     art, costs = base, []
     for step in pipeline.steps:
-        if step.kind == "distill":
-            art = distill.get_distilled(art, step.config, train_corpora, device=device, progress=progress)
-        elif step.kind == "kd":
-            art = distill.get_distilled(base, step.config, train_corpora, device=device, progress=progress,
-                                        student=art)
-        elif step.kind == "prune":
-            art = prune.get_pruned(art, step.config, train_corpora, device=device, progress=progress)
-        elif step.kind == "finetune":
-            art = get_finetuned(art, step.config, train_corpora, device=device, progress=progress)
-        else:
-            art = quantize.get_quantized(art, step.config, device=device)
+        art = step.technique.build(art, step.config, ctx)
         costs.append({"step": step.kind, **art.cost})
     if not costs:
         return base
@@ -274,40 +268,36 @@ def build(base: Artifact, pipeline: Pipeline, train_corpora, device: str = "auto
 
 
 def training_tokens(pipeline: Pipeline) -> int:
-    """Tokens of training the pipeline adds to the baseline: distillation, KD, post-pruning
-    fine-tuning and `ft<N>` budgets summed (0 for quantization and pruning without fine-tuning)."""
-    total = 0
-    for step in pipeline.steps:
-        if step.kind in ("distill", "kd", "finetune"):
-            total += int(step.config.tokens)
-        elif step.kind == "prune":
-            total += int(step.config.finetune_tokens)
-    return total
+    """`Pipeline.training_tokens`."""
+    return pipeline.training_tokens
+
+
+def is_control(name: str) -> bool:
+    """Whether a variant name is one of the study's controls (`Pipeline.is_control`); a name the
+    grammar does not parse is not."""
+    try:
+        return Pipeline.from_name(name).is_control
+    except ValueError:
+        return False
 
 
 def control_name(name: str, defaults: StepDefaults = StepDefaults()) -> str | None:
-    """The equal-training control of a variant: `Base+ft<N>`, the unpruned, unquantized baseline
-    trained further on labels for the same N tokens the variant's pipeline trains
-    (`training_tokens`), with the fine-tuning settings of `defaults.finetune`. None when the
-    pipeline does not train (its differences to Base are compression alone) or is itself a
-    control. A variant that beats Base but not its control gained through training, not
-    compression (issue 11).
+    """The name of a variant's equal-training control, `Base+ft<N>` (`Pipeline.control`), or None
+    when the variant does not train or is a control itself. A variant that beats Base but not its
+    control gained through training, not compression (issue 11).
 
     Raises ValueError for a name the grammar does not parse.
     """
-    spec = Pipeline.from_name(name, defaults)
-    if any(s.kind == "finetune" for s in spec.steps):
-        return None
-    n = training_tokens(spec)
-    return f"Base+ft{tokens_text(n)}" if n else None
+    control = Pipeline.from_name(name, defaults).control(defaults)
+    return control.name if control is not None else None
 
 
 def control_kwargs(name: str, defaults: StepDefaults = StepDefaults()) -> dict:
-    """`training_tokens` and `control` of a variant, as `measure.measure_variants` records them (its `trained`).
+    """`training_tokens` and `control` of a variant, as `experiments.measure_variants` records them (its `trained`).
 
     Raises ValueError for a name the grammar does not parse."""
     spec = Pipeline.from_name(name, defaults)
-    return {"training_tokens": training_tokens(spec), "control": control_name(name, defaults) or ""}
+    return {"training_tokens": spec.training_tokens, "control": control_name(name, defaults) or ""}
 
 
 def with_controls(names, defaults: StepDefaults = StepDefaults()) -> list[str]:
@@ -318,25 +308,15 @@ def with_controls(names, defaults: StepDefaults = StepDefaults()) -> list[str]:
     return names + list(dict.fromkeys(controls))
 
 
-def get_finetuned(parent: Artifact, config: FinetuneConfig, train_corpora, val_fraction: float = 0.05,
-                  device: str = "auto", progress: bool = True) -> Artifact:
-    """`parent` trained further on the next-token loss for `config.tokens` tokens (a `ft<N>`
-    step), built once and cached under a key of the parent's key and `config`. The recipe's cost
-    is the training's wall time (seconds) and energy (kWh)."""
-    device = resolve_device(device)
-    params = {"parent": parent.key, **cache.as_params(config), "corpora": list(train_corpora),
-              "val_fraction": val_fraction}
-
-    def build(meter):
-        model = load_artifact(parent.key, device=device).model if parent.path else parent.model
-        train_ids, val_ids = training_streams(parent.tokenizer, train_corpora, val_fraction)
-        result = train(model, train_ids, val_ids,
-                       TrainConfig(tokens=config.tokens, lr=config.lr, batch_size=config.batch_size,
-                                   seq_len=config.seq_len, seed=config.seed, device=device),
-                       desc=f"fine-tune {tokens_text(config.tokens)}", progress=progress, meter=meter)
-        return trained(model, parent.tokenizer, result)
-
-    return cached_step("finetune", params, build, device)
+def steps_of(name: str, kind: str) -> list:
+    """The configs of a variant's steps of one registry key or kind (e.g. "prune:magnitude" or
+    "prune"): what the findings and the paper read from names instead of regexes. [] for a name
+    the grammar does not parse."""
+    try:
+        spec = Pipeline.from_name(name)
+    except ValueError:
+        return []
+    return [s.config for s in spec.steps if s.kind == kind or s.technique.key == kind]
 
 
 def paper_grid(bases=("Base", "Distil"), heads=(None, 90, 80), quants=(None, "8b", "4b")) -> list[str]:
@@ -390,6 +370,8 @@ def scratch_like(shape_of: Artifact, tokens: int, train_corpora, lr: float = 2e-
     Shapes their config cannot describe (head-pruned, GPT-2 with pruned embedding channels) are
     built by `surgery.build_pruned_shape` from the pruned model's `surgery.shape_record`.
     """
+    from .data import training_streams
+
     device = resolve_device(device)
     config = shape_of.model.config
     record = surgery.shape_record(shape_of.model)

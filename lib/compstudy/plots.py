@@ -223,7 +223,7 @@ def pareto(table, x: str, y: str, front, study: str, name: str, title: str = "",
 def sensitivity(table, study: str, name: str = "sensitivity", top: int = 8, alpha: float = 0.5,
                 gamma: float = 1.5):
     """How the ranking of the best `top` variants (at `alpha`, `gamma`) moves with the objective's
-    weights (`score.sensitivity`'s rows: gamma, alpha, variant, rank). Left: rank against gamma at
+    weights (`ranking.sensitivity`'s rows: gamma, alpha, variant, rank). Left: rank against gamma at
     `alpha` (beta = 1 - alpha). Right: rank against alpha at `gamma`, drawn only when some of these
     ranks move with alpha; otherwise the title says that none does (with estimated energy E_c
     repeats T_c, so alpha cannot move a rank). Ranks on a log axis, rank 1 at the top, so that a
@@ -269,7 +269,7 @@ def sensitivity(table, study: str, name: str = "sensitivity", top: int = 8, alph
 def break_even(table, study: str, name: str = "break_even"):
     """Bar chart of break-even tokens per variant (log scale), controls (column `control`) left
     out; variants that never pay back are counted in the title (the table lists them). Error bars: the columns
-    `break_even_lo` / `break_even_hi` when present (`score.break_even`: from the 95 % bootstrap
+    `break_even_lo` / `break_even_hi` when present (`tradeoffs.break_even`: from the 95 % bootstrap
     interval of the energy saved per token); an upper bound of inf (the interval reaches no
     saving) is drawn as a whisker to the right edge ending in an arrowhead. Returns (figure, saved path)."""
     import numpy as np

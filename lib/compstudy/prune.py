@@ -22,19 +22,22 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 import torch.nn.utils.prune as torch_prune
+from pydantic import Field
 
 from . import cache
-from .data import calibration_batches, training_streams
-from .measure import measure_variants
+from .data import calibration_batches
 from .models import Artifact, load_artifact, resolve_device
 from .step import Built, cached_step
 from .families import adapter_for
 from .surgery import (attention_output, block_linear_layers, blocks, head_counts, head_dim, kept_count, kv_head_counts, mlp_down,
                       percent_text, prune_embedding_channels, prune_heads, prune_layers, prune_mlp, residual_norms)
-from .train import TrainConfig, train
+from .finetune import FinetuneConfig, finetune
+from .registry import Technique, register
+from .schema import Group
 
 KINDS = ("heads", "mlp", "embedding", "depth", "magnitude", "wanda")
 UNSTRUCTURED = ("magnitude", "wanda")  # kinds sized by a sparsity (fraction removed); the rest by a keep_ratio
@@ -321,6 +324,19 @@ def embedding_channel_importance(model, batches) -> torch.Tensor:
 # Recipes, caching, save/reload
 
 
+class PruningCriteria(Group):
+    """How structures are ranked for pruning (the schema group of notebooks 03 and 04)."""
+
+    head_importance: Literal["gradient", "magnitude"] = Field("gradient", description="head importance: "
+                                                              "gradient (Michel et al. 2019) or weight magnitude")
+    head_allocation: Literal["global", "layer"] = Field("global", description="heads removed by one global "
+                                                        "ranking, or the same number in every layer")
+    calibration_batches: int = Field(8, ge=1, description="batches of training text for importance scores")
+
+
+_CRITERIA = PruningCriteria()
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     """A pruning recipe. A structured kind removes units and is sized by `keep_ratio` (the fraction
@@ -332,13 +348,12 @@ class PruneConfig:
             "depth" (blocks) (structured); "magnitude", "wanda" (unstructured).
         keep_ratio: structured kinds: fraction of heads / MLP neurons / channels / blocks kept, in (0, 1].
         sparsity: unstructured kinds: fraction of block weights set to zero, in [0, 1).
-        importance: heads only: "gradient" (Michel et al.) or "magnitude".
-        head_allocation: heads only: "global" (one ranking) or "layer" (the same share per layer).
+        head_importance, head_allocation, calibration_batches: the `PruningCriteria` (their defaults).
         magnitude_scope: magnitude only: "layer" (each layer loses the same share, l1_unstructured)
             or "global" (one threshold, global_unstructured).
-        calibration_batches, calibration_batch_size, calibration_seq_len: calibration set size.
-        finetune_tokens: token budget of post-pruning fine-tuning (0 = none).
-        finetune_lr: its peak learning rate.
+        calibration_batch_size, calibration_seq_len: calibration set size.
+        finetune_tokens: token budget of post-pruning fine-tuning (0 = none); how it trains is the
+            `finetune.FinetuneConfig` given to `get_pruned`.
         seed: calibration sampling and fine-tuning seed.
 
     Raises ValueError on construction for an unknown kind, a missing or out-of-range keep_ratio /
@@ -348,14 +363,13 @@ class PruneConfig:
     kind: str = "heads"
     keep_ratio: float | None = 0.9
     sparsity: float | None = None
-    importance: str = "gradient"
-    head_allocation: str = "global"
+    head_importance: str = _CRITERIA.head_importance
+    head_allocation: str = _CRITERIA.head_allocation
     magnitude_scope: str = "layer"
-    calibration_batches: int = 8
+    calibration_batches: int = _CRITERIA.calibration_batches
     calibration_batch_size: int = 8
     calibration_seq_len: int = 128
     finetune_tokens: int = 0
-    finetune_lr: float = 5e-4
     seed: int = 0
 
     def __post_init__(self):
@@ -373,8 +387,8 @@ class PruneConfig:
                                  f"(got sparsity={self.sparsity}); set sparsity=None")
             if self.keep_ratio is None or not 0 < self.keep_ratio <= 1:
                 raise ValueError(f"{self.kind} pruning: keep_ratio must be in (0, 1], got {self.keep_ratio}")
-        if self.importance not in HEAD_IMPORTANCE:
-            raise ValueError(f"importance must be one of {HEAD_IMPORTANCE}, got {self.importance!r}")
+        if self.head_importance not in HEAD_IMPORTANCE:
+            raise ValueError(f"head_importance must be one of {HEAD_IMPORTANCE}, got {self.head_importance!r}")
         for name in ("head_allocation", "magnitude_scope"):
             if getattr(self, name) not in ALLOCATIONS:
                 raise ValueError(f"{name} must be one of {ALLOCATIONS}, got {getattr(self, name)!r}")
@@ -386,12 +400,10 @@ class PruneConfig:
 
     @classmethod
     def from_params(cls, params: dict, **changes) -> "PruneConfig":
-        """From notebook parameters (`compstudy.params`): head_importance, head_allocation,
-        calibration_batches, finetune_lr, seed (missing names keep their defaults); `changes` set
-        the rest (kind, keep_ratio or sparsity, magnitude_scope, finetune_tokens)."""
-        names = {"head_importance": "importance", "head_allocation": "head_allocation",
-                 "calibration_batches": "calibration_batches", "finetune_lr": "finetune_lr", "seed": "seed"}
-        return cache.from_params(cls, params, names, **changes)
+        """From a notebook's resolved parameters: the `PruningCriteria` and `seed`, by their names;
+        `changes` set the rest (kind, keep_ratio or sparsity, magnitude_scope, finetune_tokens)."""
+        criteria = PruningCriteria.from_params(params).model_dump()
+        return cls(**criteria, **({"seed": params["seed"]} if "seed" in params else {}), **changes)
 
     @classmethod
     def structured(cls, kind: str, keep_ratio: float, base: "PruneConfig | None" = None, **changes) -> "PruneConfig":
@@ -424,7 +436,7 @@ def apply(model, config: PruneConfig, batches) -> dict:
     left attached (see `make_permanent`)."""
     facts: dict = {}
     if config.kind == "heads":
-        scores = head_importance(model, batches, config.importance)
+        scores = head_importance(model, batches, config.head_importance)
         remove = select_heads(scores, config.keep_ratio, config.head_allocation, kv_head_counts(model))
         units_before = sum(kv_head_counts(model))
         prune_heads(model, remove)
@@ -452,15 +464,17 @@ def apply(model, config: PruneConfig, batches) -> dict:
 
 
 def get_pruned(parent: Artifact, config: PruneConfig, train_corpora, val_fraction: float = 0.05,
-               device: str = "auto", progress: bool = True) -> Artifact:
-    """The pruned (and optionally fine-tuned) variant of `parent`, built once and cached.
+               device: str = "auto", progress: bool = True, finetuning: FinetuneConfig = FinetuneConfig()) -> Artifact:
+    """The pruned (and optionally fine-tuned, by `finetune.finetune` with `finetuning`) variant of
+    `parent`, built once and cached.
 
     The recipe's `cost` adds the calibration (importance) pass and the fine-tuning; `facts` holds
     the importance scores, removed heads / kept layers and the reached sparsity.
     """
     device = resolve_device(device)
     params = {"parent": parent.key, **{k: v for k, v in cache.as_params(config).items()},
-              "corpora": list(train_corpora), "val_fraction": val_fraction}
+              "corpora": list(train_corpora), "val_fraction": val_fraction,
+              **({"finetuning": cache.as_params(finetuning)} if config.finetune_tokens else {})}
 
     def build(meter):
         model = load_artifact(parent.key, device=device).model if parent.path else parent.model
@@ -469,13 +483,10 @@ def get_pruned(parent: Artifact, config: PruneConfig, train_corpora, val_fractio
         with meter.task("prune"):
             facts = apply(model, config, batches)
         history = None
-        if config.finetune_tokens:
-            train_ids, val_ids = training_streams(parent.tokenizer, train_corpora, val_fraction)
-            tc = TrainConfig(tokens=config.finetune_tokens, lr=config.finetune_lr, seed=config.seed,
-                             batch_size=config.calibration_batch_size * 2, seq_len=config.calibration_seq_len,
-                             device=device)
-            history = train(model, train_ids, val_ids, tc, desc=f"fine-tune {config.name}", progress=progress,
-                            meter=meter).history
+        if config.finetune_tokens:  # the study's one fine-tuning step, as the control Base+ft<N> trains
+            history = finetune(model, parent.tokenizer, train_corpora, config.finetune_tokens, finetuning,
+                               seed=config.seed, val_fraction=val_fraction, device=device, progress=progress,
+                               meter=meter, desc=f"fine-tune {config.name}").history
         make_permanent(model)
         if config.kind in UNSTRUCTURED:
             facts["sparsity"] = sparsity_report(model)["sparsity"]
@@ -485,73 +496,44 @@ def get_pruned(parent: Artifact, config: PruneConfig, train_corpora, val_fractio
     return cached_step(f"prune-{config.kind}", params, build, device)
 
 
-def _sweep_name(cfg: PruneConfig) -> str:
-    """A sweep point's variant name. Sparsity 0 is the unpruned model whatever the scope: `Base`,
-    and fine-tuned `Mag0+ft` (the same model under every scope, so built and named once)."""
-    if cfg.sparsity == 0:
-        return "Mag0+ft" if cfg.finetune_tokens else "Base"
-    return cfg.name
+# ---- the registry's entries (compstudy.registry): one per pruning kind, its name token and its build
+
+_PCT = r"(?P<pct>\d+(?:\.\d{1,3})?)"  # a percentage as names write it: 75, 81.25 (surgery.percent_text)
 
 
-def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, train_corpora, *, study: str,
-                   datasets, eval_config, notebook: str = "", device: str = "auto",
-                   base_config: PruneConfig | None = None, wanda: bool = False):
-    """Magnitude-prune `parent` at every sparsity and scope (and, with `wanda`, prune it by Wanda,
-    `wanda_prune`, at the same sparsities: its rows have scope "wanda"), before and (if `finetune_tokens`)
-    after fine-tuning; measure each variant with the study's protocol (records appended) and
-    return one row per (scope, sparsity, fine-tuned, dataset): perplexity, reached sparsity,
-    non-zero parameters, bytes dense and as CSR, runtime, cost. All points are measured together,
-    in interleaved rounds with the unpruned `Base` (`measure.measure_variants`).
+def _register(key: str, token_prefix: str, kind: str, scope: str = "layer", first_only: bool = False,
+              description: str = "") -> None:
+    structured = kind not in UNSTRUCTURED
 
-    Sparsity 0 is always included: the unpruned parent, measured with the sweep's settings as
-    `Base` (the reference of the sweep's ratios), and, fine-tuned with the same budget, `Mag0+ft`
-    (one model for every scope, named once): the control that shows how much of a fine-tuned model's perplexity comes from the
-    extra training rather than from the pruning.
+    def parse(m, defaults):
+        fraction = float(m.group("pct")) / 100
+        base = defaults.prune if defaults is not None else PruneConfig()
+        if structured:
+            return PruneConfig.structured(kind, fraction, base, finetune_tokens=0)
+        return PruneConfig.unstructured(kind, fraction, base, magnitude_scope=scope, finetune_tokens=0)
 
-    Raises ValueError for a sparsity outside [0, 1) or an unknown scope, before any pruning.
-    """
-    import pandas as pd
+    def token(c, first):
+        if kind == "heads" and not first:
+            return c.percent
+        return f"{token_prefix}{c.percent}"
 
-    base_config = base_config or PruneConfig()
-    for s in sparsities:
-        if not 0 <= s < 1:
-            raise ValueError(f"sparsity must be in [0, 1), got {s}")
-    for scope in scopes:
-        if scope not in ALLOCATIONS:
-            raise ValueError(f"scope must be one of {ALLOCATIONS}, got {scope!r}")
-    # sparsity 0 is the unpruned model (and, fine-tuned, the control for the extra training)
-    levels = sorted({0.0, *map(float, sparsities)})
-    budgets = sorted({0, int(finetune_tokens)})
-    configs = [PruneConfig.unstructured("magnitude", s, base_config, magnitude_scope=scope, finetune_tokens=ft)
-               for scope in scopes for s in levels for ft in budgets]
-    if wanda:  # sparsity 0 is the unpruned model again: Base and the Mag0+ft control stand for it
-        configs += [PruneConfig.unstructured("wanda", s, base_config, finetune_tokens=ft)
-                    for s in levels if s > 0 for ft in budgets]
-    built = {}  # name -> (config, artifact); the unpruned model appears once, as Base, and fine-tuned once, as Mag0+ft
-    for cfg in configs:
-        name = _sweep_name(cfg)
-        if name not in built:
-            built[name] = (cfg, get_pruned(parent, cfg, train_corpora, device=device, progress=False))
-    # every point of the sweep with its Base, in interleaved rounds (all held in memory at once)
-    # recorded under notebook "<notebook>:sweep": a measurement group of its own, with its own Base rounds
-    # fine-tuned points trained on finetune_tokens more; their equal-training control is Mag0+ft, the
-    # unpruned model fine-tuned alike (itself a control)
-    trained = {name: {"training_tokens": cfg.finetune_tokens, "control": "" if name == "Mag0+ft" else "Mag0+ft"}
-               for name, (cfg, _) in built.items() if cfg.finetune_tokens}
-    summary = measure_variants({name: art for name, (_, art) in built.items()}, study, datasets, eval_config,
-                               notebook=f"{notebook}:sweep" if notebook else "sweep", trained=trained)
-    rows = []
-    for cfg in configs:
-        name = _sweep_name(cfg)
-        art = built[name][1]
-        storage = sparse_storage_bytes(art.model)
-        for _, r in summary[summary["variant"] == name].iterrows():
-            rows.append({"variant": name, "scope": "wanda" if cfg.kind == "wanda" else cfg.magnitude_scope,
-                         "sparsity": cfg.sparsity,
-                         "fine_tuned": bool(cfg.finetune_tokens), "dataset": r["dataset"],
-                         "perplexity": r["perplexity"], "reached_sparsity": art.recipe["facts"]["sparsity"],
-                         "n_params_nonzero": art.recipe["size"]["n_params_nonzero"],
-                         "weight_bytes": art.recipe["size"]["weight_bytes"],
-                         "csr_model_bytes": storage["model_with_csr_bytes"], "runtime_s": r["runtime_s"],
-                         "cost_s": art.cost["seconds"]})
-    return pd.DataFrame(rows)
+    register(Technique(
+        key=key, kind="prune", pattern=rf"{token_prefix}{_PCT}" if kind != "heads" else _PCT,
+        first_pattern=rf"{token_prefix}{_PCT}" if kind == "heads" else None, config_type=PruneConfig,
+        matches=lambda c: c.kind == kind and (kind != "magnitude" or c.magnitude_scope == scope),
+        parse=parse, token=token,
+        build=lambda parent, c, ctx: get_pruned(parent, c, ctx.corpora, device=ctx.device, progress=ctx.progress,
+                                                finetuning=ctx.defaults.finetune),
+        needs_gradients=lambda c: bool(c.finetune_tokens) or (c.kind == "heads" and c.head_importance == "gradient"),
+        needs_calibration=kind != "magnitude", training_tokens=lambda c: int(c.finetune_tokens),
+        compresses=lambda c: (c.keep_ratio < 1) if c.kind not in UNSTRUCTURED else (c.sparsity > 0),
+        description=description))
+
+
+_register("prune:heads", "AH", "heads", description="keep a share of the attention heads (key-value groups): AH90 first, 90 after another step")
+_register("prune:mlp", "MLP", "mlp", description="keep a share of the MLP neurons (Minitron's activation importance)")
+_register("prune:embedding", "Emb", "embedding", description="keep a share of the embedding channels")
+_register("prune:depth", "Depth", "depth", description="keep a share of the blocks (Block Importance)")
+_register("prune:magnitude", "Mag", "magnitude", "layer", description="zero a share of each layer's weights by |w|")
+_register("prune:global-magnitude", "GMag", "magnitude", "global", description="zero a share of all block weights by |w|, one threshold")
+_register("prune:wanda", "Wanda", "wanda", description="zero a share of each output's weights by |W| x ||X|| (Sun et al. 2023)")

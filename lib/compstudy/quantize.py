@@ -25,6 +25,7 @@ import torch
 
 from . import cache
 from .families import adapter_for, supported
+from .registry import Technique, register
 from .models import Artifact, conv1d_to_linear, load_artifact, load_model, model_size, resolve_device
 from .step import Built, cached_step
 from .surgery import SHAPE_FILE
@@ -287,3 +288,20 @@ def get_quantized(parent: Artifact, config: QuantConfig, device: str = "auto") -
         return art
 
     return cached_step(f"quant-{config.suffix}", params, build, device, load=load)
+
+
+# ---- the registry's entries (compstudy.registry): one per method, its name suffix and its build
+
+def _register(method: str, pattern: str, description: str) -> None:
+    register(Technique(
+        key=f"quantize:{method}", kind="quantize", pattern=pattern, config_type=QuantConfig,
+        matches=lambda c, method=method: c.method == method,
+        parse=lambda m, defaults: QuantConfig.from_name(m.group(0)), token=lambda c, first: c.suffix,
+        build=lambda parent, c, ctx: get_quantized(parent, c, device=ctx.device), description=description))
+
+
+_register("int8", r"8b", "LLM.int8() 8-bit weights with 16-bit outliers (bitsandbytes)")
+_register("nf4", r"4b(dq)?", "NF4 4-bit NormalFloat (bitsandbytes, QLoRA); dq: double quantization")
+_register("fp4", r"4bfp4(dq)?", "FP4 4-bit float (bitsandbytes)")
+_register("bf16", r"bf16", "bfloat16 weights and compute")
+_register("dynamic-int8", r"dq8", "PyTorch dynamic int8 (CPU)")

@@ -16,7 +16,7 @@ import io
 import os
 from pathlib import Path
 
-from . import paths
+from . import metrics, paths
 
 # name -> (unit, meaning). The README's column table is generated from this dict.
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -26,9 +26,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "family": ("", "model family (gpt2, llama, ...)"),
     "dataset": ("", "corpus name:split (a folder corpus by its folder's name)"),
     "repeat": ("", "repeat index, 0-based"),
-    "perplexity": ("", "token-level perplexity, exp(nll_nats)"),
-    "nll_nats": ("nats/token", "mean negative log-likelihood per scored token"),
-    "bits_per_byte": ("bits/byte", "total NLL / ln 2 / UTF-8 bytes evaluated (tokenizer-independent)"),
+    **metrics.columns(),  # what each row scores: compstudy.metrics (perplexity, nll_nats, bits_per_byte)
     "tokens_scored": ("tokens", "tokens scored (each once)"),
     "eval_max_tokens": ("tokens", "tokens asked for (eval_max_tokens; empty: all): fewer are scored when the corpus is shorter"),
     "split_rule": ("", "how the evaluated split was made from its files (compstudy.data.split_rule)"),
@@ -99,8 +97,8 @@ def append(study: str, records: list[dict], filename: str = "measurements.csv") 
     if not records:
         return measurements_path(study).with_name(filename)
     path = measurements_path(study).with_name(filename)
-    if filename == "measurements.csv":
-        columns = list(COLUMNS)
+    if filename == "measurements.csv":  # the columns of metrics registered after import come last
+        columns = list(COLUMNS) + [c for c in metrics.columns() if c not in COLUMNS]
         unknown = sorted({k for r in records for k in r} - set(columns))
         if unknown:
             raise ValueError(f"unknown result columns {unknown}; allowed: {columns}")

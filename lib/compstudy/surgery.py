@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from .families import adapter_for, in_features, out_features
+from .families import adapter_for
 
 SHAPE_FILE = "pruned_shape.json"
 STRUCTURES = ("heads", "mlp", "embedding", "depth", "magnitude", "wanda")  # what `predicted_parameters` counts

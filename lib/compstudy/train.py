@@ -10,6 +10,7 @@ cost of producing the trained artifact.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import time
@@ -79,7 +80,8 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     """What `train` returns: the history (DataFrame with step, tokens, lr, train_loss, val_loss,
-    elapsed_s), the cost of the run (`EnergyReading`: seconds, kWh, method), the final
+    elapsed_s, and batch_sha1: 12 hex of the SHA-1 of the step's token batch, which shows that two
+    trainings with the same data, settings and seed saw the same batches), the cost of the run (`EnergyReading`: seconds, kWh, method), the final
     validation loss in nats/token, and the AdamW state at the end (`optimizer_state`, to resume
     training exactly: see `baseline.plateau_check`)."""
 
@@ -192,7 +194,8 @@ def train(model, train_ids: torch.Tensor, val_ids: torch.Tensor, config: TrainCo
                 torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
             row = {"step": step + 1, "tokens": (step + 1) * config.batch_size * config.seq_len,
-                   "lr": lr_at(step), "train_loss": loss.item(), "val_loss": float("nan")}
+                   "lr": lr_at(step), "train_loss": loss.item(), "val_loss": float("nan"),
+                   "batch_sha1": hashlib.sha1(batch.cpu().numpy().tobytes()).hexdigest()[:12]}
             if (step + 1) % config.eval_every == 0 or step + 1 == steps or step == 0:
                 row["val_loss"] = val_loss()
                 bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}")

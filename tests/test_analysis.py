@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from compstudy import score
+from compstudy import controls, noise, ranking, ratios, reference, tradeoffs
 
 
 def _rows(variant, ppl, runtimes, energies, dataset="d", notebook="n", cost=0.0, tokens=1000):
@@ -24,21 +24,21 @@ def study():
 
 
 def test_equation_against_hand_computation():
-    assert score.opt(1.0, 1.0, 1.0) == 1.0
-    assert score.opt(1.1, 0.5, 0.25, 0.5, 0.5, 1.5) == pytest.approx(1.1 ** 1.5 * 0.375)
-    assert score.opt(0.9, 2.0, 1.0, 1.0, 0.0, 2.0) == pytest.approx(0.81 * 2.0)
+    assert ranking.opt(1.0, 1.0, 1.0) == 1.0
+    assert ranking.opt(1.1, 0.5, 0.25, 0.5, 0.5, 1.5) == pytest.approx(1.1 ** 1.5 * 0.375)
+    assert ranking.opt(0.9, 2.0, 1.0, 1.0, 0.0, 2.0) == pytest.approx(0.81 * 2.0)
     with pytest.raises(ValueError, match="gamma must be > 0"):
-        score.opt(1, 1, 1, gamma=0)
+        ranking.opt(1, 1, 1, gamma=0)
     with pytest.raises(ValueError, match="alpha and beta must be >= 0"):
-        score.opt(1, 1, 1, alpha=-1)
+        ranking.opt(1, 1, 1, alpha=-1)
 
 
 def test_ratios_and_ranking_against_hand_computation(study):
-    r = score.ratio_table(study).set_index(["variant", "dataset"])
+    r = ratios.ratio_table(study).set_index(["variant", "dataset"])
     assert r.loc[("Q", "d"), "P_c"] == pytest.approx(1.1)
     assert r.loc[("Q", "d"), "T_c"] == pytest.approx(0.5)       # medians 1.0 / 2.0
     assert r.loc[("Q", "e"), "E_c"] == pytest.approx(0.25)
-    rank = score.ranking(study, n_boot=200).set_index("variant")
+    rank = ranking.ranking(study, n_boot=200).set_index("variant")
     P, T, E = (1.1 + 1.5) / 2, 0.5, (0.25 + 0.25) / 2
     assert rank.loc["Q", "opt"] == pytest.approx(P ** 1.5 * (0.5 * T + 0.5 * E))
     assert rank.loc["Base", "opt"] == pytest.approx(1.0)
@@ -53,7 +53,7 @@ def test_variants_inside_the_noise_share_a_tier_and_a_rank_range():
             _rows("A", 10.0, [b * r for b, r in zip(base, [0.97, 1.04, 1.0, 0.99])],
                   [b * r for b, r in zip(base, [0.97, 1.04, 1.0, 0.99])]) +
             _rows("Far", 10.0, [0.1 * b for b in base], [0.1 * b for b in base]))
-    rank = score.ranking(pd.DataFrame(rows), n_boot=300).set_index("variant")
+    rank = ranking.ranking(pd.DataFrame(rows), n_boot=300).set_index("variant")
     assert rank.loc["Far", "tier"] == 1 and rank.loc["Far", "rank_range"] == "1"
     assert rank.loc["A", "tier"] == rank.loc["Base", "tier"] == 2
     assert rank.loc["A", "rank_range"] == "2-3" and rank.loc["Base", "rank_range"] == "2-3"
@@ -66,13 +66,13 @@ def test_ratios_are_paired_by_round_so_drift_cancels():
     drift = [1.0, 2.0, 3.0]
     rows = _rows("Base", 10.0, drift, drift) + _rows("Half", 10.0, [0.5 * d for d in drift], [0.5 * d for d in drift])
     df = pd.DataFrame(rows)
-    rank = score.ranking(df, n_boot=200).set_index("variant")
+    rank = ranking.ranking(df, n_boot=200).set_index("variant")
     assert rank.loc["Half", "T_c"] == pytest.approx(0.5)
     assert rank.loc["Half", "T_c_lo"] == pytest.approx(0.5) and rank.loc["Half", "T_c_hi"] == pytest.approx(0.5)
     # the same rows with the variant's rounds shuffled against the base's: no longer 0.5 in every round
     shuffled = df.copy()
     shuffled.loc[shuffled["variant"] == "Half", "repeat"] = [2, 0, 1]
-    assert score.ranking(shuffled, n_boot=200).set_index("variant").loc["Half", "T_c_hi"] > 0.6
+    assert ranking.ranking(shuffled, n_boot=200).set_index("variant").loc["Half", "T_c_hi"] > 0.6
 
 
 def test_noisy_conditions_are_flagged_and_not_ranked():
@@ -81,29 +81,29 @@ def test_noisy_conditions_are_flagged_and_not_ranked():
                         _rows("Base", 10.0, [1.0, 1.02, 0.99], [1.0, 1.02, 0.99], notebook="m") +
                         _rows("W", 11.0, [0.6, 0.61, 0.6], [0.6, 0.61, 0.6], notebook="m"))
     rows["interference"] = np.where(rows["notebook"] == "m", 0.45, 0.01)
-    noise = score.timing_noise(rows).set_index("notebook")
-    assert noise.loc["n", "reliable"] and not noise.loc["m", "reliable"]
-    assert "other processes took 45%" in noise.loc["m", "reason"]
-    rank = score.ranking(rows, n_boot=100).set_index("variant")
+    timing = noise.timing_noise(rows).set_index("notebook")
+    assert timing.loc["n", "reliable"] and not timing.loc["m", "reliable"]
+    assert "other processes took 45%" in timing.loc["m", "reason"]
+    rank = ranking.ranking(rows, n_boot=100).set_index("variant")
     assert rank.loc["V", "ranked"] and not rank.loc["W", "ranked"] and pd.isna(rank.loc["W", "rank"])
     assert rank.loc["W", "why_unranked"].startswith("timing unreliable: other processes took 45%")
     # the base's own spread over rounds is the other signal
     spread = pd.DataFrame(_rows("Base", 10.0, [1.0, 1.8, 1.0], [1.0, 1.8, 1.0]) + _rows("V", 9.0, [0.5, 0.9, 0.5], [0.5, 0.9, 0.5]))
-    assert "spread by 80%" in score.timing_noise(spread)["reason"].iloc[0]
-    rank = score.ranking(spread, n_boot=100).set_index("variant")
+    assert "spread by 80%" in noise.timing_noise(spread)["reason"].iloc[0]
+    rank = ranking.ranking(spread, n_boot=100).set_index("variant")
     assert not rank.loc["V", "ranked"] and rank.loc["Base", "ranked"]  # Base's ratio is 1 by construction
 
 
 def test_paper_validation_headline_changes():
-    ch = score.paper_changes("gpt2").set_index("variant")
+    ch = reference.paper_changes("gpt2").set_index("variant")
     assert ch.loc["Base4b", ["perplexity_change_pct", "runtime_s_change_pct", "energy_kwh_change_pct"]].round(2).tolist() == [3.79, 4.86, -50.21]
     assert ch.loc["Base8b", ["perplexity_change_pct", "runtime_s_change_pct", "energy_kwh_change_pct"]].round(2).tolist() == [0.31, 203.78, -56.28]
-    large = score.paper_changes("gpt2-large").set_index("variant")
+    large = reference.paper_changes("gpt2-large").set_index("variant")
     assert large.loc["Base8b", ["perplexity_change_pct", "runtime_s_change_pct", "energy_kwh_change_pct"]].round(2).tolist() == [-0.04, 83.59, -69.17]
 
 
 def test_paper_validation_ranking():
-    r = score.paper_ranking("gpt2", 0.5, 0.5, 1.5).set_index("variant")
+    r = reference.paper_ranking("gpt2", 0.5, 0.5, 1.5).set_index("variant")
     assert round(r.loc["Distil4b", "opt"], 3) == 0.811 and round(r.loc["Base4b", "opt"], 3) == 0.818
     assert r.loc["Distil4b", "rank"] == 1 and r.loc["Base4b", "rank"] == 2
     assert round(r.loc["Base", "opt"], 3) == 1.0 and round(r.loc["Base8b", "opt"], 3) == 1.746
@@ -112,12 +112,12 @@ def test_paper_validation_ranking():
 
 def test_pareto_front_on_a_hand_made_set():
     df = pd.DataFrame({"v": list("ABCDE"), "ppl": [1, 2, 3, 2, 1], "energy": [5, 3, 1, 4, 6]})
-    front = score.pareto_front(df, "ppl", "energy")
+    front = tradeoffs.pareto_front(df, "ppl", "energy")
     assert df.loc[front, "v"].tolist() == ["A", "B", "C"]  # D dominated by B, E by A
 
 
 def test_break_even_including_never(study):
-    be = score.break_even(study).set_index("variant")
+    be = tradeoffs.break_even(study).set_index("variant")
     saved_d = (4.0 - 1.0) / 1000
     saved_e = (2.0 - 0.5) / 1000
     assert be.loc["Q", "break_even_tokens"] == pytest.approx(1e-3 / ((saved_d + saved_e) / 2))
@@ -126,23 +126,23 @@ def test_break_even_including_never(study):
 
 def test_missing_base_fails_with_a_clear_message(study):
     with pytest.raises(ValueError, match="no measurement of the base variant 'Base'.*variants present: \\['Q', 'Slow'\\]"):
-        score.ranking(study[study["variant"] != "Base"])
+        ranking.ranking(study[study["variant"] != "Base"])
     unmatched = pd.concat([study, pd.DataFrame(_rows("Lonely", 5.0, [1.0], [1.0], notebook="other"))])
-    assert score.ranking(unmatched, n_boot=10).attrs["unmatched"] == ["Lonely"]
+    assert ranking.ranking(unmatched, n_boot=10).attrs["unmatched"] == ["Lonely"]
 
 
 def test_sensitivity_and_estimated_note(study):
-    s = score.sensitivity(study, alphas=np.array([0.0, 1.0]), gammas=(1.0,))
+    s = ranking.sensitivity(study, alphas=np.array([0.0, 1.0]), gammas=(1.0,))
     assert set(s["variant"]) == {"Base", "Q", "Slow"} and len(s) == 6
-    assert "ESTIMATED" in score.estimated_energy_note(study)
-    assert score.estimated_energy_note(study.assign(energy_method="measured")) == ""
+    assert "ESTIMATED" in tradeoffs.estimated_energy_note(study)
+    assert tradeoffs.estimated_energy_note(study.assign(energy_method="measured")) == ""
 
 
 def test_a_single_repeat_gives_no_interval_and_no_established_rank():
     rows = (_rows("Base", 10.0, [1.0], [1.0]) + _rows("One", 10.0, [0.5], [0.5]) +
             _rows("Base", 10.0, [1.0, 1.1, 0.9], [1.0, 1.1, 0.9], notebook="m") +
             _rows("Many", 10.0, [0.1, 0.11, 0.09], [0.1, 0.11, 0.09], notebook="m"))
-    rank = score.ranking(pd.DataFrame(rows), n_boot=100).set_index("variant")
+    rank = ranking.ranking(pd.DataFrame(rows), n_boot=100).set_index("variant")
     assert math.isnan(rank.loc["One", "opt_lo"]) and rank.loc["One", "why_unranked"] == "measured once"
     assert rank.loc["One", "min_repeats"] == 1 and rank.loc["Many", "min_repeats"] == 3
     assert not math.isnan(rank.loc["Many", "opt_lo"])
@@ -156,42 +156,42 @@ def test_a_single_repeat_gives_no_interval_and_no_established_rank():
 def test_rank_ranges_and_tiers_on_hand_made_intervals():
     # scores sorted: A [1.0, 1.2], B [1.1, 1.3], C [1.25, 1.4], D [2.0, 2.1]
     lo, hi = [1.0, 1.1, 1.25, 2.0], [1.2, 1.3, 1.4, 2.1]
-    assert score.rank_ranges(lo, hi) == ["1-2", "1-3", "2-3", "4"]
+    assert ranking.rank_ranges(lo, hi) == ["1-2", "1-3", "2-3", "4"]
     # C overlaps B but not A (the tier's leader): C opens tier 2; D is alone in tier 3
-    assert score.tiers(lo, hi) == [1, 1, 2, 3]
-    assert score.tiers([0.5], [0.6]) == [1] and score.rank_ranges([0.5], [0.6]) == ["1"]
+    assert ranking.tiers(lo, hi) == [1, 1, 2, 3]
+    assert ranking.tiers([0.5], [0.6]) == [1] and ranking.rank_ranges([0.5], [0.6]) == ["1"]
 
 
 def test_controls_are_told_from_compression_candidates():
-    controls = ["Base+ft100k", "Base+ft10k", "Scratch-Depth50", "Scratch-Emb86+MLP55.3", "Distil-noKD", "Distil-rand",
+    names = ["Base+ft100k", "Base+ft10k", "Scratch-Depth50", "Scratch-Emb86+MLP55.3", "Distil-noKD", "Distil-rand",
                 "Distil-rand-noKD"]
     candidates = ["Base", "Base4b", "Distil", "Distil+90+4b", "AH80+ft", "Depth50+KD", "Mag50+ft", "GMag90",
                   "Depth50+75+MLP50+ft", "Emb86+MLP55.3+KD", "Basedq8"]
-    assert all(score.is_control(v) for v in controls)
-    assert not any(score.is_control(v) for v in candidates)
+    assert all(controls.is_control(v) for v in names)
+    assert not any(controls.is_control(v) for v in candidates)
 
 
 def test_ratio_intervals_are_the_rankings_estimate_with_its_interval(study):
-    r = score.ratio_intervals(study, n_boot=200).set_index("variant")
+    r = ratios.ratio_intervals(study, n_boot=200).set_index("variant")
     assert r.loc["Q", "T_c"] == pytest.approx(0.5) and r.loc["Q", "E_c"] == pytest.approx(0.25)
     assert r.loc["Slow", "T_c"] == pytest.approx(2.0) and r.loc["Q", "n_rounds"] == 3
-    rank = score.ranking(study, n_boot=200).set_index("variant")
+    rank = ranking.ranking(study, n_boot=200).set_index("variant")
     for v in ("Q", "Slow"):
         assert r.loc[v, "T_c"] == pytest.approx(rank.loc[v, "T_c"])
         assert r.loc[v, "T_c_lo"] <= r.loc[v, "T_c"] <= r.loc[v, "T_c_hi"]
     noisy = pd.DataFrame(_rows("Base", 10.0, [1.0, 1.2, 0.9, 1.1], [1.0] * 4) + _rows("V", 10.0, [0.5, 0.7, 0.4, 0.6], [1.0] * 4))
-    v = score.ratio_intervals(noisy, n_boot=500).set_index("variant").loc["V"]
+    v = ratios.ratio_intervals(noisy, n_boot=500).set_index("variant").loc["V"]
     assert v["T_c_lo"] < v["T_c"] < v["T_c_hi"]  # the rounds disagree: a real interval
-    by = score.ratio_intervals(study, by=("dataset",), n_boot=50)
+    by = ratios.ratio_intervals(study, by=("dataset",), n_boot=50)
     assert len(by[by["variant"] == "Q"]) == 2
     with pytest.raises(ValueError, match=r"by=\['colour'\]: allowed are"):
-        score.ratio_intervals(study, by=("colour",))
+        ratios.ratio_intervals(study, by=("colour",))
 
 
 def test_break_even_interval_brackets_the_estimate():
     rows = (_rows("Base", 10.0, [1.0] * 4, [4.0, 4.4, 3.8, 4.2]) +
             _rows("V", 10.0, [1.0] * 4, [2.0, 2.6, 1.6, 2.4], cost=1e-3) +
             _rows("W", 10.0, [1.0] * 4, [4.0, 4.6, 3.6, 4.3], cost=1e-3))
-    be = score.break_even(pd.DataFrame(rows), n_boot=500).set_index("variant")
+    be = tradeoffs.break_even(pd.DataFrame(rows), n_boot=500).set_index("variant")
     assert be.loc["V", "break_even_lo"] < be.loc["V", "break_even_tokens"] < be.loc["V", "break_even_hi"]
     assert math.isinf(be.loc["W", "break_even_hi"])  # W's savings straddle zero: it may never pay back
