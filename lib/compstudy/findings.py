@@ -264,7 +264,7 @@ def _parsed(name: str):
 def _only(name: str, key: str) -> bool:
     """Whether `name` is a single step of registry key `key` applied to the baseline."""
     p = _parsed(name)
-    return p is not None and not p.scratch and p.kinds() == [key] and not p.steps[0].config.finetune_tokens
+    return p is not None and not p.scratch and p.kinds() == [key] and not getattr(p.steps[0].config, "finetune_tokens", 0)
 
 
 def _finding_f(ratios: pd.DataFrame) -> dict:

@@ -140,12 +140,12 @@ class Pipeline:
             if step.kind == "quantize" and not parts and (head == "Base" or head.startswith("Distil")):
                 head += entry.token(c, False)  # glued: Base4b, Distil8b
             elif step.kind == "prune":
-                token = entry.token(replace(c, finetune_tokens=0), first)
+                token = entry.token(c, first)
                 if first:
                     head = token
                 else:
                     parts.append(token)
-                if c.finetune_tokens:
+                if getattr(c, "finetune_tokens", 0):
                     parts.append("ft")
             elif step.kind == "distill" and first:
                 head = entry.token(c, True)
@@ -212,8 +212,8 @@ class Pipeline:
             steps.append(_step(first, defaults, name, first=True, kinds=("prune",)))
         for token in tokens[1:]:
             if token == "ft":
-                if not steps or steps[-1].kind != "prune":
-                    raise ValueError(f"{name!r}: 'ft' must follow a pruning step")
+                if not steps or steps[-1].kind != "prune" or not hasattr(steps[-1].config, "finetune_tokens"):
+                    raise ValueError(f"{name!r}: 'ft' must follow a pruning step that can be fine-tuned")
                 prev = steps.pop()
                 budget = defaults.prune.finetune_tokens or 20_000
                 steps.append(Step("prune", replace(prev.config, finetune_tokens=budget)))
