@@ -537,3 +537,53 @@ _register("prune:depth", "Depth", "depth", description="keep a share of the bloc
 _register("prune:magnitude", "Mag", "magnitude", "layer", description="zero a share of each layer's weights by |w|")
 _register("prune:global-magnitude", "GMag", "magnitude", "global", description="zero a share of all block weights by |w|, one threshold")
 _register("prune:wanda", "Wanda", "wanda", description="zero a share of each output's weights by |W| x ||X|| (Sun et al. 2023)")
+
+
+# ---- random unstructured pruning: the control of every pruning criterion, added through the registry alone
+
+@dataclass(frozen=True)
+class RandomPruneConfig:
+    """Random unstructured pruning (`Rand<pct>`): zero a random `sparsity` share of every block linear
+    layer's weights (`torch.nn.utils.prune.random_unstructured`, seeded by `seed`). The baseline a
+    pruning criterion must beat: the lottery-ticket and Wanda papers compare magnitude and Wanda with
+    it (Frankle & Carbin 2019; Sun et al. 2023). Raises ValueError for a sparsity outside [0, 1)."""
+
+    sparsity: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0 <= self.sparsity < 1:
+            raise ValueError(f"random pruning: sparsity must be in [0, 1), got {self.sparsity}")
+
+
+def random_prune(model, sparsity: float, seed: int = 0) -> list[tuple[str, torch.nn.Module]]:
+    """Zero a random `sparsity` share of the weights of every block linear layer, masks made
+    permanent; returns the pruned layers. Raises ValueError for a sparsity outside [0, 1)."""
+    RandomPruneConfig(sparsity, seed)
+    torch.manual_seed(seed)
+    layers = block_linear_layers(model)
+    for _, m in layers:
+        torch_prune.random_unstructured(m, "weight", amount=float(sparsity))
+    make_permanent(model)
+    return layers
+
+
+def get_random_pruned(parent: Artifact, config: RandomPruneConfig, device: str = "auto") -> Artifact:
+    """The randomly pruned variant of `parent` (`random_prune`), built once and cached."""
+    device = resolve_device(device)
+
+    def build(meter):
+        model = load_artifact(parent.key, device=device).model if parent.path else parent.model
+        with meter.task("prune"):
+            random_prune(model, config.sparsity, config.seed)
+        return Built(model.to("cpu"), parent.tokenizer, recipe={"facts": {"sparsity": sparsity_report(model)["sparsity"]}})
+
+    return cached_step("prune-random", {"parent": parent.key, **cache.as_params(config)}, build, device)
+
+
+register(Technique(
+    key="prune:random", kind="prune", pattern=rf"Rand{_PCT}", config_type=RandomPruneConfig,
+    parse=lambda m, defaults: RandomPruneConfig(float(m.group("pct")) / 100, defaults.seed if defaults else 0),
+    token=lambda c, first: f"Rand{percent_text(c.sparsity)}",
+    build=lambda parent, c, ctx: get_random_pruned(parent, c, device=ctx.device),
+    compresses=lambda c: c.sparsity > 0, description="zero a random share of each layer's weights: the criteria's control"))
