@@ -20,6 +20,7 @@ DEFAULTS = StepDefaults(distill=DistillConfig(tokens=3000, n_layer=1, batch_size
 
 # ---------------------------------------------------------------------------- plateau check
 
+@pytest.mark.slow
 def test_plateau_check_fails_on_an_undertrained_tiny_model():
     # 4,096 tokens is far from the plateau: the continuation must still improve held-out perplexity
     config = baseline.BaselineConfig(n_layer=1, n_head=2, n_embd=32, vocab_size=300, train_tokens=4096,

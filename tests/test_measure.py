@@ -224,6 +224,7 @@ def test_a_loaded_machine_is_detected_and_its_ratios_flagged(tiny_baseline):
     assert not ranking.ranking(df, n_boot=100).set_index("variant").loc["Copy", "ranked"]
 
 
+@pytest.mark.slow
 def test_variants_with_the_same_computation_share_timed_passes_and_keep_their_own_perplexity(tiny_baseline):
     import copy
 

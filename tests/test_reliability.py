@@ -233,6 +233,7 @@ def test_a_vocabulary_the_library_cannot_build_is_refused_by_the_schema(capsys):
     assert code == 2 and "vocab_size = 258" in text and "260" in text
 
 
+@pytest.mark.slow
 def test_too_little_text_fails_before_any_notebook(tmp_path, capsys):
     tiny = tmp_path / "tiny"
     tiny.mkdir()
@@ -269,6 +270,7 @@ def test_a_family_without_adapter_names_what_still_runs(tmp_path):
     assert checks.check_model(str(folder), ["00_baseline.ipynb", "01_quantization.ipynb"], offline=True) == "bloom"
 
 
+@pytest.mark.slow
 def test_a_typo_in_base_variant_fails_before_any_notebook(capsys):
     code, text = _run(capsys, "run", SMOKE, "-p", "base_variant", "NoSuch", "-p", "study", "typo")
     assert code == 2 and "base_variant = 'NoSuch'" in text and _no_notebook_ran("typo")

@@ -155,6 +155,7 @@ def test_runs_are_never_pooled(tmp_path, monkeypatch):
         runs.select_run(df, "r9")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["zeroed", "random"])
 def test_a_corrupted_artifact_is_detected_at_load_and_rebuilt(damage, capsys):
     """Issue 14: a cached baseline with 64 KiB of its weights zeroed (or overwritten with random

@@ -121,6 +121,7 @@ def check_shape(family, n_layer, n_head, head_size, n_inner, vocab, kind, keep, 
 @given(n_layer=st.integers(1, 3), head_size=st.sampled_from([2, 4, 6, 8]), inner_ratio=st.floats(0.5, 4.0),
        vocab=st.integers(16, 300), kind=st.sampled_from(KINDS),
        keep=st.one_of(st.just(0.1), st.just(0.95), st.floats(0.1, 0.95)))
+@pytest.mark.slow
 def test_pruned_shapes_run_save_reload_and_count(family, n_head, n_layer, head_size, inner_ratio, vocab, kind, keep):
     n_inner = max(1, round(inner_ratio * n_head * head_size))
     check_shape(family, n_layer, n_head, head_size, n_inner, vocab, kind, keep)
@@ -232,6 +233,7 @@ def test_percent_names_round_trip_to_the_same_count():
                 assert surgery.kept_count(total, float(text) / 100, multiple) == kept, (total, multiple, kept, text)
 
 
+@pytest.mark.slow
 def test_property_coverage():
     """Runs last: the property test covered head counts 1-16 in both families, every kind, and
     keep ratios from 0.1 to 0.95. Writes the tried shapes next to the test results."""
