@@ -248,7 +248,7 @@ def test_variants_with_the_same_computation_share_timed_passes_and_keep_their_ow
     assert sig(masked) != sig(base)
     assert len({sig(base), *quantized.values()}) == 4  # each quantization type is its own computation
     tok = tiny_baseline.tokenizer
-    cfg = measure.EvalConfig(eval_max_tokens=300, repeats=2, eval_batch_size=4, device="cpu")
+    cfg = measure.EvalConfig(eval_max_tokens=300, repeats=2, eval_batch_size=4, device="cpu", max_retries=0)
     rows = pd.DataFrame(measure.evaluate_many({"Base": (base, tok), "Tuned": (tuned, tok), "Masked": (masked, tok)},
                                               ["wikitext-2:test"], cfg, study="t"))
     by = rows.set_index(["variant", "repeat"])

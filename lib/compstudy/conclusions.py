@@ -70,6 +70,15 @@ def best_candidate(rank: pd.DataFrame, base: str = "Base"):
     return c.iloc[0] if len(c) else None
 
 
+def headline(rank: pd.DataFrame, base: str = "Base") -> str:
+    """Notebook 05's first words on the ranking: the best compression candidate (never a control)
+    and how many candidates were ranked and left out, and why."""
+    best = best_candidate(rank, base)
+    text = (f"Best compression candidate: {best.variant} (opt {best.opt:.3f}, interval {best.opt_lo:.3f}-{best.opt_hi:.3f}). "
+            if best is not None else "No compression candidate is ranked. ")
+    return text + coverage_sentence(rank, base)
+
+
 def conclusions(*, rank: pd.DataFrame, controls: pd.DataFrame, findings: pd.DataFrame, break_even: pd.DataFrame,
                 measurements: pd.DataFrame, noise: pd.DataFrame, both: pd.DataFrame, run_note: str,
                 alpha: float, beta: float, gamma: float, base: str = "Base", plateau=None,

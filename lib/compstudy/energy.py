@@ -1,8 +1,21 @@
-"""Energy and memory meters: codecarbon around a block of work, and peak memory.
+"""Energy and memory meters, and peak memory.
 
-Energy is *measured* where codecarbon reads a hardware counter (Intel RAPL, NVIDIA NVML, Apple
-powermetrics) and *estimated* where it models power from a TDP, the CPU load or a constant per GB
-of RAM: every reading says which (`EnergyReading.method`, `energy_note`).
+Two meters with one interface (`with meter: ...`, `with meter.task(name) as reading: ...`), chosen by
+`open_meter`:
+
+- `CounterMeter` (Zeus, `zeus.monitor.ZeusMonitor`): the NVIDIA GPU's cumulative NVML energy counter
+  (the devices `CUDA_VISIBLE_DEVICES` shows) and, where readable, Intel RAPL's CPU package and DRAM
+  counters, each window opened and closed with the GPU synchronised. Energy is then *measured*. Zeus
+  is the optional extra `pip install -e .[gpu]`.
+- `EnergyMeter` (codecarbon's offline tracker): where no counter can be read (these 2-core CI
+  machines have neither RAPL nor a GPU), codecarbon models CPU power from a TDP and the load and RAM
+  power as a constant: energy is *estimated*, a function of runtime. codecarbon also gives the
+  grid's emissions (`country_iso_code`), which the counters do not.
+
+Every reading says which (`EnergyReading.method`, `energy_note`). A counter meter measures the
+device's idle power before the first window (`idle_power_w`), so that every reading has its gross
+energy and its energy above idle (`net_kwh`), and sets a shortest window (`min_window_s`, ten of the
+counter's update periods) that `measure.timed_pass` fills by repeating the pass.
 """
 from __future__ import annotations
 
@@ -17,7 +30,9 @@ import torch
 
 @dataclass
 class EnergyReading:
-    """Energy of one measured block, in kWh, with how each part was obtained."""
+    """Energy of one measured block, in kWh, with how each part was obtained: gross (`energy_kwh`)
+    and above the device's idle power (`net_kwh` = gross - idle_power_w x seconds; NaN where no idle
+    power was measured)."""
 
     seconds: float = 0.0
     energy_kwh: float = float("nan")
@@ -27,6 +42,8 @@ class EnergyReading:
     emissions_kg: float = float("nan")
     method: str = "unavailable"
     detail: str = ""
+    net_kwh: float = float("nan")
+    idle_power_w: float = float("nan")
 
     def as_cost(self) -> dict:
         """The reading as an artifact recipe's `cost`: seconds, energy_kwh, method, detail."""
@@ -34,13 +51,17 @@ class EnergyReading:
 
 
 class EnergyMeter:
-    """codecarbon `OfflineEmissionsTracker` wrapper: `with meter.task(): ...` gives a reading.
+    """codecarbon `OfflineEmissionsTracker` wrapper: `with meter.task(): ...` gives a reading
+    (estimated energy where the machine has no counter; see the module docstring).
 
     No network access, no files written (output to `output_dir`, default a temp folder, and
     no output methods). Start it once (`with EnergyMeter() as meter:`), then time each block
     with `meter.task()`; the tracker's start/stop overhead falls outside the blocks.
     If codecarbon fails to start, readings carry `method="unavailable"` and NaN energy.
     """
+
+    min_window_s = 0.0  # codecarbon integrates its samples over any window
+    idle_power_w = float("nan")
 
     def __init__(self, country_iso_code: str = "CAN", measure_power_secs: float = 1.0):
         self.country_iso_code = country_iso_code
@@ -124,6 +145,122 @@ class EnergyMeter:
 def _sync():
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()
+
+
+NVML_UPDATE_PERIOD_S = 0.1  # NVML's energy counter is refreshed about every 100 ms or faster (gpu_check measures it)
+RAPL_UPDATE_PERIOD_S = 0.001
+WINDOW_PERIODS = 10  # a window lasts at least ten counter updates
+
+
+class CounterMeter:
+    """Energy read from hardware counters through Zeus (`zeus.monitor.ZeusMonitor`): the GPUs'
+    NVML energy counters and, where readable, RAPL's CPU package and DRAM counters; `method` is
+    "measured" for every part read from a counter. Windows are synchronised with the GPU (Zeus
+    synchronises around `begin_window` / `end_window`).
+
+    Args:
+        monitor: a ZeusMonitor, or anything with its `begin_window(key)` / `end_window(key)`
+            returning a measurement with `time` (s), `gpu_energy`, `cpu_energy`, `dram_energy`
+            ({index: J}, the last two None when not read); None creates one for the visible GPUs
+            and the readable CPU packages.
+        idle_s: seconds of idle measured when the meter opens (`idle_power_w`); 0 skips it.
+        update_period_s: the slowest counter's update period (default NVML's when GPUs are
+            monitored, RAPL's otherwise); `min_window_s` is `WINDOW_PERIODS` of it.
+
+    Raises RuntimeError when Zeus is not installed (`pip install -e .[gpu]`) and no monitor is given.
+    """
+
+    def __init__(self, monitor=None, idle_s: float = 2.0, update_period_s: float | None = None,
+                 country_iso_code: str = "CAN"):
+        if monitor is None:
+            try:
+                from zeus.monitor import ZeusMonitor
+            except ImportError:
+                raise RuntimeError("Zeus is not installed: pip install -e .[gpu] (zeus==0.16.0)") from None
+            monitor = ZeusMonitor()
+        self.monitor = monitor
+        self.country_iso_code = country_iso_code
+        gpus = list(getattr(monitor, "gpu_indices", []) or [])
+        cpus = list(getattr(monitor, "cpu_indices", []) or [])
+        self.parts = {"gpu": bool(gpus), "cpu": bool(cpus)}
+        period = update_period_s or (NVML_UPDATE_PERIOD_S if gpus else RAPL_UPDATE_PERIOD_S)
+        self.min_window_s = WINDOW_PERIODS * period
+        self.idle_s = idle_s
+        self.idle_power_w = float("nan")
+        self._count = 0
+
+    def __enter__(self):
+        if self.idle_s > 0:  # the device's own power, with nothing of the study running
+            self.monitor.begin_window("idle")
+            time.sleep(self.idle_s)
+            m = self.monitor.end_window("idle")
+            self.idle_power_w = self._joules(m) / max(m.time, 1e-9)
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    @staticmethod
+    def _joules(m) -> float:
+        return sum((m.gpu_energy or {}).values()) + sum((m.cpu_energy or {}).values()) + sum((m.dram_energy or {}).values())
+
+    def method(self) -> tuple[str, str]:
+        detail = []
+        if self.parts["gpu"]:
+            detail.append("gpu: measured (NVML energy counter, Zeus)")
+        if self.parts["cpu"]:
+            detail.append("cpu: measured (RAPL package and DRAM counters, Zeus)")
+        return ("measured" if detail else "unavailable"), "; ".join(detail) or "no counter"
+
+    @contextlib.contextmanager
+    def task(self, name: str = "block"):
+        """Meter the enclosed block with one counter window; yields an `EnergyReading` filled in on
+        exit (kWh; `net_kwh` above the idle power measured when the meter opened)."""
+        reading = EnergyReading()
+        key = f"{name}#{self._count}"
+        self._count += 1
+        self.monitor.begin_window(key)
+        t0 = time.perf_counter()
+        try:
+            yield reading
+        finally:
+            m = self.monitor.end_window(key)
+            reading.seconds = getattr(m, "time", None) or (time.perf_counter() - t0)
+            joules = self._joules(m)
+            reading.gpu_kwh = sum((m.gpu_energy or {}).values()) / 3.6e6 if self.parts["gpu"] else float("nan")
+            reading.cpu_kwh = sum((m.cpu_energy or {}).values()) / 3.6e6 if m.cpu_energy else float("nan")
+            reading.ram_kwh = sum((m.dram_energy or {}).values()) / 3.6e6 if m.dram_energy else float("nan")
+            reading.energy_kwh = joules / 3.6e6
+            reading.idle_power_w = self.idle_power_w
+            reading.net_kwh = (joules - self.idle_power_w * reading.seconds) / 3.6e6
+            reading.method, reading.detail = self.method()
+
+
+def counters_readable(device: str) -> bool:
+    """Whether Zeus is installed and a counter can be read for `device`: a CUDA device (NVML), or
+    RAPL on this machine (`/sys/class/powercap/intel-rapl` readable)."""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("zeus") is None:
+        return False
+    if device.startswith("cuda"):
+        return torch.cuda.is_available()
+    return os.access("/sys/class/powercap/intel-rapl:0/energy_uj", os.R_OK)
+
+
+def open_meter(device: str, country_iso_code: str = "CAN", monitor=None):
+    """The meter the study measures with on `device`: a `CounterMeter` (Zeus) where a counter can be
+    read (`counters_readable`) or a `monitor` is given, else codecarbon's `EnergyMeter` (estimated)."""
+    if monitor is not None or counters_readable(device):
+        if monitor is None:
+            from zeus.monitor import ZeusMonitor
+
+            index = int(device.split(":")[1]) if device.startswith("cuda:") else 0
+            monitor = ZeusMonitor(gpu_indices=[index] if device.startswith("cuda") else [],
+                                  cpu_indices=None if not device.startswith("cuda") else [])
+        return CounterMeter(monitor, country_iso_code=country_iso_code)
+    return EnergyMeter(country_iso_code)
 
 
 class PeakMemory:

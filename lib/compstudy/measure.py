@@ -41,7 +41,7 @@ import torch
 from pydantic import Field, model_validator
 
 from . import data, metrics
-from .energy import EnergyMeter, EnergyReading, PeakMemory
+from .energy import EnergyMeter, EnergyReading, PeakMemory, open_meter
 from .models import compute_signature, context_length, model_dtype, model_size, resolve_device
 from .provenance import environment
 from .schema import DEVICE, Group
@@ -71,6 +71,11 @@ class EvalConfig(Group):
                                   "depend on it)")
     share_timing: bool = Field(True, description="variants with the same models.compute_signature (same computation, "
                                "other weights) share the timed passes of the first of them; False times each itself")
+    max_pass_interference: float = Field(0.10, ge=0, le=1, description="a pass during which other processes (and the "
+                                         "hypervisor) took more than this share of the machine is set aside and its "
+                                         "round timed again (benchmarks/results/noise_limits.json)")
+    max_retries: int = Field(3, ge=0, description="rounds timed again per condition (dataset) at most; when they run "
+                             "out, the condition is unreliable and says which passes were disturbed")
 
     @model_validator(mode="after")
     def _stride_within_context(self):
@@ -190,7 +195,8 @@ def _cpu_times() -> tuple[float, float, float]:
 class Pass:
     """One timed evaluation pass: wall seconds, CPU seconds of this process (all its threads), CPU
     seconds other processes used on the machine meanwhile, and seconds the hypervisor took from
-    this machine's CPUs (steal; 0 on bare metal)."""
+    this machine's CPUs (steal; 0 on bare metal), each per pass when the meter's window held
+    `passes` repetitions of it (a counter's shortest window, `energy.CounterMeter.min_window_s`)."""
 
     nll: float
     n_scored: int
@@ -199,28 +205,75 @@ class Pass:
     others_cpu_s: float
     steal_s: float
     energy: EnergyReading
+    passes: int = 1
+
+    def interference(self, n_cpus: int) -> float:
+        """(others_cpu_s + steal_s) / (n_cpus * wall_s): the share of the machine others took."""
+        return (self.others_cpu_s + self.steal_s) / (n_cpus * self.wall_s)
 
 
-def timed_pass(model, ids, context: int, stride: int, batch_size: int, device: str, meter: EnergyMeter,
+def timed_pass(model, ids, context: int, stride: int, batch_size: int, device: str, meter,
                name: str = "pass") -> Pass:
-    """Run `sliding_window_nll` once, timed (wall and CPU) and metered (codecarbon); also records
-    what the rest of the machine used meanwhile, the study's noise signal.
+    """Run `sliding_window_nll`, timed (wall and CPU) and metered in one window of `meter`
+    (`energy.open_meter`); also records what the rest of the machine used meanwhile, the study's
+    noise signal. The pass is repeated inside the window until it lasts the meter's `min_window_s`
+    (0 for codecarbon: one pass); every time and energy is then per pass. On CUDA the device is
+    synchronised before the window opens and before it closes, so the window holds the pass's
+    kernels and nothing else.
 
     Nothing else of the study runs during the pass: Python's garbage collector is paused (as
     `timeit` does) and peak memory is sampled in the untimed warm-up instead: a sampling thread
     waking every 5 ms made the passes 8-12 % slower on 2 cores and their noise no smaller
     (`benchmarks/results/pass_noise.json`).
     """
+    from .energy import _sync
+
+    min_window = float(getattr(meter, "min_window_s", 0.0) or 0.0)
     gc.disable()  # no collection inside the timed pass (as timeit); no gc.collect() first: ~0.3 s with 40 models alive
     try:
+        _sync()
         busy0, steal0, own0 = _cpu_times()
+        t0, n = time.perf_counter(), 0
         with meter.task(name) as energy:
-            nll, n_scored = sliding_window_nll(model, ids, context, stride, batch_size, device)
+            while True:
+                nll, n_scored = sliding_window_nll(model, ids, context, stride, batch_size, device)
+                n += 1
+                if time.perf_counter() - t0 >= min_window:
+                    break
+            _sync()
         busy1, steal1, own1 = _cpu_times()
     finally:
         gc.enable()
     own = own1 - own0
-    return Pass(nll, n_scored, energy.seconds, own, max(0.0, (busy1 - busy0) - own), max(0.0, steal1 - steal0), energy)
+    if n > 1:  # per pass
+        for f in ("seconds", "energy_kwh", "cpu_kwh", "gpu_kwh", "ram_kwh", "emissions_kg", "net_kwh"):
+            setattr(energy, f, getattr(energy, f) / n)
+    others, steal = max(0.0, (busy1 - busy0) - own), max(0.0, steal1 - steal0)
+    return Pass(nll, n_scored, energy.seconds, own / n, others / n, steal / n, energy, n)
+
+
+def warm_up(model, ids, context: int, stride: int, batch_size: int, device: str, max_passes: int = 5,
+            tolerance: float = 0.05) -> int:
+    """Untimed warm-up before the rounds. On CPU one batch (`sliding_window_nll(warmup=True)`); on
+    CUDA whole passes until a pass is no more than `tolerance` faster than the one before (kernels
+    selected, memory allocated, clocks settled), at most `max_passes`. Returns the passes run
+    (0 for the CPU's single batch)."""
+    from .energy import _sync
+
+    if not device.startswith("cuda"):
+        sliding_window_nll(model, ids, context, stride, batch_size, device, warmup=True)
+        return 0
+    previous = None
+    for n in range(1, max_passes + 1):
+        _sync()
+        t0 = time.perf_counter()
+        sliding_window_nll(model, ids, context, stride, batch_size, device)
+        _sync()
+        t = time.perf_counter() - t0
+        if previous is not None and t >= previous * (1 - tolerance):
+            return n
+        previous = t
+    return max_passes
 
 
 def interleaved_order(names: list[str], round_index: int) -> list[str]:
@@ -291,7 +344,7 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
     n_cpus = os.cpu_count() or 1
     records = []
     own_meter = meter is None
-    meter = meter or EnergyMeter(config.country_iso_code)
+    meter = meter or open_meter(device, config.country_iso_code)  # counters (Zeus) where readable, else codecarbon
     with (meter if own_meter else contextlib.nullcontext(meter)):
         for spec in datasets:
             label = data.corpus_label(spec)
@@ -300,10 +353,10 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
                 print(f"{label}: {scored:,} tokens scored, fewer than the {config.eval_max_tokens:,} asked (eval_max_tokens): "
                       f"the corpus is shorter; its rows record both numbers")
             peak = {}
-            for n in names:  # untimed warm-up batch, which is also where peak memory is sampled
+            for n in names:  # untimed warm-up, which is also where peak memory is sampled
                 ids, _ = loaded[(n, spec)]
                 with PeakMemory(device) as mem:
-                    sliding_window_nll(models[n][0], ids, *geometry[n], config.eval_batch_size, device, warmup=True)
+                    warm_up(models[n][0], ids, *geometry[n], config.eval_batch_size, device)
                 peak[n] = (mem.peak_bytes, mem.method)
             own_nll = {}  # perplexity of each variant that shares another's timed passes: one untimed pass
             for n in names:
@@ -311,36 +364,56 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
                     (ids, _), (context, stride) = loaded[(n, spec)], geometry[n]
                     own_nll[n] = sliding_window_nll(models[n][0], ids, context, stride, config.eval_batch_size, device)
             scored_by_model = {n: metrics.from_model(models[n][0], models[n][1], spec, device) for n in names}
-            done = []
+            done, retries = [], 0
             for r in range(config.repeats):
-                for n in interleaved_order(timed, r):
-                    (ids, n_bytes), (context, stride) = loaded[(n, spec)], geometry[n]
-                    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-                    p = timed_pass(models[n][0], ids, context, stride, config.eval_batch_size, device, meter,
-                                   f"{n}/{spec}/{r}")
-                    e = p.energy
-                    for v in sharers[n]:
-                        nll, n_scored = own_nll.get(v, (p.nll, p.n_scored))
-                        done.append({
-                            "study": study, "variant": v, "dataset": label, "repeat": r,
-                            **metrics.from_pass(nll, n_scored, n_bytes), **scored_by_model[v], "tokens_scored": n_scored,
-                            "bytes_evaluated": n_bytes, "context": context, "stride": stride,
-                            "batch_size": config.eval_batch_size, "runtime_s": p.wall_s,
-                            "tokens_per_s": p.n_scored / p.wall_s, "cpu_s": p.cpu_s, "others_cpu_s": p.others_cpu_s,
-                            "steal_s": p.steal_s, "load_avg_1m": load, "n_cpus": n_cpus,
-                            "interference": (p.others_cpu_s + p.steal_s) / (n_cpus * p.wall_s),
-                            "energy_kwh": e.energy_kwh, "energy_cpu_kwh": e.cpu_kwh, "energy_gpu_kwh": e.gpu_kwh,
-                            "energy_ram_kwh": e.ram_kwh, "emissions_kg": e.emissions_kg,
-                            "energy_method": e.method, "energy_detail": e.detail,
-                            "peak_mem_bytes": peak[v][0], "peak_mem_method": peak[v][1],
-                            "dtype": dtypes[v], **sizes[v], **env, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                            "eval_max_tokens": config.eval_max_tokens if config.eval_max_tokens is not None else "",
-                            "split_rule": data.split_rule(spec),
-                            "dataset_sha256": data.loaded_checksums().get(label, ""),
-                            "corpora_sha256": "; ".join(f"{k}={h[:16]}" for k, h in sorted(data.loaded_checksums().items())),
-                            "protocol": f"interleaved x{len(timed)}",
-                            "timed_as": n, **((extra or {}).get(v) or {}),
-                        })
+                attempt = 0
+                while True:  # a round with a disturbed pass is set aside and timed again (max_retries per condition)
+                    rows, disturbed = [], []
+                    for n in interleaved_order(timed, r):
+                        (ids, n_bytes), (context, stride) = loaded[(n, spec)], geometry[n]
+                        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+                        p = timed_pass(models[n][0], ids, context, stride, config.eval_batch_size, device, meter,
+                                       f"{n}/{spec}/{r}/{attempt}")
+                        interference = p.interference(n_cpus)
+                        mark = ""
+                        if interference > config.max_pass_interference:
+                            disturbed.append(f"{n} ({interference:.0%})")
+                            mark = (f"others took {interference:.0%} of the machine during this pass (limit "
+                                    f"{config.max_pass_interference:.0%}); round {r}, attempt {attempt}")
+                        e = p.energy
+                        for v in sharers[n]:
+                            nll, n_scored = own_nll.get(v, (p.nll, p.n_scored))
+                            rows.append({
+                                "study": study, "variant": v, "dataset": label, "repeat": r, "attempt": attempt,
+                                **metrics.from_pass(nll, n_scored, n_bytes), **scored_by_model[v], "tokens_scored": n_scored,
+                                "bytes_evaluated": n_bytes, "context": context, "stride": stride,
+                                "batch_size": config.eval_batch_size, "runtime_s": p.wall_s,
+                                "tokens_per_s": p.n_scored / p.wall_s, "cpu_s": p.cpu_s, "others_cpu_s": p.others_cpu_s,
+                                "steal_s": p.steal_s, "load_avg_1m": load, "n_cpus": n_cpus,
+                                "interference": interference, "passes_per_window": p.passes,
+                                "energy_kwh": e.energy_kwh, "energy_net_kwh": e.net_kwh, "idle_power_w": e.idle_power_w,
+                                "energy_cpu_kwh": e.cpu_kwh, "energy_gpu_kwh": e.gpu_kwh,
+                                "energy_ram_kwh": e.ram_kwh, "emissions_kg": e.emissions_kg,
+                                "energy_method": e.method, "energy_detail": e.detail,
+                                "peak_mem_bytes": peak[v][0], "peak_mem_method": peak[v][1],
+                                "dtype": dtypes[v], **sizes[v], **env, "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                "eval_max_tokens": config.eval_max_tokens if config.eval_max_tokens is not None else "",
+                                "split_rule": data.split_rule(spec),
+                                "dataset_sha256": data.loaded_checksums().get(label, ""),
+                                "corpora_sha256": "; ".join(f"{k}={h[:16]}" for k, h in sorted(data.loaded_checksums().items())),
+                                "protocol": f"interleaved x{len(timed)}", "set_aside": "", "disturbed": mark,
+                                "timed_as": n, **((extra or {}).get(v) or {}),
+                            })
+                    if disturbed and retries < config.max_retries:  # set aside, recorded, and the round timed again
+                        why = (f"round {r}, attempt {attempt}: others took more than {config.max_pass_interference:.0%} "
+                               f"of the machine during the pass of {', '.join(disturbed)}; the round was timed again")
+                        for row in rows:
+                            row["set_aside"] = why
+                        done += rows
+                        retries, attempt = retries + 1, attempt + 1
+                        continue
+                    done += rows  # undisturbed, or retries ran out: used, its disturbed passes marked (noise.timing_noise)
+                    break
             _check_finite(done)
             if on_dataset is not None:
                 on_dataset(done)

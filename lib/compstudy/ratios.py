@@ -15,8 +15,17 @@ import pandas as pd
 METRICS = ("perplexity", "runtime_s", "energy_kwh", "weight_bytes")  # weight_bytes: ours only
 
 
+def usable(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows every ratio is computed from: all but the passes set aside (column `set_aside`, a
+    disturbed round's passes, recorded with their reason and timed again: `measure.evaluate_many`)."""
+    if "set_aside" not in df.columns:
+        return df
+    return df[df["set_aside"].fillna("").astype(str) == ""]
+
+
 def medians(df: pd.DataFrame, keys=("variant", "dataset", "batch_size")) -> pd.DataFrame:
     """Median over repeats of each metric per `keys` (keys missing from `df` are dropped)."""
+    df = usable(df)
     keys = [k for k in keys if k in df.columns]
     cols = [c for c in (*METRICS, "bits_per_byte", "n_params", "n_params_nonzero",
                         "tokens_per_s", "cost_s", "cost_kwh") if c in df.columns]
@@ -102,6 +111,7 @@ def paired_ratios(df: pd.DataFrame, base: str = "Base", keys=GROUP_KEYS) -> pd.D
     pass in the same round (`T_ratio`, `E_ratio`). Rounds are those of the interleaved protocol
     (`measure.evaluate_many`): a variant and its base measured in one call share round indices.
     Rows without the base's pass of the same round are dropped."""
+    df = usable(df)
     keys = [k for k in keys if k in df.columns]
     cols = ["variant", *keys, "repeat", "runtime_s", "energy_kwh"]
     v = df[cols]
@@ -121,6 +131,7 @@ def ratio_table(df: pd.DataFrame, base: str = "Base", keys=GROUP_KEYS) -> pd.Dat
 
     Raises ValueError naming the keys if `base` was never measured.
     """
+    df = usable(df)
     keys = [k for k in keys if k in df.columns]
     med = df.groupby(["variant", *keys], dropna=False)[["perplexity", "runtime_s", "energy_kwh"]].median().reset_index()
     b = med[med["variant"] == base]

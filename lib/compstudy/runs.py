@@ -35,7 +35,7 @@ from . import paths
 
 RUN_ENV, HASH_ENV = "COMPSTUDY_RUN_ID", "COMPSTUDY_PARAMS_HASH"
 # a row measured again within a run replaces the earlier one when these agree
-ROW_KEY = ("notebook", "variant", "dataset", "batch_size", "tokens_scored", "repeat")
+ROW_KEY = ("notebook", "variant", "dataset", "batch_size", "tokens_scored", "repeat", "attempt")
 LEGACY_RUN = "legacy"  # rows written before run ids existed
 
 
