@@ -142,6 +142,21 @@ def save_facts(study: str, config: BaselineConfig, art: Artifact) -> dict:
     return record
 
 
+def load_facts(study: str, run_id: str | None = None) -> dict | None:
+    """The baseline facts notebook 00 saved for `study` (`save_facts`; run `run_id`'s own copy when
+    given), or None if there are none."""
+    path = runs.run_file(study, "baseline.json", run_id) if run_id else results_dir(study) / "baseline.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def tokens_per_parameter(facts_: dict | None) -> float:
+    """Training tokens per parameter of a baseline trained here (`facts`); NaN for a pretrained one
+    (its training is not known here) or no facts."""
+    if not facts_ or not facts_.get("train_tokens") or not facts_.get("n_params"):
+        return math.nan
+    return facts_["train_tokens"] / facts_["n_params"]
+
+
 def cost_sentence(art: Artifact) -> str:
     """How much producing the baseline cost, as a sentence (seconds, kWh and how it was obtained)."""
     cost = art.cost

@@ -7,6 +7,9 @@ neither store nor register anything themselves.
 - `time_generation`: timed generation (`measure.time_generation`) appended to `generation.csv`;
 - `sparsity_sweep`: notebook 03's unstructured pruning sweep (magnitude per layer and global, Wanda),
   before and after fine-tuning, with the unpruned control `Mag0+ft`;
+- `dose_sweep`: a dose-response sweep (issue 29): variants of one technique at several doses (bits
+  per weight, fractions kept), measured together with Base, each row carrying its dose
+  (`dose_point`; read back by `compstudy.dose`);
 - `minitron`: notebook 04's prune-then-distil set: depth against width recipes at equal parameters,
   each pruned and `+KD`, with its from-scratch control, the target shape and the equal-training controls.
 """
@@ -25,15 +28,19 @@ def comparable(datasets, context: int, stride: int, device: str, base_key: str) 
     return {"datasets": list(datasets), "context": context, "stride": stride, "device": device, "base": base_key}
 
 
-def _variant_extra(artifact, notebook: str, training_tokens: int = 0, control: str | None = None) -> dict:
+def _variant_extra(artifact, notebook: str, training_tokens: int = 0, control: str | None = None,
+                   dose: tuple | None = None) -> dict:
     cost = artifact.cost
+    axis, method, value = dose if dose else ("", "", float("nan"))
     return {"notebook": notebook, "family": getattr(artifact.model.config, "model_type", ""), "artifact": artifact.key,
             "cost_s": cost.get("seconds", 0.0), "cost_kwh": cost.get("energy_kwh", 0.0),
-            "cost_method": cost.get("method", ""), "training_tokens": int(training_tokens), "control": control or ""}
+            "cost_method": cost.get("method", ""), "training_tokens": int(training_tokens), "control": control or "",
+            "dose_axis": axis, "dose_method": method, "dose": value}
 
 
 def measure_variants(artifacts: dict, study: str, datasets, config: EvalConfig, *, notebook: str = "",
-                     trained: dict | None = None, base: str = "Base", per_round: bool = False):
+                     trained: dict | None = None, base: str = "Base", per_round: bool = False,
+                     doses: dict | None = None):
     """Measure a notebook's variants together, interleaved and paired with their base
     (`evaluate_many`), append the records to `results/<study>/measurements.csv` dataset by dataset,
     and return their per-(variant, dataset) summary (`summarize`), or with `per_round=True` every
@@ -50,6 +57,8 @@ def measure_variants(artifacts: dict, study: str, datasets, config: EvalConfig, 
             whose production added training (`pipeline.control_kwargs`), recorded so that
             notebook 05 can put each beside its equal-training control.
         base: the reference variant's name.
+        doses: variant name -> (axis, method, dose) for the points of a dose-response sweep
+            (`dose_point`), recorded in the columns dose_axis, dose_method, dose.
 
     Raises ValueError naming the variants given when `base` is missing.
     """
@@ -58,7 +67,8 @@ def measure_variants(artifacts: dict, study: str, datasets, config: EvalConfig, 
                          f"others, for paired ratios); got {list(artifacts)}")
     trained = trained or {}
     artifacts = {base: artifacts[base], **{n: a for n, a in artifacts.items() if n != base}}  # base first: timed itself
-    extra = {n: _variant_extra(a, notebook, **trained.get(n, {})) for n, a in artifacts.items()}
+    doses = doses or {}
+    extra = {n: _variant_extra(a, notebook, **trained.get(n, {}), dose=doses.get(n)) for n, a in artifacts.items()}
     first = artifacts[base].model
     context = min(config.eval_context or 10**9, context_length(first))
     stride = min(config.eval_stride or max(1, context // 2), context - 1)
@@ -145,8 +155,9 @@ def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, t
     # unpruned model fine-tuned alike (itself a control)
     trained = {name: {"training_tokens": cfg.finetune_tokens, "control": "" if name == "Mag0+ft" else "Mag0+ft"}
                for name, (cfg, _) in built.items() if cfg.finetune_tokens}
+    doses = {name: _unstructured_dose(cfg) for name, (cfg, _) in built.items() if cfg.sparsity}
     summary = measure_variants({name: art for name, (_, art) in built.items()}, study, datasets, eval_config,
-                               notebook=f"{notebook}:sweep" if notebook else "sweep", trained=trained)
+                               notebook=f"{notebook}:sweep" if notebook else "sweep", trained=trained, doses=doses)
     rows = []
     for cfg in configs:
         name = _sweep_name(cfg)
@@ -164,6 +175,85 @@ def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, t
     return pd.DataFrame(rows)
 
 
+
+
+def _unstructured_dose(cfg) -> tuple[str, str, float]:
+    method = {"magnitude": f"magnitude ({cfg.magnitude_scope})", "wanda": "Wanda"}.get(cfg.kind, cfg.kind)
+    return ("weights kept", method, round(1.0 - float(cfg.sparsity), 6))
+
+
+def dose_point(pipeline, artifact: Artifact, base: Artifact) -> tuple[str, str, float] | None:
+    """The (axis, method, dose) of a variant on the dose-response axes of `compstudy.dose`, from its
+    last step: bits per weight for quantization (the method's nominal bits); for structured
+    pruning the fraction of heads / blocks / MLP neurons / embedding channels the built model
+    really kept against `base` (a keep ratio that rounds to the same count is the same point);
+    1 - sparsity for unstructured pruning. None for a step with no dose (bf16, dynamic int8,
+    distillation, fine-tuning)."""
+    from . import surgery
+    from .families import adapter_for
+
+    if not pipeline.steps:
+        return None
+    step = pipeline.steps[-1]
+    key, config = step.technique.key, step.config
+    quant = {"quantize:int8": ("bitsandbytes (LLM.int8(), NF4)", 8.0), "quantize:nf4": ("bitsandbytes (LLM.int8(), NF4)", 4.0),
+             "quantize:fp4": ("bitsandbytes FP4", 4.0)}
+    if key in quant:
+        return ("weight bits", *quant[key])
+    if key in ("quantize:hqq", "quantize:gptq"):
+        return ("weight bits", "HQQ" if key == "quantize:hqq" else "GPTQ (dequantized)", float(config.bits))
+    if key == "prune:heads":
+        kept = sum(surgery.head_counts(artifact.model)) / sum(surgery.head_counts(base.model))
+        return ("heads kept", f"heads ({config.head_importance} importance)", round(kept, 6))
+    if key == "prune:depth":
+        return ("depth / width kept", "depth (Block Importance)",
+                round(len(surgery.blocks(artifact.model)) / len(surgery.blocks(base.model)), 6))
+    if key == "prune:mlp":
+        width = adapter_for(artifact.model).mlp_width
+        kept = width(surgery.blocks(artifact.model)[0]) / width(surgery.blocks(base.model)[0])
+        return ("depth / width kept", "MLP width (mean activation)", round(kept, 6))
+    if key == "prune:embedding":
+        fam = adapter_for(artifact.model)
+        return ("depth / width kept", "embedding channels", round(fam.hidden_size(artifact.model) / fam.hidden_size(base.model), 6))
+    if key in ("prune:magnitude", "prune:wanda"):
+        return _unstructured_dose(config)
+    return None
+
+
+def dose_sweep(base: Artifact, names, defaults, train_corpora, *, study: str, datasets, eval_config: EvalConfig,
+               notebook: str, device: str = "auto"):
+    """A dose-response sweep: build every variant of `names` (e.g. AH90 ... AH20, Basehqq8 ...
+    Basehqq2), measure them together with `base` in their own group (`<notebook>:dose`), each row
+    carrying its dose (`dose_point`). A name whose built model is the same point as an earlier one
+    (a keep ratio that rounds to the same shape) or as Base (nothing removed) is left out, with
+    the reason. Returns (the measurement rows, with their dose columns: `dose.curves` reads them,
+    {left-out name: reason}).
+
+    Raises ValueError, before building anything, for a name the grammar does not know or a name
+    with no dose (bf16, dynamic int8, distillation).
+    """
+    from . import pipeline
+
+    parsed = {name: pipeline.Pipeline.from_name(name, defaults) for name in names}
+    for name, p in parsed.items():
+        if not p.steps or p.steps[-1].technique.key.startswith(("distill", "kd", "finetune")) or \
+                p.steps[-1].technique.key in ("quantize:bf16", "quantize:dynamic-int8"):
+            raise ValueError(f"dose sweep: {name!r} has no dose (bits per weight or fraction kept); "
+                             f"allowed: quantization to 8/4/3/2 bits, head / depth / MLP / embedding / magnitude pruning")
+    built, doses, skipped = {}, {}, {}
+    for name, p in parsed.items():
+        art = pipeline.build(base, p, train_corpora, device=device, defaults=defaults, progress=False)
+        point = dose_point(p, art, base)
+        same = [n for n, d in doses.items() if d == point]
+        if point[0] != "weight bits" and point[2] >= 1.0:
+            skipped[name] = "keeps everything at this size (the same model as Base)"
+        elif same:
+            skipped[name] = f"the same shape as {same[0]} at this size ({point[2]:g} kept)"
+        else:
+            built[p.name], doses[p.name] = art, point
+    rows = measure_variants({"Base": base, **built}, study, datasets, eval_config, notebook=f"{notebook}:dose",
+                            doses=doses, per_round=True)
+    return rows, skipped
 
 
 def minitron(base: Artifact, defaults, train_corpora, *, depth_keep: float, widths, target_shape: str | None = None,

@@ -1,7 +1,8 @@
 """The seeds' qualitative findings, checked against this study's measurements (notebook 05).
 
 One row per finding of Wallace et al. (ICPE 2025, arXiv:2502.00046; "A") and Gholami & Omar
-(arXiv:2310.04573; "B"), plus Minitron's (Muralidharan et al. 2024). Each row gives our numbers
+(arXiv:2310.04573; "B"), plus Minitron's (Muralidharan et al. 2024) and Kumar et al.'s (2024,
+"Scaling Laws for Precision"; (h), decided on the scale study's points). Each row gives our numbers
 with their intervals, the paper's, and a verdict computed from the intervals, never written by
 hand:
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from . import dose
 from .pipeline import Pipeline, paper_grid
 
 VERDICTS = ("agrees", "disagrees", "cannot tell")
@@ -102,6 +104,12 @@ def _why(verdict: str, *notes: str) -> str:
     return "; ".join(n for n in notes if n) if verdict == "disagrees" else ""
 
 
+def _why_not_agreed(verdict: str, *notes: str) -> str:
+    """The notes, when the finding did not agree (disagrees or cannot tell): what the run measured
+    that explains it."""
+    return "; ".join(n for n in notes if n) if verdict != "agrees" else ""
+
+
 @dataclass(frozen=True)
 class Evidence:
     """What every finding reads: the run's rows (device, energy method), its ratios (P_c per
@@ -115,6 +123,17 @@ class Evidence:
     paper_rank: pd.DataFrame
     little_pct: float = 5.0
     grid: tuple = ()
+    curves: pd.DataFrame | None = None  # dose.curves of the run (None: no dose sweep)
+    scale: pd.DataFrame | None = None  # scale.points_table (None: no scale points)
+    scale_note: str = ""  # where the scale points come from (scale.load_points)
+    tokens_per_param: float = math.nan  # the baseline's training tokens per parameter
+
+    @classmethod
+    def of(cls, **fields) -> "Evidence":
+        """Evidence with only `fields` (the others empty): e.g. `Evidence.of(scale=points)` for (h)."""
+        empty = pd.DataFrame()
+        base = dict(measurements=empty, ratios=empty, rank=empty, paper=empty, paper_rank=empty)
+        return cls(**{**base, **fields})
 
     @property
     def cpu(self) -> str:
@@ -123,6 +142,24 @@ class Evidence:
     @property
     def energy(self) -> str:
         return _energy_note(self.measurements)
+
+    @property
+    def tokens(self) -> str:
+        if math.isnan(self.tokens_per_param):
+            return ""
+        return (f"the baseline was trained on {self.tokens_per_param:.1f} tokens per parameter, and post-training "
+                f"quantization costs less the fewer tokens per parameter (Kumar et al. 2024; finding (h))")
+
+    def curve_note(self, axis: str, points) -> str:
+        """'<what> costs <x> %' for each (label, method or None, dose) of `points` measured on `axis`."""
+        if self.curves is None or self.curves.empty:
+            return ""
+        parts = []
+        for label, method, d in points:
+            c = dose.cost_at(self.curves, axis, d, method)
+            if not math.isnan(c):
+                parts.append(f"{label} {c:+.2f} %")
+        return f"{axis} curve: " + ", ".join(parts) if parts else ""
 
 
 def finding_a(x: Evidence) -> dict:
@@ -133,7 +170,10 @@ def finding_a(x: Evidence) -> dict:
     return dict(finding="(a) 4-bit quantization costs little perplexity and cuts energy", source="A",
                 claim=f"Base4b: P_c <= 1 + {x.little_pct:g} %, E_c < 1",
                 ours=f"P {_fmt(plo, phi)}; E {_fmt(elo, ehi, e)}",
-                paper=_paper(x.paper, "Base4b", ("perplexity", "energy_kwh")), verdict=v, why=_why(v, x.cpu, x.energy))
+                paper=_paper(x.paper, "Base4b", ("perplexity", "energy_kwh")), verdict=v,
+                why=_why_not_agreed(v, x.cpu, x.energy, x.curve_note("weight bits", (
+                    ("NF4", "bitsandbytes (LLM.int8(), NF4)", 4.0), ("3-bit HQQ", "HQQ", 3.0), ("3-bit GPTQ", "GPTQ (dequantized)", 3.0),
+                    ("2-bit HQQ", "HQQ", 2.0))), x.tokens))
 
 
 def finding_b(x: Evidence) -> dict:
@@ -149,7 +189,7 @@ def finding_c(x: Evidence) -> dict:
     """(c) head pruning costs more perplexity than quantization (Wallace et al.): every head-pruned
     base variant (`AH<pct>`, alone) above every quantized base (`Base8b`, `Base4b`)."""
     names = set(x.ratios["variant"])
-    heads = sorted(n for n in names if _only(n, "prune:heads"))
+    heads = [h for h in ("AH90", "AH80") if h in names]  # the paper's doses (the rest of the curve: the why)
     quants = [q for q in ("Base8b", "Base4b") if q in names]
     if heads and quants:
         h_lo = min(_p_range(x.ratios, h)[0] for h in heads)
@@ -160,10 +200,11 @@ def finding_c(x: Evidence) -> dict:
         ours = f"{'/'.join(heads)} P {_fmt(h_lo, h_hi)}; {'/'.join(quants)} P {_fmt(q_lo, q_hi)}"
     else:
         v, ours = "cannot tell", "not measured"
+    heads_curve = x.curve_note("heads kept", [(f"AH{round(100 * d)}", None, d) for d in (0.8, 0.6, 0.4, 0.2)])
     return dict(finding="(c) head pruning costs more perplexity than quantization", source="A",
-                claim="every head-pruned P_c above every quantized P_c", ours=ours,
+                claim="AH90 / AH80 P_c above Base8b / Base4b P_c", ours=ours,
                 paper="; ".join(f"{n} {_paper(x.paper, n, ('perplexity',))}" for n in ("AH90", "AH80", "Base8b", "Base4b")),
-                verdict=v, why="")
+                verdict=v, why=_why_not_agreed(v, heads_curve, x.tokens if heads_curve else ""))
 
 
 def finding_d(x: Evidence) -> dict:
@@ -206,8 +247,67 @@ def finding_e(x: Evidence) -> dict:
 
 def finding_f(x: Evidence) -> dict:
     """(f) fine-tuning recovers most of the perplexity lost to pruning, more so at high sparsity
-    (Gholami & Omar): see `_finding_f`."""
-    return _finding_f(x.ratios)
+    (Gholami & Omar): see `_finding_f`; the why cites the sparsity curve."""
+    row = _finding_f(x.ratios)
+    curve = x.curve_note("weights kept", [(f"{100 * (1 - d):.0f} % sparsity", "magnitude (layer)", d) for d in (0.9, 0.5, 0.1)])
+    row["why"] = _why_not_agreed(row["verdict"], curve and f"{curve} before fine-tuning: where pruning costs little, "
+                                                          f"there is little to recover")
+    return row
+
+
+def finding_h(x: Evidence) -> dict:
+    """(h) post-training quantization costs more perplexity the more tokens per parameter a model
+    was trained on (Kumar et al. 2024; Ouyang et al. 2025), checked on the scale points
+    (`scale.points_table`): `scale_verdict` for NF4 and each 3-bit method, combined."""
+    claim = "PTQ cost rises with tokens per parameter (NF4, 3-bit HQQ, 3-bit GPTQ)"
+    finding = "(h) post-training quantization costs more the more tokens per parameter a model saw"
+    paper = "Kumar et al. 2024 (arXiv:2411.04330), Ouyang et al. 2025: degradation grows with training tokens"
+    if x.scale is None or x.scale.empty:
+        return dict(finding=finding, source="Kumar", claim=claim, ours=f"not measured ({x.scale_note or 'no scale points'})",
+                    paper=paper, verdict="cannot tell", why="")
+    parts, texts = [], []
+    for technique in ("Base4b", "Basehqq3", "Basegptq3"):
+        verdict, text = scale_verdict(x.scale, technique)
+        if text:
+            parts.append(verdict)
+            texts.append(text)
+    v = combine(parts)
+    return dict(finding=finding, source="Kumar", claim=claim, ours="; ".join(texts) or "not measured", paper=paper,
+                verdict=v, why=_why_not_agreed(v, _epochs_note(x.scale)))
+
+
+def scale_verdict(points: pd.DataFrame, technique: str) -> tuple[str, str]:
+    """(verdict, text) of finding (h) for one technique over the scale points: `agrees` when its
+    cost rises with tokens per parameter (Spearman correlation > 0) and the point with the most
+    tokens per parameter costs more than the one with the fewest on every corpus (its lowest cost
+    above the other's highest); `disagrees` for the mirror case; `cannot tell` otherwise, or
+    with fewer than 3 points. Text empty when the technique was not measured."""
+    from scipy.stats import spearmanr
+
+    t = points[points["technique"] == technique].sort_values("tokens_per_param")
+    if t.empty:
+        return "cannot tell", ""
+    if len(t) < 3:
+        return "cannot tell", f"{technique}: {len(t)} point(s), 3 needed"
+    rho = float(spearmanr(t["tokens_per_param"], t["perplexity_change_pct"]).statistic)
+    a, b = t.iloc[0], t.iloc[-1]
+    if rho > 0 and b["lo"] > a["hi"]:
+        v = "agrees"
+    elif rho < 0 and b["hi"] < a["lo"]:
+        v = "disagrees"
+    else:
+        v = "cannot tell"
+    text = (f"{technique}: {a['perplexity_change_pct']:+.2f} % at {a['tokens_per_param']:.2g} tokens/parameter "
+            f"({a['label']}) to {b['perplexity_change_pct']:+.2f} % at {b['tokens_per_param']:.2g} ({b['label']}), "
+            f"Spearman {rho:+.2f} over {len(t)} points")
+    return v, text
+
+
+def _epochs_note(points: pd.DataFrame) -> str:
+    if "epochs" not in points or points["epochs"].max() <= 1:
+        return ""
+    return (f"the largest budgets repeat the offline text ({points['epochs'].max():.1f} epochs): repeated tokens are "
+            f"not the unique tokens the papers vary")
 
 
 def finding_g(x: Evidence) -> dict:
@@ -229,12 +329,14 @@ def finding_g(x: Evidence) -> dict:
                 verdict=combine(parts), why="")
 
 
-FINDINGS = (finding_a, finding_b, finding_c, finding_d, finding_e, finding_f, finding_g)
+FINDINGS = (finding_a, finding_b, finding_c, finding_d, finding_e, finding_f, finding_g, finding_h)
 
 
 def findings_table(measurements: pd.DataFrame, ratios: pd.DataFrame, rank: pd.DataFrame,
                    paper: pd.DataFrame, paper_rank: pd.DataFrame, *, little_pct: float = 5.0,
-                   grid: list[str] | None = None) -> pd.DataFrame:
+                   grid: list[str] | None = None, curves: pd.DataFrame | None = None,
+                   scale: pd.DataFrame | None = None, scale_note: str = "",
+                   tokens_per_param: float = math.nan) -> pd.DataFrame:
     """The seeds' findings (`FINDINGS`, one function each), one row each, computed from the measurements.
 
     Args:
@@ -245,11 +347,15 @@ def findings_table(measurements: pd.DataFrame, ratios: pd.DataFrame, rank: pd.Da
         little_pct: the largest perplexity increase (%) that counts as "costs little" in (a).
         grid: the variants finding (e) ranks among (default: the paper's 18-variant grid,
             `pipeline.paper_grid()`, as far as measured).
+        curves: `dose.curves(measurements)`: the dose-response the whys of (a), (c), (f) cite.
+        scale, scale_note: `scale.load_points()`: the points finding (h) is decided on.
+        tokens_per_param: the baseline's training tokens per parameter (its facts).
 
     Returns a DataFrame: finding, source, claim, ours, paper, verdict (one of `VERDICTS`), why
     (the known cause of a disagreement, empty otherwise).
     """
-    x = Evidence(measurements, ratios, rank, paper, paper_rank, little_pct, tuple(grid or ()))
+    x = Evidence(measurements, ratios, rank, paper, paper_rank, little_pct, tuple(grid or ()), curves, scale, scale_note,
+                 tokens_per_param)
     return pd.DataFrame([f(x) for f in FINDINGS])
 
 

@@ -315,11 +315,20 @@ def resolve_device(device: str) -> str:
 def count_parameters(model) -> tuple[int, int]:
     """(parameters, non-zero parameters) of a model, counting logical weights.
 
-    bitsandbytes 4-bit weights are stored packed two per byte; they are counted by their
-    logical shape and their non-zeros by dequantizing.
+    bitsandbytes 4-bit weights are stored packed two per byte, HQQ's codes packed into bytes or
+    int32 words; both are counted by their logical shape and their non-zeros by dequantizing.
     """
     total = nonzero = 0
     seen = set()
+    for module in model.modules():  # HQQLinear: its packed codes W_q are a parameter
+        if type(module).__name__ == "HQQLinear" and module.meta is not None:
+            seen.add(id(module.W_q))
+            w = module.dequantize()
+            total += w.numel()
+            nonzero += int(torch.count_nonzero(w))
+            if module.bias is not None and not isinstance(module.bias, torch.nn.Parameter):  # a plain tensor there
+                total += module.bias.numel()
+                nonzero += int(torch.count_nonzero(module.bias))
     for p in model.parameters():
         if id(p) in seen:  # tied weights count once
             continue
@@ -409,7 +418,10 @@ def model_dtype(model) -> str:
             return f"{dtype}+{m.weight.quant_type}"
         if name == "Linear8bitLt":
             return f"{dtype}+int8"
-    return dtype
+        if name == "HQQLinear":
+            return f"{m.compute_dtype}+hqq{m.meta['nbits']}".replace("torch.", "")
+    dequantized = getattr(model.config, "compstudy_dequantized", None)  # GPTQ weights in a dense model (lowbit)
+    return f"{dtype}+{dequantized}-dequantized" if dequantized else dtype
 
 
 # config entries that name or describe a model without changing what its forward pass computes

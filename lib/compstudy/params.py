@@ -72,6 +72,9 @@ class Quantization(Group):
     generate_tokens: int = Field(32, ge=0, description="new tokens per timed generation (0: none)")
     generate_batch_sizes: list[int] = Field([1], description="batch sizes of the timed generation")
     skip_emulated_bf16: bool = Field(True, description="leave bf16 out on CPUs that only emulate it")
+    bits_sweep: list[str] = Field(["8b", "4b", "4bfp4", "hqq8", "hqq4", "hqq3", "hqq2", "gptq8", "gptq4", "gptq3",
+                                   "gptq2"], description="the weight-bits dose-response: quantization suffixes "
+                                  "measured once each beside Base ([]: none; compstudy.lowbit)")
 
 
 class DistillationStudents(Group):
@@ -102,6 +105,10 @@ class Pruning(Group):
     depth_keep: float = Field(0.5, gt=0, le=1, description="depth pruning: keep ratio of blocks")
     finetune_tokens: int = Field(10_000, ge=0, description="fine-tuning budget after pruning (0: none)")
     sweep_max_tokens: int | None = Field(4096, ge=2, description="tokens the magnitude sweep is measured on")
+    dose_heads: list[float] = Field([0.9, 0.8, 0.6, 0.4, 0.2], description="dose-response: keep ratios of "
+                                    "attention heads, measured once each beside Base ([]: none)")
+    dose_depth: list[float] = Field([0.75, 0.5, 0.25], description="dose-response: keep ratios of blocks")
+    dose_mlp: list[float] = Field([0.75, 0.5, 0.25], description="dose-response: keep ratios of MLP neurons")
 
 
 class Hybrid(Group):
@@ -123,6 +130,19 @@ class Hybrid(Group):
     target_finetune_tokens: int = Field(40_000, ge=0, description="fine-tuning budget of the target-shape variant")
 
 
+class Scale(Group):
+    """06_scale (`compstudy.scale`, `configs/scale.yaml`): the same recipe at several model sizes and
+    token budgets, and the cost of a few compressions at each."""
+
+    sizes: list[list[int]] = Field([[2, 4, 64], [2, 8, 128], [4, 8, 256]], min_length=1,
+                                   description="[n_layer, n_head, n_embd] of each size, trained on size_tokens")
+    size_tokens: int = Field(2_000_000, ge=1, description="training tokens of every size")
+    token_budgets: list[int] = Field([500_000, 2_000_000, 6_000_000], description="training tokens of the "
+                                     "baseline's own size (n_layer, n_head, n_embd)")
+    techniques: list[str] = Field(["Base4b", "Basehqq3", "Basegptq3", "AH80", "Mag50"], min_length=1,
+                                  description="variant names measured at every point (compstudy.pipeline grammar)")
+
+
 class Comparison(Group):
     """05_comparison: the optimization equation opt = P_c^gamma * (alpha*T_c + beta*E_c) (Wallace
     et al. 2025, with gamma = 1.5)."""
@@ -133,6 +153,8 @@ class Comparison(Group):
     base_variant: str = Field("Base", description="the variant every ratio is taken against")
     run: str = Field("latest", description="which run of the study: a run id, 'latest', or '-2' for the one before")
     n_boot: int = Field(2000, ge=10, description="bootstrap resamples of the intervals (scipy.stats.bootstrap)")
+    scale_study: str = Field("scale", description="the study whose scale points (notebook 06, results/<study>/"
+                             "scale_points.csv) decide finding (h) when this run has none of its own")
     top: int = Field(12, ge=1, description="variants shown in the ranking and the sensitivity figure")
 
 
@@ -146,6 +168,7 @@ NOTEBOOKS: dict[str, tuple[tuple[type[Group], ...], type[Group]]] = {
     "03_pruning": ((Baseline, Evaluation, Finetuning, PruningCriteria), Pruning),
     "04_hybrid": ((Baseline, Evaluation, Distillation, Finetuning, PruningCriteria), Hybrid),
     "05_comparison": ((), Comparison),
+    "06_scale": ((Baseline, Evaluation, Finetuning, PruningCriteria), Scale),
 }
 
 
@@ -255,6 +278,10 @@ def _cross_check(stem: str, p: dict) -> list[str]:
 
         for v in p["variants"]:
             attempt(f"variants: {v!r}", lambda v=v: quantize.QuantConfig.from_name(v))
+        from . import pipeline
+
+        for v in p["bits_sweep"]:
+            attempt(f"bits_sweep: {v!r}", lambda v=v: pipeline.Pipeline.from_name(f"Base{v}"))
         if any(b < 1 for b in p["batch_sizes"] + p["generate_batch_sizes"]):
             problems.append(f"batch_sizes = {p['batch_sizes']!r}, generate_batch_sizes = {p['generate_batch_sizes']!r}:"
                             f" every batch size must be >= 1")
@@ -263,12 +290,23 @@ def _cross_check(stem: str, p: dict) -> list[str]:
 
         attempt("distillation", lambda: distill.DistillConfig.student(p))
     if stem == "03_pruning":
-        for name, values in (("head_keep", p["head_keep"]), ("sparsities", p["sparsities"])):
-            lo_ok = (lambda x: 0 < x <= 1) if name == "head_keep" else (lambda x: 0 <= x < 1)
+        for name, values in (("head_keep", p["head_keep"]), ("sparsities", p["sparsities"]),
+                             *((k, p[k]) for k in ("dose_heads", "dose_depth", "dose_mlp"))):
+            lo_ok = (lambda x: 0 <= x < 1) if name == "sparsities" else (lambda x: 0 < x <= 1)
             bad = [x for x in values if not lo_ok(x)]
             if bad:
-                allowed = "keep ratios in (0, 1]" if name == "head_keep" else "sparsities in [0, 1)"
+                allowed = "sparsities in [0, 1)" if name == "sparsities" else "keep ratios in (0, 1]"
                 problems.append(f"{name} = {values!r}: {bad} out of range; allowed: {allowed}")
+    if stem == "06_scale":
+        from . import pipeline
+
+        for name in p["techniques"]:
+            attempt(f"techniques: {name!r}", lambda name=name: pipeline.Pipeline.from_name(name))
+        for shape in p["sizes"]:
+            if len(shape) != 3 or any(v < 1 for v in shape) or shape[2] % shape[1]:
+                problems.append(f"sizes: {shape!r} is not [n_layer, n_head, n_embd] (all >= 1, n_head dividing n_embd)")
+        if any(t < 1 for t in p["token_budgets"]):
+            problems.append(f"token_budgets = {p['token_budgets']!r}: every budget must be >= 1")
     if stem == "04_hybrid":
         from . import pipeline
 

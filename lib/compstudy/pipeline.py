@@ -14,7 +14,7 @@ and builds; this module holds the grammar that joins them and nothing of any tec
 | `ft` | fine-tune the previous pruning step (its `finetune_tokens`, with `finetune.FinetuneConfig`) |
 | `KD` | Minitron: retrain the current (pruned) model as a student of the unpruned baseline (`kd`) |
 | `ft<N>` (e.g. `Base+ft10k`) | continue training the current model on labels for N tokens (`finetune`): the equal-training control |
-| `8b`, `4b`, `4bfp4`, `bf16`, `dq8`, ... | quantize (`quantize:*`); glued to `Base`/`Distil` (`Base8b`, `Distil4b`), after `+` otherwise (`AH90+4b`) |
+| `8b`, `4b`, `4bfp4`, `bf16`, `dq8`, `hqq3`, `gptq4`, ... | quantize (`quantize:*`, `compstudy.lowbit` for HQQ / GPTQ at 8/4/3/2 bits); glued to `Base`/`Distil` (`Base8b`, `Distil4b`), after `+` otherwise (`AH90+4b`) |
 | `Scratch-<name>` | the shape `<name>` builds, randomly initialised and trained from scratch (`kd` budget): the from-scratch control |
 
 Only the structure is in the name; budgets and settings (token counts, temperature, head
@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from . import surgery
-from . import distill as _distill, finetune as _finetune, prune as _prune, quantize as _quantize  # noqa: F401 (each registers its techniques)
+from . import distill as _distill, finetune as _finetune, lowbit as _lowbit, prune as _prune, quantize as _quantize  # noqa: F401 (each registers its techniques)
 from .distill import DistillConfig
 from .finetune import Finetune, FinetuneConfig, tokens_text
 from .models import Artifact, resolve_device

@@ -311,3 +311,130 @@ def compare_runs(table, names: tuple[str, str], name: str = "compare", study: st
            title="Runtime ratio to Base in two runs (bars: 95 % bootstrap intervals)")
     fig.tight_layout()
     return fig, save(fig, study, name)
+
+
+_DOSE_XLABEL = {"weight bits": "bits per weight (log scale; Base at its own bits)",
+                "heads kept": "fraction of attention heads kept", "depth / width kept": "fraction of blocks / MLP neurons / channels kept",
+                "weights kept": "fraction of block weights kept (1 - sparsity)"}
+
+
+def dose_response(curves, study: str, name: str = "dose_response", paper=None, axes=None, title: str = ""):
+    """One panel per dose-response axis (`compstudy.dose.AXES`, those in `curves`): the perplexity
+    change against Base (%, symmetric-log y: linear within +-1 %) against the dose, one line per
+    method, error bars the range over the evaluation corpora; the paper's points (`paper`, from
+    `dose.paper_points`) as black stars, labelled. Returns (figure, saved path).
+
+    Raises ValueError when `curves` has no point on the axes asked for."""
+    import numpy as np
+
+    from .dose import AXES
+
+    axes = [a for a in (axes or AXES) if (curves["axis"] == a).any()]
+    if not axes:
+        raise ValueError(f"no dose-response points on the axes {list(axes or AXES)}")
+    fig, panels = plt.subplots(1, len(axes), figsize=(4.2 * len(axes), 5.0), squeeze=False)
+    for ax, axis in zip(panels[0], axes):
+        t = curves[curves["axis"] == axis]
+        for k, (method, m) in enumerate(t.groupby("method", sort=False)):
+            m = m.sort_values("dose")
+            err = np.vstack([m["perplexity_change_pct"] - m["lo"], m["hi"] - m["perplexity_change_pct"]]).clip(min=0)
+            ax.errorbar(m["dose"], m["perplexity_change_pct"], yerr=err, marker="os^Dv<>"[k % 7], ms=5, lw=1.3,
+                        capsize=2, label=method, color=f"C{k}")
+        if paper is not None and len(paper):
+            p = paper[paper["axis"] == axis]
+            if len(p):
+                ax.scatter(p["dose"], p["perplexity_change_pct"], marker="*", s=140, color="black", zorder=5,
+                           label="the paper (GPT-2 124M, GPU)")
+                for r in p.itertuples():
+                    ax.annotate(r.label.removeprefix("paper: "), (r.dose, r.perplexity_change_pct), fontsize=7,
+                                xytext=(4, 4), textcoords="offset points")
+        ys = [*t["lo"], *t["hi"], *(paper.loc[paper["axis"] == axis, "perplexity_change_pct"] if paper is not None and len(paper) else [])]
+        _symlog_y(ax, min(ys), max(ys))
+        if axis == "weight bits":
+            ax.set_xscale("log", base=2)
+            ticks = sorted(set(t["dose"].tolist()) | (set(paper.loc[paper["axis"] == axis, "dose"]) if paper is not None and len(paper) else set()))
+            ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
+            ax.minorticks_off()
+        ax.set(xlabel=_DOSE_XLABEL.get(axis, axis), ylabel="perplexity change vs Base (%, symlog)", title=axis)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig, save(fig, study, name)
+
+
+def _symlog_y(ax, lo: float, hi: float) -> None:
+    """A symmetric-log y axis (linear within +-1 %) spanning at least -1 to +1 and the data, with
+    plain tick labels and a line at 0."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.set_yscale("symlog", linthresh=1.0)
+    lo, hi = min(-1.0, 1.3 * lo if lo < 0 else -1.0), max(1.0, 1.5 * hi if hi > 0 else 1.0)
+    ax.set_ylim(lo, hi)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.axhline(0, color="grey", lw=0.8)
+
+
+def dose_vs_size(curves, study: str, name: str = "dose_vs_size", title: str = ""):
+    """Every dense dose-response curve on one x: the bytes on disk against Base's
+    (`size_fraction`), y the perplexity change (%, symlog). Unstructured sparsity is left off:
+    dense storage does not shrink. Returns (figure, saved path)."""
+    t = curves[curves["axis"] != "weights kept"]
+    if t.empty:
+        raise ValueError("no dense dose-response points to draw against size")
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for k, ((axis, method), m) in enumerate(t.groupby(["axis", "method"], sort=False)):
+        m = m.sort_values("size_fraction")
+        ax.plot(m["size_fraction"], m["perplexity_change_pct"], marker="os^Dv<>p"[k % 8], ms=5, lw=1.2,
+                label=f"{method}", color=f"C{k}")
+    _symlog_y(ax, float(t["perplexity_change_pct"].min()), float(t["perplexity_change_pct"].max()))
+    ax.set(xlabel="bytes on disk, fraction of Base's", ylabel="perplexity change vs Base (%, symlog)",
+           title=title or "The same size on disk, by each technique")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    fig.tight_layout()
+    return fig, save(fig, study, name)
+
+
+def scale_costs(points, study: str, name: str = "scale_costs", title: str = ""):
+    """The scale points (`scale.points_table`): each technique's perplexity change against its
+    point's Base (%, symmetric-log y) against the point's training tokens per parameter (log x);
+    left quantization, right pruning; filled markers the fixed-token series (model sizes), open
+    markers the fixed-size series (token budgets); error bars span the evaluation corpora; each
+    point labelled with its shape and budget once. Returns (figure, saved path)."""
+    import numpy as np
+
+    quant = [t for t in points["technique"].unique() if not str(t).startswith(("AH", "Mag", "GMag", "Wanda", "MLP", "Depth"))]
+    groups = [("post-training quantization", quant),
+              ("pruning", [t for t in points["technique"].unique() if t not in quant])]
+    groups = [(g, ts) for g, ts in groups if ts]
+    fig, panels = plt.subplots(1, len(groups), figsize=(6.2 * len(groups), 4.6), squeeze=False)
+    for ax, (group, techniques) in zip(panels[0], groups):
+        for k, technique in enumerate(techniques):
+            t = points[points["technique"] == technique].sort_values("tokens_per_param")
+            err = np.vstack([t["perplexity_change_pct"] - t["lo"], t["hi"] - t["perplexity_change_pct"]]).clip(min=0)
+            ax.errorbar(t["tokens_per_param"], t["perplexity_change_pct"], yerr=err, fmt="none", ecolor=f"C{k}",
+                        elinewidth=0.8, capsize=2)
+            size_series = t["series"].astype(str).str.contains("size")
+            ax.scatter(t.loc[size_series, "tokens_per_param"], t.loc[size_series, "perplexity_change_pct"], color=f"C{k}",
+                       marker="os^Dv"[k % 5], s=40, label=f"{technique}")
+            ax.scatter(t.loc[~size_series, "tokens_per_param"], t.loc[~size_series, "perplexity_change_pct"],
+                       facecolors="none", edgecolors=f"C{k}", marker="os^Dv"[k % 5], s=40)
+        first = points[points["technique"] == techniques[0]]
+        for r in first.itertuples():
+            ax.annotate(r.label, (r.tokens_per_param, r.perplexity_change_pct), fontsize=6, xytext=(3, -9),
+                        textcoords="offset points", color="grey")
+        ax.set_xscale("log")
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        sub = points[points["technique"].isin(techniques)]
+        _symlog_y(ax, float(sub["lo"].min()), float(sub["hi"].max()))
+        ax.set(xlabel="training tokens per parameter (log scale)", ylabel="perplexity change vs its Base (%, symlog)",
+               title=group)
+        ax.legend(fontsize=7, title="filled: sizes at one budget; open: budgets at one size", title_fontsize=6,
+                  loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False, ncol=3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig, save(fig, study, name)

@@ -149,7 +149,7 @@ def quantize_in_memory(model, config: QuantConfig, device: str = "cpu") -> torch
 
         conv1d_to_linear(model)
         model.to(device)  # before replacing: moving a quantized bnb layer again would re-quantize it
-        block_layers = set(_block_layer_names(model))
+        block_layers = set(block_layer_names(model))
         for parent_name, parent in list(model.named_modules()):
             for name, child in list(parent.named_children()):
                 full = f"{parent_name}.{name}" if parent_name else name
@@ -204,7 +204,7 @@ def layer_kind(module) -> str:
     return name if name in ("Linear", "Conv1D", "Linear8bitLt", "Linear4bit") else ""
 
 
-def _block_layer_names(model) -> list[str]:
+def block_layer_names(model) -> list[str]:
     """Names of the linear-like layers quantization must convert: those inside the transformer
     blocks (`families.Family.block_prefix`); for a family without an adapter, every linear-like
     layer except the LM head."""
@@ -218,7 +218,7 @@ def _block_layer_names(model) -> list[str]:
 def _block_layers(model) -> dict:
     """Linear-like layers inside the transformer blocks (and the LM head): name -> layer kind."""
     head = model.get_output_embeddings()
-    out = {name: layer_kind(m) for name, m in model.named_modules() if name in set(_block_layer_names(model))}
+    out = {name: layer_kind(m) for name, m in model.named_modules() if name in set(block_layer_names(model))}
     for name, m in model.named_modules():
         if m is head and layer_kind(m):
             out[name + ":lm_head" if not name.endswith("lm_head") else name] = layer_kind(m)
