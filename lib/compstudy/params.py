@@ -261,6 +261,8 @@ def check(notebook: str, shared: dict | None = None, own: dict | None = None) ->
 
 def _cross_check(stem: str, p: dict) -> list[str]:
     """Rules that span fields, checked by building the library's (cheap) config objects."""
+    from . import pipeline  # the naming grammar (cheap: no model is built)
+
     problems = []
 
     def attempt(label, build):
@@ -278,8 +280,6 @@ def _cross_check(stem: str, p: dict) -> list[str]:
 
         for v in p["variants"]:
             attempt(f"variants: {v!r}", lambda v=v: quantize.QuantConfig.from_name(v))
-        from . import pipeline
-
         for v in p["bits_sweep"]:
             attempt(f"bits_sweep: {v!r}", lambda v=v: pipeline.Pipeline.from_name(f"Base{v}"))
         if any(b < 1 for b in p["batch_sizes"] + p["generate_batch_sizes"]):
@@ -298,8 +298,6 @@ def _cross_check(stem: str, p: dict) -> list[str]:
                 allowed = "sparsities in [0, 1)" if name == "sparsities" else "keep ratios in (0, 1]"
                 problems.append(f"{name} = {values!r}: {bad} out of range; allowed: {allowed}")
     if stem == "06_scale":
-        from . import pipeline
-
         for name in p["techniques"]:
             attempt(f"techniques: {name!r}", lambda name=name: pipeline.Pipeline.from_name(name))
         for shape in p["sizes"]:
@@ -308,8 +306,6 @@ def _cross_check(stem: str, p: dict) -> list[str]:
         if any(t < 1 for t in p["token_budgets"]):
             problems.append(f"token_budgets = {p['token_budgets']!r}: every budget must be >= 1")
     if stem == "04_hybrid":
-        from . import pipeline
-
         grid = pipeline.paper_grid(p["grid_bases"], p["grid_heads"], p["grid_quants"])
         for name in grid + ([p["target_shape"]] if p["target_shape"] else []):
             attempt(f"variant {name!r} (grid_bases, grid_heads, grid_quants, target_shape)",
