@@ -33,7 +33,13 @@ data: setup
 study: setup data
 	$(PY) -m compstudy run $(CONFIG)
 
-test: setup data
+# the tests also cover the optional executors (Ray, submitit: issue 30), so they install those extras
+TEST_STAMP := $(VENV)/.compstudy-test-extras
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e ".[ray,slurm]"
+	@touch $(TEST_STAMP)
+
+test: setup data $(TEST_STAMP)
 	$(PY) -m pytest
 
 clean-results:

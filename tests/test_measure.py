@@ -68,7 +68,8 @@ def test_evaluate_records(tiny_baseline):
     cfg = measure.EvalConfig(eval_max_tokens=1000, repeats=2, eval_batch_size=4, device="cpu")
     records = measure.evaluate(tiny_baseline.model, tiny_baseline.tokenizer, ["wikitext-2:test"], cfg,
                                variant="Base", study="t")
-    assert len(records) == 2
+    records = [r for r in records if not r.get("set_aside")]  # a round disturbed by another process is timed again
+    assert len(records) == 2 and [r["repeat"] for r in records] == [0, 1]
     r = records[0]
     assert r["tokens_scored"] == 999
     assert r["bits_per_byte"] == pytest.approx(r["nll_nats"] * r["tokens_scored"] / math.log(2) / r["bytes_evaluated"])

@@ -26,7 +26,7 @@ from .paths import repo_root, results_dir
 from .measure import sliding_window_nll
 from .models import Artifact, ModelShape, build_model, context_length, load_model, resolve_device
 from .schema import DEVICE, Group
-from .step import Built, cached_folder, cached_step, trained
+from .step import Built, PendingArtifact, PlanPending, cached_folder, cached_step, is_planning, planned_and_missing, trained
 from .train import TrainConfig, train
 
 
@@ -185,6 +185,8 @@ def get_tokenizer(config: BaselineConfig):
         return Built(files={"": train})  # the tokenizer's files fill the artifact's folder
 
     folder = cached_folder("tokenizer", params, build)
+    if planned_and_missing(folder.name):  # compstudy.plan: its key is all the baseline's key needs
+        return PendingArtifact(folder.name, "tokenizer"), folder.name
     return data.load_tokenizer(folder), folder.name
 
 
@@ -336,6 +338,8 @@ def plateau_check(config: BaselineConfig, fraction: float = 0.25, threshold_pct:
     final_lr = train_cfg.lr * train_cfg.min_lr_ratio
     tokens = max(1, int(round(fraction * config.train_tokens)))
     state_path = cache.path_of(art.key) / "optimizer.pt"
+    if planned_and_missing(art.key):  # the key says whether the baseline saved its optimizer
+        raise PlanPending(art.key)
     params = {"baseline": art.key, "fraction": fraction, "tokens": tokens, "lr": final_lr,
               "resumes_optimizer": state_path.exists()}
 
@@ -358,7 +362,10 @@ def plateau_check(config: BaselineConfig, fraction: float = 0.25, threshold_pct:
         result = json.dumps({"before": before.__dict__, "after": after.__dict__, "seconds": seconds}, indent=2)
         return Built(files={"plateau.json": lambda path: path.write_text(result)})
 
-    stored = json.loads((cached_folder("plateau", params, build) / "plateau.json").read_text())
+    folder = cached_folder("plateau", params, build)
+    if is_planning():  # compstudy.plan: recorded, nothing read
+        return None
+    stored = json.loads((folder / "plateau.json").read_text())
     before, after = HeldOut(**stored["before"]), HeldOut(**stored["after"])
     return PlateauCheck(before, after, fraction, tokens, final_lr, stored["seconds"],
                         100 * (1 - after.perplexity / before.perplexity), threshold_pct,

@@ -41,8 +41,15 @@ def candidates(rank: pd.DataFrame, base: str = "Base") -> pd.DataFrame:
 
 def coverage(rank: pd.DataFrame, base: str = "Base") -> dict:
     """How many candidates were ranked and how many left out, and why: {"candidates", "ranked",
-    "unranked", "reasons": {reason: [variants]}, "share_unranked"}."""
+    "unranked", "reasons": {reason: [variants]}, "share_unranked", "curve_points"}. The points of
+    sweeps and dose-responses (measured once by design, `ranking.CURVE_POINT`) are counted apart
+    (`curve_points`), not as candidates left out."""
+    from .ranking import CURVE_POINT
+
     c = candidates(rank, base)
+    curve = c["why_unranked"].fillna("").astype(str).eq(CURVE_POINT) if "why_unranked" in c else pd.Series(False, c.index)
+    n_curve = int(curve.sum())
+    c = c[~curve]
     ranked = c[c["ranked"].astype(bool)]
     left = c[~c["ranked"].astype(bool)]
     reasons: dict[str, list[str]] = {}
@@ -51,7 +58,7 @@ def coverage(rank: pd.DataFrame, base: str = "Base") -> dict:
         key = "measured once" if why == "measured once" else "timing unreliable" if why.startswith("timing") else why
         reasons.setdefault(key, []).append(r["variant"])
     return {"candidates": len(c), "ranked": len(ranked), "unranked": len(left), "reasons": reasons,
-            "share_unranked": len(left) / len(c) if len(c) else 0.0}
+            "share_unranked": len(left) / len(c) if len(c) else 0.0, "curve_points": n_curve}
 
 
 def coverage_sentence(rank: pd.DataFrame, base: str = "Base") -> str:
@@ -60,6 +67,9 @@ def coverage_sentence(rank: pd.DataFrame, base: str = "Base") -> str:
     text = f"{cov['ranked']} of {plural(cov['candidates'], 'compression candidate')} are ranked"
     if cov["unranked"]:
         text += "; " + "; ".join(f"{plural(len(v), 'candidate')} left out ({k})" for k, v in cov["reasons"].items())
+    if cov["curve_points"]:
+        text += (f"; {plural(cov['curve_points'], 'point')} of the dose-response curves and sweeps, measured once by "
+                 f"design, are not ranked")
     return text + "."
 
 

@@ -38,7 +38,7 @@ from .families import adapter_for, supported
 from .registry import Technique, register
 from .schema import Group
 from .surgery import shape_record
-from .step import cached_step, trained
+from .step import cached_step, is_planning, trained
 from .train import TrainConfig, lm_loss, train
 
 DIVERGENCES = ("forward", "reverse")
@@ -279,7 +279,7 @@ def get_distilled(teacher: Artifact, config: DistillConfig, train_corpora, val_f
     The recipe's `cost` is the time and energy of the whole distillation (teacher forwards
     included); its history is the training curve.
     """
-    if student is None:
+    if student is None and not is_planning():  # planning (compstudy.plan) needs the key alone
         config.check_against(teacher.model)
     device = resolve_device(device)
     params = {"parent": teacher.key, **cache.as_params(config), "corpora": list(train_corpora),
@@ -300,7 +300,8 @@ def get_distilled(teacher: Artifact, config: DistillConfig, train_corpora, val_f
         return trained(student_model, teacher.tokenizer, result)
 
     art = cached_step("distill", params, build, device)
-    teacher.model.to(device)
+    if not is_planning():
+        teacher.model.to(device)
     return art
 
 

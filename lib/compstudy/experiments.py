@@ -106,6 +106,49 @@ def _sweep_name(cfg: PruneConfig) -> str:
     return cfg.name
 
 
+def _sweep_configs(sparsities, scopes, finetune_tokens: int, base_config: PruneConfig, wanda: bool) -> list:
+    """Every configuration of the sweep, sparsity 0 (the unpruned model) included, validated.
+
+    Raises ValueError for a sparsity outside [0, 1) or an unknown scope."""
+    from .prune import ALLOCATIONS
+
+    for s in sparsities:
+        if not 0 <= s < 1:
+            raise ValueError(f"sparsity must be in [0, 1), got {s}")
+    for scope in scopes:
+        if scope not in ALLOCATIONS:
+            raise ValueError(f"scope must be one of {ALLOCATIONS}, got {scope!r}")
+    levels = sorted({0.0, *map(float, sparsities)})
+    budgets = sorted({0, int(finetune_tokens)})
+    configs = [PruneConfig.unstructured("magnitude", s, base_config, magnitude_scope=scope, finetune_tokens=ft)
+               for scope in scopes for s in levels for ft in budgets]
+    if wanda:  # sparsity 0 is the unpruned model again: Base and the Mag0+ft control stand for it
+        configs += [PruneConfig.unstructured("wanda", s, base_config, finetune_tokens=ft)
+                    for s in levels if s > 0 for ft in budgets]
+    return configs
+
+
+def sweep_points(sparsities, scopes, finetune_tokens: int, base_config: PruneConfig | None = None,
+                 wanda: bool = False) -> dict:
+    """The sweep's variants, each once: name -> its `PruneConfig` (`Base`: sparsity 0, the unpruned
+    model as the sweep's own artifact; `Mag0+ft`: the unpruned model fine-tuned, one model for every scope).
+
+    Raises ValueError for a sparsity outside [0, 1) or an unknown scope."""
+    out = {}
+    for cfg in _sweep_configs(sparsities, scopes, finetune_tokens, base_config or PruneConfig(), wanda):
+        name = _sweep_name(cfg)
+        out.setdefault(name, cfg)
+    return out
+
+
+def sweep_artifact(parent: Artifact, cfg: PruneConfig, train_corpora, device: str = "auto",
+                   finetuning: FinetuneConfig = FinetuneConfig()) -> Artifact:
+    """One point of the sweep: `parent` pruned by `cfg` (and fine-tuned by its budget), cached."""
+    from .prune import get_pruned
+
+    return get_pruned(parent, cfg, train_corpora, device=device, progress=False, finetuning=finetuning)
+
+
 def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, train_corpora, *, study: str,
                    datasets, eval_config, notebook: str = "", device: str = "auto",
                    base_config: PruneConfig | None = None, wanda: bool = False,
@@ -126,29 +169,13 @@ def sparsity_sweep(parent: Artifact, sparsities, scopes, finetune_tokens: int, t
     """
     import pandas as pd
 
-    from .prune import ALLOCATIONS, get_pruned, sparse_storage_bytes
+    from .prune import sparse_storage_bytes
 
     base_config = base_config or PruneConfig()
-    for s in sparsities:
-        if not 0 <= s < 1:
-            raise ValueError(f"sparsity must be in [0, 1), got {s}")
-    for scope in scopes:
-        if scope not in ALLOCATIONS:
-            raise ValueError(f"scope must be one of {ALLOCATIONS}, got {scope!r}")
-    # sparsity 0 is the unpruned model (and, fine-tuned, the control for the extra training)
-    levels = sorted({0.0, *map(float, sparsities)})
-    budgets = sorted({0, int(finetune_tokens)})
-    configs = [PruneConfig.unstructured("magnitude", s, base_config, magnitude_scope=scope, finetune_tokens=ft)
-               for scope in scopes for s in levels for ft in budgets]
-    if wanda:  # sparsity 0 is the unpruned model again: Base and the Mag0+ft control stand for it
-        configs += [PruneConfig.unstructured("wanda", s, base_config, finetune_tokens=ft)
-                    for s in levels if s > 0 for ft in budgets]
-    built = {}  # name -> (config, artifact); the unpruned model appears once, as Base, and fine-tuned once, as Mag0+ft
-    for cfg in configs:
-        name = _sweep_name(cfg)
-        if name not in built:
-            built[name] = (cfg, get_pruned(parent, cfg, train_corpora, device=device, progress=False,
-                                           finetuning=finetuning))
+    points = sweep_points(sparsities, scopes, finetune_tokens, base_config, wanda)
+    built = {name: (cfg, sweep_artifact(parent, cfg, train_corpora, device=device, finetuning=finetuning))
+             for name, cfg in points.items()}
+    configs = _sweep_configs(sparsities, scopes, finetune_tokens, base_config, wanda)
     # every point of the sweep with its Base, in interleaved rounds (all held in memory at once)
     # recorded under notebook "<notebook>:sweep": a measurement group of its own, with its own Base rounds
     # fine-tuned points trained on finetune_tokens more; their equal-training control is Mag0+ft, the
@@ -256,6 +283,28 @@ def dose_sweep(base: Artifact, names, defaults, train_corpora, *, study: str, da
     return rows, skipped
 
 
+def minitron_names(base: Artifact, defaults, train_corpora, *, depth_keep: float, widths, target_shape: str | None = None,
+                   device: str = "auto", get=None) -> tuple[list[str], list, str, int]:
+    """The names of notebook 04's Minitron set (see `minitron`), in build order, with the width
+    plans, the depth variant's name and the parameters it removes. The depth variant is built
+    (or, while planning, keyed) first: the width recipes are sized to remove as many parameters."""
+    from . import pipeline
+    from .surgery import percent_text
+
+    get = get or (lambda name: pipeline.build(base, pipeline.Pipeline.from_name(name, defaults), train_corpora,
+                                              device=device, defaults=defaults))
+    depth_name = pipeline.Pipeline.from_name(f"Depth{percent_text(depth_keep)}", defaults).name
+    depth = get(depth_name)
+    removed = base.recipe["size"]["n_params"] - depth.recipe["size"]["n_params"]
+    plans = [pipeline.width_plan_for_params(base, removed, axes) for axes in widths]
+    names = []
+    for name in [depth_name, *[plan.name for plan in plans]]:
+        names += [name, f"{name}+KD", f"Scratch-{name}"]
+    names += ([target_shape] if target_shape else []) + ["Distil"]
+    names += sorted({pipeline.control_name(n, defaults) for n in names} - {None})
+    return names, plans, depth_name, removed
+
+
 def minitron(base: Artifact, defaults, train_corpora, *, depth_keep: float, widths, target_shape: str | None = None,
              device: str = "auto", grid: dict | None = None):
     """Notebook 04's Minitron set (Muralidharan et al. 2024): the depth pruning keeping `depth_keep`
@@ -271,7 +320,6 @@ def minitron(base: Artifact, defaults, train_corpora, *, depth_keep: float, widt
     import pandas as pd
 
     from . import pipeline
-    from .surgery import percent_text
 
     grid = grid or {}
 
@@ -279,21 +327,10 @@ def minitron(base: Artifact, defaults, train_corpora, *, depth_keep: float, widt
         return grid.get(name) or pipeline.build(base, pipeline.Pipeline.from_name(name, defaults), train_corpora,
                                                 device=device, defaults=defaults)
 
-    depth_name = pipeline.Pipeline.from_name(f"Depth{percent_text(depth_keep)}", defaults).name
-    depth = get(depth_name)
-    removed = base.recipe["size"]["n_params"] - depth.recipe["size"]["n_params"]
-    plans = [pipeline.width_plan_for_params(base, removed, axes) for axes in widths]
-    pruned = [depth_name, *[plan.name for plan in plans]]
-    variants = {}
-    for name in pruned:
-        for variant in (name, f"{name}+KD", f"Scratch-{name}"):
-            variants[variant] = get(variant)
-    if target_shape:
-        variants[target_shape] = get(target_shape)
-    variants["Distil"] = get("Distil")
-    for name in sorted({pipeline.control_name(n, defaults) for n in variants} - {None}):
-        variants[name] = get(name)
-    n_depth = depth.recipe["size"]["n_params"]
+    names, plans, depth_name, removed = minitron_names(base, defaults, train_corpora, depth_keep=depth_keep,
+                                                       widths=widths, target_shape=target_shape, device=device, get=get)
+    variants = {name: get(name) for name in names}
+    n_depth = variants[depth_name].recipe["size"]["n_params"]
     table = pd.DataFrame([{"recipe": "depth", "variant": depth_name, "parameters": n_depth, "difference to depth": 0,
                            "difference (%)": 0.0}]
                          + [{"recipe": plan.recipe, "variant": plan.name,

@@ -40,7 +40,7 @@ from .models import Artifact, resolve_device
 from .prune import PruneConfig
 from .registry import KINDS as STEP_KINDS
 from .registry import BuildContext, entry_for, grammar, parse_token
-from .step import cached_step, trained
+from .step import cached_step, is_planning, trained
 from .train import TrainConfig, train
 
 __all__ = ["Pipeline", "Step", "StepDefaults", "build", "control_name", "control_kwargs", "with_controls", "is_control",
@@ -258,6 +258,8 @@ def build(base: Artifact, pipeline: Pipeline, train_corpora, device: str = "auto
         costs.append({"step": step.kind, **art.cost})
     if not costs:
         return base
+    if is_planning():  # compstudy.plan: the last step's artifact (cached or pending), nothing loaded
+        return art
     order = ["measured", "partly measured", "estimated", "unavailable"]
     methods = [c.get("method", "estimated") for c in costs if c.get("method") in order]
     total = {"seconds": sum(c.get("seconds", 0.0) for c in costs),

@@ -56,6 +56,15 @@ def environment(device: str = "cpu") -> dict:
             git_commit=git_commit(),
         )
     env = dict(_ENV_CACHE)
-    env["gpu"] = torch.cuda.get_device_name(0) if device.startswith("cuda") else ""
+    env["gpu"] = _gpu(device) if device.startswith("cuda") else ""
     env["device"] = device
     return env
+
+
+def _gpu(device: str) -> str:
+    """The GPU a CUDA device is: its model and its UUID (which physical GPU, whatever
+    `CUDA_VISIBLE_DEVICES` renumbered), e.g. 'NVIDIA H200 GPU-1a2b...'."""
+    index = int(device.split(":")[1]) if ":" in device else torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(index)
+    uuid = getattr(props, "uuid", None)
+    return f"{props.name} GPU-{uuid}" if uuid else props.name

@@ -32,6 +32,16 @@ def opt(P, T, E, alpha: float = 0.5, beta: float = 0.5, gamma: float = 1.5):
     return P ** gamma * (alpha * T + beta * E)
 
 
+CURVE_POINT = "curve point (measured once by design)"  # why_unranked of a dose-response or sweep point
+
+
+def is_curve_group(notebook) -> bool:
+    """Whether a measurement group measures curve points once each by design: a sweep
+    (`<notebook>:sweep`), a dose-response (`<notebook>:dose`) or a scale point (`06_scale:<point>`)."""
+    text = str(notebook)
+    return text.endswith((":sweep", ":dose")) or text.startswith("06_scale:")
+
+
 def ranking(df: pd.DataFrame, alpha: float = 0.5, beta: float = 0.5, gamma: float = 1.5, base: str = "Base",
             keys=GROUP_KEYS, n_boot: int = 2000, seed: int = 0, ratios: pd.DataFrame | None = None,
             noise: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -46,7 +56,8 @@ def ranking(df: pd.DataFrame, alpha: float = 0.5, beta: float = 0.5, gamma: floa
 
     Ranked are the variants measured in at least 2 paired rounds whose conditions all have
     reliable timing (`timing_noise`). The others get no rank (`rank` NaN, `ranked` False) and a
-    `why_unranked` ("measured once", or the noise reason), and are listed after the ranked ones so
+    `why_unranked` ("measured once"; `CURVE_POINT` for the points of sweeps and dose-responses,
+    measured once by design; or the noise reason), and are listed after the ranked ones so
     that notebook 05 can show them apart. `rank_range` gives the ranks the intervals allow (e.g.
     "2-5", `rank_ranges`) and `tier` groups variants whose intervals overlap the tier leader's
     (`tiers`); tier 1 cannot be told apart from the best.
@@ -75,7 +86,8 @@ def ranking(df: pd.DataFrame, alpha: float = 0.5, beta: float = 0.5, gamma: floa
         # the base's own ratio is 1 by construction: noise cannot make it unreliable
         reasons = [] if variant == base else sorted(
             {unreliable[c] for c in (tuple(r[k] for k in keys) for _, r in use.iterrows()) if c in unreliable})
-        row["why_unranked"] = ("measured once" if n_min < 2 else
+        by_design = "notebook" in use and len(use) and all(is_curve_group(nb) for nb in use["notebook"])
+        row["why_unranked"] = ((CURVE_POINT if by_design else "measured once") if n_min < 2 else
                                f"timing unreliable: {'; '.join(reasons)}" if reasons else "")
         if n_min >= 2:
             groups = [per_cond[(variant, *(r[k] for k in keys))] for _, r in use.iterrows()]

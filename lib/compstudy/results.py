@@ -73,7 +73,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "device": ("", "cpu | cuda"),
     "cpu": ("", "CPU model"),
     "cpu_threads": ("threads", "torch intra-op threads"),
-    "gpu": ("", "GPU model, empty on CPU"),
+    "gpu": ("", "GPU model and UUID (which physical GPU measured the row), empty on CPU"),
     "python": ("", "Python version"),
     "torch": ("", "torch version"),
     "transformers": ("", "transformers version"),
@@ -97,16 +97,35 @@ def measurements_path(study: str) -> Path:
     return folder / "measurements.csv"
 
 
+WORKER_ENV = "COMPSTUDY_WORKER"  # set (to a name unique per process) by executors whose processes write at once
+
+
+def write_path(study: str, filename: str = "measurements.csv") -> Path:
+    """Where this process appends `filename`'s rows: `results/<study>/<filename>`, or, when
+    `COMPSTUDY_WORKER` names a worker (several processes or nodes measuring at once, possibly on a
+    network filesystem where file locks are unreliable), its own file
+    `results/<study>/parts/<stem>.<worker>.csv`, written by that worker alone. `load` merges them."""
+    base = measurements_path(study).with_name(filename)
+    worker = os.environ.get(WORKER_ENV, "").strip()
+    if not worker:
+        return base
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in worker)
+    folder = base.parent / "parts"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{Path(filename).stem}.{safe}.csv"
+
+
 def append(study: str, records: list[dict], filename: str = "measurements.csv") -> Path:
-    """Append records to `results/<study>/<filename>` safely; returns the file's path.
+    """Append records to `results/<study>/<filename>` (or this worker's part of it: `write_path`)
+    safely; returns the file's path.
 
     Raises ValueError (before writing anything) if a record has a column not in `COLUMNS`
     (for measurements.csv) or records disagree on their columns (other tables).
     """
     if not records:
-        return measurements_path(study).with_name(filename)
-    path = measurements_path(study).with_name(filename)
-    if filename == "measurements.csv":  # the columns of metrics registered after import come last
+        return write_path(study, filename)
+    path = write_path(study, filename)
+    if Path(filename).name == "measurements.csv":  # the columns of metrics registered after import come last
         columns = list(COLUMNS) + [c for c in metrics.columns() if c not in COLUMNS]
         unknown = sorted({k for r in records for k in r} - set(columns))
         if unknown:
@@ -178,7 +197,9 @@ NUMERIC = ("repeat", "perplexity", "bits_per_byte", "tokens_scored", "batch_size
 
 
 def load(study: str, filename: str = "measurements.csv"):
-    """The study's table as a pandas DataFrame; `study` may also be the path of a CSV file.
+    """The study's table as a pandas DataFrame; `study` may also be the path of a CSV file. The
+    parts other workers wrote (`write_path`: `results/<study>/parts/<stem>.<worker>.csv`) are
+    merged in, each read on its own, so a worker's partial file loses only its own torn row.
 
     Rows that do not parse are reported and skipped, never fatal: a last row torn by a crash in
     the middle of a write (the file does not end with a newline), rows with the wrong number of
@@ -189,16 +210,27 @@ def load(study: str, filename: str = "measurements.csv"):
     import pandas as pd
 
     path = Path(study) if str(study).endswith(".csv") else paths.results_dir(study) / filename
-    if not path.exists():
+    parts = sorted((path.parent / "parts").glob(f"{path.stem}.*.csv")) if not str(study).endswith(".csv") else []
+    if not path.exists() and not parts:
         raise FileNotFoundError(f"no results for study {study!r}: {path} does not exist; run the "
                                 f"study's notebooks first (python -m compstudy run configs/<study>.yaml)")
+    frames = [_load_file(p, measurements=path.name == "measurements.csv") for p in ([path] if path.exists() else []) + parts]
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else frames[0]
+
+
+def _load_file(path: Path, measurements: bool):
+    """One table file (the study's, or a worker's part), as `load` describes."""
+    import pandas as pd
+
     blob = path.read_bytes().decode("utf-8", errors="replace")
     torn = bool(blob) and not blob.endswith("\n")
     if torn:  # the last line was cut by an interrupted write
         blob = blob[: blob.rfind("\n") + 1]
     rows = list(csv.reader(io.StringIO(blob, newline="")))
     if not rows:
-        return pd.DataFrame(columns=list(COLUMNS) if path.name == "measurements.csv" else [])
+        return pd.DataFrame(columns=list(COLUMNS) if measurements else [])
     header, good, bad = rows[0], [], []
     for i, row in enumerate(rows[1:], start=2):
         (good if len(row) == len(header) else bad).append(row if len(row) == len(header) else i)
@@ -212,7 +244,7 @@ def load(study: str, filename: str = "measurements.csv"):
     writer.writerows(good)
     text.seek(0)
     df = pd.read_csv(text, low_memory=False)
-    numeric = [c for c in NUMERIC if c in df.columns] if path.name == "measurements.csv" else []
+    numeric = [c for c in NUMERIC if c in df.columns] if measurements else []
     if numeric and len(df):
         coerced = df[numeric].apply(pd.to_numeric, errors="coerce")
         foreign = (coerced.isna() & df[numeric].notna()).any(axis=1)  # text where a number belongs; blanks are allowed

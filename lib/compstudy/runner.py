@@ -37,7 +37,7 @@ from pathlib import Path
 
 import yaml
 
-from . import params, paths, runs
+from . import params, paths, results, runs
 from .configs import ConfigError, _resolve, read_config  # noqa: F401 (runner.ConfigError, runner.read_config)
 
 KERNEL_NAME = "compstudy"
@@ -301,9 +301,16 @@ class NotebookFailed(RuntimeError):
     """A notebook cell raised during a study run."""
 
 
-def run_study(study: Study, progress: bool = True, continue_run: str | None = None) -> list[Path]:
+def run_study(study: Study, progress: bool = True, continue_run: str | None = None, executor: str = "local",
+              address: str | None = None) -> list[Path]:
     """Execute the study's notebooks in order; returns the executed copies' paths
     (`runs/<study>/<run_id>/NN_*.ipynb`).
+
+    `executor="ray"` (a node with several GPUs) runs the measuring notebooks after 00 at once, one
+    per GPU (Ray sets each one's `CUDA_VISIBLE_DEVICES`; each writes its own results part,
+    `results.write_path`, and its rows record their GPU), then the analysis notebooks. Timing is
+    never shared: with fewer than two GPUs it refuses (ConfigError); on CPU, `build --executor ray`
+    parallelises the builds and `run` measures one notebook after another.
 
     Raises ConfigError (from the checks: output folders, corpora, device, model, base variant,
     sizes; or a study already being run) before anything runs, and NotebookFailed after the last
@@ -312,7 +319,7 @@ def run_study(study: Study, progress: bool = True, continue_run: str | None = No
     """
     saved = {k: os.environ.get(k) for k in (runs.RUN_ENV, runs.HASH_ENV)}
     try:
-        return _execute_study(study, progress, continue_run)
+        return _execute_study(study, progress, continue_run, executor, address)
     finally:  # the run's id reaches its kernels only: a later run in this process starts its own
         for k, v in saved.items():
             if v is None:
@@ -371,10 +378,29 @@ def check_before_running(study: Study) -> dict:
     return out
 
 
-def _execute_study(study: Study, progress: bool, continue_run: str | None = None) -> list[Path]:
+def gpus_for_concurrent_measurement() -> int:
+    """How many GPUs this node offers for measuring notebooks at once; raises ConfigError when
+    fewer than two (timing is never shared: two timed passes never run on one device at once)."""
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n < 2:
+        raise ConfigError(f"run --executor ray measures notebooks at once, one per GPU; this machine has {n} GPU(s), and "
+                          f"timing is never shared (two timed passes on one device disturb each other). Build in "
+                          f"parallel instead (python -m compstudy build CONFIG --executor ray), then run CONFIG: "
+                          f"it measures one notebook after another")
+    return n
+
+
+def _execute_study(study: Study, progress: bool, continue_run: str | None = None, executor: str = "local",
+                   address: str | None = None) -> list[Path]:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"executor must be 'local' or 'ray', got {executor!r}")
+    if executor == "ray":
+        gpus_for_concurrent_measurement()
     check_output_folders(study.name)  # before any notebook: nothing is computed that cannot be written
     check_corpora(study)  # before any notebook: a missing or altered corpus fails in seconds
     facts = check_before_running(study)
@@ -395,7 +421,11 @@ def _execute_study(study: Study, progress: bool, continue_run: str | None = None
         kernel = _kernel_name()
         executed, failed = [], {}
         t_study = time.perf_counter()
+        if executor == "ray":  # 00 first, the measuring notebooks at once (a GPU each), the analysis last
+            _concurrent_notebooks(study, out_dir, kernel, progress, executed, failed, address)
         for i, run in enumerate(study.notebooks, 1):
+            if run.path.name in study.timings:  # run by _concurrent_notebooks
+                continue
             output = out_dir / run.path.name
             print(f"[{i}/{len(study.notebooks)}] {run.path.name}  given: {_given(run)} (the rest: defaults of "
                   f"compstudy.params)", flush=True)
@@ -439,6 +469,50 @@ def _execute_study(study: Study, progress: bool, continue_run: str | None = None
         note_partial_run(study.name, names, wall)
     _print_outcome(study, record)
     return executed
+
+
+def _concurrent_notebooks(study: Study, out_dir: Path, kernel: str, progress: bool, executed: list, failed: dict,
+                          address: str | None) -> None:
+    """`run --executor ray`: 00 (the baseline) here, then every other measuring notebook as a Ray task
+    holding one GPU, each writing its own results part (`COMPSTUDY_WORKER` = its name)."""
+    import papermill
+    import ray
+
+    first, rest = study.notebooks[0], [r for r in study.notebooks[1:] if runs.measuring([r.path.name])]
+    for run in [first]:
+        t0 = time.perf_counter()
+        papermill.execute_notebook(str(run.path), str(out_dir / run.path.name), parameters=run.parameters,
+                                   kernel_name=kernel, cwd=str(run.path.parent), progress_bar=progress, log_output=False)
+        study.timings[run.path.name] = time.perf_counter() - t0
+        executed.append(out_dir / run.path.name)
+        runs.mark(study.name, study.run["run_id"], run.path.name, "done")
+    env = {k: v for k, v in os.environ.items() if k.startswith(("COMPSTUDY_", "HF_", "CODECARBON_"))}
+
+    @ray.remote(num_gpus=1, max_calls=1)
+    def execute(path, output, parameters, worker):
+        os.environ[results.WORKER_ENV] = worker  # its own results part; the kernel inherits it
+        t0 = time.perf_counter()
+        papermill.execute_notebook(path, output, parameters=parameters, kernel_name=kernel, cwd=str(Path(path).parent),
+                                   progress_bar=False, log_output=False)
+        return time.perf_counter() - t0
+
+    ray.init(address=address, runtime_env={"env_vars": env}, include_dashboard=False, ignore_reinit_error=True)
+    try:
+        refs = {}
+        for run in rest:
+            runs.mark(study.name, study.run["run_id"], run.path.name, "running")
+            refs[run.path.name] = (run, execute.remote(str(run.path), str(out_dir / run.path.name), run.parameters,
+                                                       run.path.stem))
+        for name, (run, ref) in refs.items():
+            try:
+                study.timings[name] = ray.get(ref)
+                executed.append(out_dir / name)
+            except Exception as exc:  # the others still finish; the run names what failed
+                failed[name] = f"{type(exc).__name__}: {strip_ansi(str(exc))[-400:]}; executed copy: {out_dir / name}"
+                study.timings[name] = float("nan")
+            runs.mark(study.name, study.run["run_id"], name, "failed" if name in failed else "done")
+    finally:
+        ray.shutdown()
 
 
 def _given(run: NotebookRun) -> str:
@@ -518,12 +592,12 @@ def _print_outcome(study: Study, record: dict, top: int = 5) -> None:
           f"candidates (controls and Base left out):", flush=True)
     print(best[cols].head(top).round(3).to_string(index=False), flush=True)
     if cov["share_unranked"] > 0.25:
-        unranked = cands[~cands["ranked"].astype(bool)]
+        unranked = cands[~cands["ranked"].astype(bool) & cands["variant"].isin([v for vs in cov["reasons"].values() for v in vs])]
         from . import results as results_table
 
         m = results_table.load(study.name)
         m = m[m["run_id"].astype(str) == record["run_id"]] if "run_id" in m else m
-        notebooks = sorted(set(m[m["variant"].isin(unranked["variant"])]["notebook"].astype(str))
+        notebooks = sorted({n.split(":")[0] for n in m[m["variant"].isin(unranked["variant"])]["notebook"].astype(str)}
                            & {r.path.stem for r in study.notebooks})
         only = " ".join(f"--only {n}" for n in notebooks) or "--only 01 --only 04"
         print(f"WARNING: {cov['unranked']} of {cov['candidates']} candidates ({cov['share_unranked']:.0%}) are not "
@@ -551,6 +625,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="override a shared parameter (VALUE parsed as YAML); repeatable")
     run_p.add_argument("--only", action="append", help="run only notebooks whose file name contains this")
     run_p.add_argument("--no-progress", action="store_true", help="hide papermill's cell progress bar")
+    run_p.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="local: one notebook after another (default); ray: on a node with several GPUs, the "
+                            "measuring notebooks at once, one per GPU")
+    run_p.add_argument("--address", help="ray: an existing cluster's address")
     run_p.add_argument("--continue", dest="continue_run", metavar="RUN_ID",
                        help="write into this registered run (re-measured rows replace its earlier ones) instead of a new one")
     par_p = sub.add_parser("params", help="print the parameter schema (of one notebook when given) with its documentation")
@@ -559,6 +637,26 @@ def main(argv: list[str] | None = None) -> int:
     data_p.add_argument("--config", default=str(paths.repo_root() / "configs" / "default.yaml"),
                         help="the study config whose corpora are needed (default: configs/default.yaml)")
     data_p.add_argument("--from", dest="source", help="a folder of corpora to copy from first (e.g. ../shared/data)")
+    plan_p = sub.add_parser("plan", help="print a study's artifact graph (what its notebooks build, which is cached, "
+                                         "estimated costs) and write it as JSON")
+    plan_p.add_argument("config", help="a YAML study config")
+    plan_p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
+    plan_p.add_argument("--only", action="append", help="plan only notebooks whose file name contains this")
+    plan_p.add_argument("--json", dest="json_path", help="where to write the graph (default runs/<study>/plan.json)")
+    build_p = sub.add_parser("build", help="build every missing artifact of a study, parents first, on an executor")
+    build_p.add_argument("config", help="a YAML study config")
+    build_p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"))
+    build_p.add_argument("--only", action="append", help="build only what notebooks whose file name contains this need")
+    build_p.add_argument("--executor", choices=("local", "ray", "slurm"), default="local",
+                         help="local: in this process, in order (default); ray: a Ray Core task per artifact; "
+                              "slurm: a submitit job array per wave")
+    build_p.add_argument("--address", help="ray: an existing cluster's address (default: start a local one)")
+    build_p.add_argument("--workers", type=int, help="tasks at once (default: the cores, or 1 for local)")
+    build_p.add_argument("--threads", type=int, help="torch threads per task (default: cores / workers)")
+    build_p.add_argument("--slurm", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                         help="slurm: a submitit parameter (partition, timeout_min, gpus_per_node, ...; "
+                              "cluster local runs the jobs here); repeatable")
+    build_p.add_argument("--report", help="where to write the build's report as JSON")
     cmp_p = sub.add_parser("compare", help="compare the rankings of two runs: STUDY[@RUN] or a CSV path[@RUN]")
     cmp_p.add_argument("a", help="STUDY[@RUN] (RUN: a run id, latest, -2, ...), a measurements.csv[@RUN] or a ranking.csv")
     cmp_p.add_argument("b", help="the other run, in the same forms")
@@ -574,6 +672,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.command == "data":
         return _data_command(args.config, args.source)
+    if args.command in ("plan", "build"):
+        return _plan_or_build(args)
 
     if args.command == "params":
         if args.notebook is None or params.known(args.notebook):
@@ -589,11 +689,43 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = {k: _parse_value(k, v) for k, v in args.parameter}
         study = load_study(args.config, overrides, args.only)
-        run_study(study, progress=not args.no_progress, continue_run=args.continue_run)
+        run_study(study, progress=not args.no_progress, continue_run=args.continue_run, executor=args.executor,
+                  address=args.address)
     except (ConfigError, NotebookFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     return 0
+
+
+def _plan_or_build(args) -> int:
+    """`python -m compstudy plan` / `build` (compstudy.plan, compstudy.executors)."""
+    import json
+
+    from . import executors, plan as plans
+
+    try:
+        overrides = {k: _parse_value(k, v) for k, v in args.parameter}
+        study = load_study(args.config, overrides, args.only)
+        only = [nb.path.stem for nb in study.notebooks]
+        if args.command == "plan":
+            graph = plans.plan(study, only)
+            for line in plans.describe(graph):
+                print(line)
+            path = graph.save(args.json_path or paths.runs_dir(study.name) / "plan.json")
+            print(f"written {paths.shown(path)}")
+            return 0
+        slurm = {k: _parse_value(k, v) for k, v in args.slurm}
+        report = executors.build(study, args.executor, address=args.address, workers=args.workers,
+                                 threads=args.threads, only=only, slurm_parameters=slurm)
+        if args.report:
+            Path(args.report).write_text(json.dumps(report.to_json(), indent=1, default=str) + "\n")
+        return 0
+    except (ConfigError, ValueError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _data_command(config: str, source: str | None) -> int:

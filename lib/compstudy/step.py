@@ -21,7 +21,9 @@ A technique is a plain transform that builds something; `cached_step` does the r
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -31,6 +33,99 @@ import torch
 from . import cache
 from .energy import EnergyMeter, EnergyReading
 from .models import Artifact, load_artifact, model_size, save_model
+
+
+# ---- planning (`compstudy.plan`): the artifact graph of a study, known before anything is built
+
+PARENT_FIELDS = ("parent", "baseline", "student", "teacher", "tokenizer_key")  # params entries naming a parent artifact's key
+_PLAN: contextvars.ContextVar = contextvars.ContextVar("compstudy_plan", default=None)
+
+
+class PlanPending(Exception):
+    """Raised while planning when a step needs more of an artifact than its key (its model, its
+    recipe) and the artifact is not built yet: what depends on it is planned once it is built."""
+
+    def __init__(self, key: str):
+        super().__init__(f"artifact {key} is not built yet")
+        self.key = key
+
+
+class PendingArtifact:
+    """What `cached_step` returns while planning for an artifact not in the cache: its `key` and
+    would-be `path`; any other attribute raises `PlanPending`."""
+
+    def __init__(self, key: str, kind: str):
+        self.key, self.kind, self.path = key, kind, cache.path_of(key)
+        self.cost = {"seconds": math.nan, "energy_kwh": math.nan, "method": "not built"}
+
+    def __getattr__(self, name):
+        raise PlanPending(self.key)
+
+
+@dataclass
+class PlanNode:
+    """One artifact of a plan: its cache `key`, `kind`, the keys of its `parents` (from its
+    parameters), whether it is `cached`, and its parameters."""
+
+    key: str
+    kind: str
+    parents: list
+    cached: bool
+    params: dict
+
+
+@contextlib.contextmanager
+def planning():
+    """While active, `cached_step` and `cached_folder` build nothing: each records a `PlanNode`
+    (yielded list, in call order, each key once) and returns the cached artifact when there is one
+    (loaded only when used) or a `PendingArtifact`."""
+    nodes: dict[str, PlanNode] = {}
+    token = _PLAN.set(nodes)
+    try:
+        yield nodes
+    finally:
+        _PLAN.reset(token)
+
+
+def is_planning() -> bool:
+    """Whether `planning()` is active (techniques that read files before their cached step check it)."""
+    return _PLAN.get() is not None
+
+
+def planned_and_missing(key: str) -> bool:
+    """Whether `planning()` is active and artifact `key` is not in the cache (what it needs is then
+    known by key alone)."""
+    return is_planning() and not cache.exists(key)
+
+
+def _plan(kind: str, params: dict, key: str) -> bool:
+    """Record the node while planning; returns whether it is cached. Not planning: returns None."""
+    nodes = _PLAN.get()
+    if nodes is None:
+        return None
+    cached = cache.exists(key)
+    if key not in nodes:
+        parents = [v for k, v in params.items() if k in PARENT_FIELDS and isinstance(v, str)]
+        nodes[key] = PlanNode(key, kind, parents, cached, params)
+    return cached
+
+
+class _LazyArtifact(Artifact):
+    """A cached artifact while planning: its recipe read at once, its model loaded on first use."""
+
+    def __init__(self, key: str, device: str, load):
+        object.__setattr__(self, "_loaded", None)
+        object.__setattr__(self, "_load", lambda: (load or load_artifact)(key, device))
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "path", cache.path_of(key))
+        object.__setattr__(self, "recipe", cache.read_recipe(key))
+
+    def __getattr__(self, name):  # model, tokenizer, history: not set until loaded
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._loaded is None:
+            object.__setattr__(self, "_loaded", self._load())
+        return getattr(self._loaded, name)
 
 
 class StepMeter:
@@ -100,16 +195,131 @@ def trained(model, tokenizer, result, save_optimizer: bool = False, **recipe) ->
 REDERIVED = "recipe only, re-derived from the parent"  # the recipe's `stored` for a `Built` with stored=False
 
 
+CLAIM_STALE_S = 300.0  # a claim whose heartbeat is older than this is stale: its builder died
+CLAIM_HEARTBEAT_S = 20.0
+CLAIM_POLL_S = 1.0
+
+
+def claims_dir() -> Path:
+    """`<artifacts>/.claims/`: one file per cache key being built (`claim`)."""
+    from . import paths
+
+    return paths.artifacts_dir() / ".claims"
+
+
+def _claim_stale(path: Path) -> bool:
+    """A claim is stale when its process is gone (same host) or its heartbeat stopped."""
+    import json
+    import os
+    import socket
+    import time
+
+    try:
+        info = json.loads(path.read_text())
+        age = time.time() - path.stat().st_mtime
+    except (OSError, ValueError):
+        return False  # being written, or just removed: look again
+    if info.get("host") == socket.gethostname():
+        try:
+            os.kill(int(info["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, KeyError, ValueError):
+            pass
+    return age > CLAIM_STALE_S
+
+
+@contextlib.contextmanager
+def claim(key: str):
+    """Claim cache key `key` before building it, so that two workers (processes, nodes sharing the
+    artifacts folder) never build the same artifact at once. Yields True when this process holds
+    the claim; False when another built the artifact meanwhile (it now exists). While another
+    holds a live claim, waits; a stale claim (its process gone, or no heartbeat for
+    `CLAIM_STALE_S`) is taken over. The claim is a file created with O_EXCL under `claims_dir()`,
+    its mtime refreshed every `CLAIM_HEARTBEAT_S` by a thread, removed on exit."""
+    import json
+    import os
+    import socket
+    import threading
+    import time
+
+    folder = claims_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{key}.claim"
+    me = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()})
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if cache.exists(key):
+                yield False
+                return
+            if _claim_stale(path):
+                try:  # one taker wins the rename; the others look again
+                    os.rename(path, folder / f".{key}.stale-{os.getpid()}-{time.time_ns()}")
+                except FileNotFoundError:
+                    pass
+                continue
+            time.sleep(CLAIM_POLL_S)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(me)
+        break
+    stop = threading.Event()
+
+    def beat():
+        while not stop.wait(CLAIM_HEARTBEAT_S):
+            try:
+                os.utime(path)
+            except OSError:
+                return
+
+    threading.Thread(target=beat, daemon=True, name=f"claim-{key}").start()
+    try:
+        yield True
+    finally:
+        stop.set()
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+
+
 def _ensure(key: str, params: dict, build: Callable[[StepMeter], Built]) -> Built | None:
     """Build and write the artifact `key` unless the cache holds an intact copy; returns the
-    `Built` when it was built now, else None."""
+    `Built` when it was built now, else None (also when another worker built it while this one
+    waited for its claim: `claim`)."""
     if cache.exists(key):
         return None
-    with EnergyMeter() as energy:
-        meter = StepMeter(energy)
-        built = build(meter)
-    _write(key, params, built, meter)
-    return built
+    with claim(key) as mine:
+        if not mine or cache.exists(key):
+            return None
+        t0 = time.perf_counter()
+        with EnergyMeter() as energy:
+            meter = StepMeter(energy)
+            built = build(meter)
+        _write(key, params, built, meter)
+        _log_build(key, time.perf_counter() - t0)
+        return built
+
+
+def build_log_path() -> Path:
+    """`<artifacts>/.build-log.jsonl`: one line per artifact built (key, seconds, pid, host, time),
+    appended by whichever process built it (what `benchmarks/scale_out.py` and the tests read)."""
+    from . import paths
+
+    return paths.artifacts_dir() / ".build-log.jsonl"
+
+
+def _log_build(key: str, seconds: float) -> None:
+    import json
+    import os
+    import socket
+
+    line = json.dumps({"key": key, "seconds": round(seconds, 3), "pid": os.getpid(), "host": socket.gethostname(),
+                       "time": time.time()}) + "\n"
+    with open(build_log_path(), "a", encoding="utf-8") as fh:  # one short O_APPEND write: whole lines
+        fh.write(line)
 
 
 def cached_folder(kind: str, params: dict, build: Callable[[StepMeter], Built]) -> Path:
@@ -120,6 +330,8 @@ def cached_folder(kind: str, params: dict, build: Callable[[StepMeter], Built]) 
     Raises whatever `build` raises; nothing is left in the cache then.
     """
     key = cache.key(kind, params)
+    if _plan(kind, params, key) is not None:  # planning: nothing built
+        return cache.path_of(key)
     _ensure(key, params, build)
     return cache.path_of(key)
 
@@ -140,6 +352,9 @@ def cached_step(kind: str, params: dict, build: Callable[[StepMeter], Built], de
     Raises whatever `build` raises; nothing is left in the cache then.
     """
     key = cache.key(kind, params)
+    planned = _plan(kind, params, key)
+    if planned is not None:  # planning: nothing built
+        return _LazyArtifact(key, device, load) if planned else PendingArtifact(key, kind)
     built = _ensure(key, params, build)
     recipe = cache.read_recipe(key)
     if recipe.get("stored") == REDERIVED:
