@@ -10,7 +10,8 @@ context; as `benchmarks/gpt2_124m_shape.py`, no hub), it runs and times with the
   LLM.int8() (8b), NF4 (4b) and FP4 (4bfp4) with their CUDA kernels (`quantize.quantize_model`);
 - pruning: attention heads (AH80, by gradient importance), 50 % magnitude sparsity, MLP width (MLP50)
   and depth (Depth50) (`pipeline` steps on the fp16 model);
-- a short distillation (a half-depth student, 64 k tokens);
+- a short distillation (a half-depth student, 64 k tokens); HQQ 4-bit (`Basehqq4`, its PyTorch
+  backend, computing in float32);
 - energy from NVML through Zeus (`energy.CounterMeter`: synchronised windows of at least ten counter
   updates, the GPU's idle power measured first), peak memory (`torch.cuda.max_memory_allocated`),
   and the NVML energy counter's update period (measured here, not assumed).
@@ -145,12 +146,15 @@ def main(argv=None) -> int:
         def pruned(name):
             art = pipeline.build(base, pipeline.Pipeline.from_name(name, defaults), ["wikitext-2:valid"], device=device,
                                  progress=False, defaults=defaults)
-            art.model.to(device=device, dtype=getattr(torch, dtype))
+            if "hqq" in name:  # HQQ's layers compute in the dtype they were quantized in (float32 here)
+                art.model.to(device=device)
+            else:
+                art.model.to(device=device, dtype=getattr(torch, dtype))
             built[name] = art
             return {"n_params": art.recipe["size"]["n_params"]}
 
-        for name in ("AH80", "Mag50", "MLP50", "Depth50", "Distil"):
-            step(results, name, lambda name=name: pruned(name))
+        for name in ("AH80", "Mag50", "MLP50", "Depth50", "Distil", "Basehqq4"):
+            step(results, name.removeprefix("Base"), lambda name=name: pruned(name))
         variants.update(built)
 
         def evaluate():

@@ -156,3 +156,30 @@ def test_cuda_warm_up_runs_passes_until_they_stop_getting_faster(monkeypatch):
     monkeypatch.setattr(measure, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
     assert measure.warm_up(None, None, 64, 63, 1, "cuda") == 4  # 5.0, 2.0, 1.5: faster; 1.48: within 5 %
     assert measure.warm_up(None, None, 64, 63, 1, "cpu") == 0
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_its_steps_on_the_cpu_and_writes_its_results(tmp_path):
+    """benchmarks/gpu_check.py on a tiny shape on the CPU (what a machine without a GPU can check):
+    every step runs, and the evaluated ones get T_c and E_c against the base."""
+    import json
+    import subprocess
+    import sys
+
+    from compstudy import paths
+
+    out = tmp_path / "gpu_check.json"
+    proc = subprocess.run([sys.executable, str(paths.repo_root() / "benchmarks" / "gpu_check.py"), "--device", "cpu",
+                           "--small", "--out", str(out)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    steps = result["steps"]
+    assert {"8b", "4b", "4bfp4", "AH80", "Mag50", "MLP50", "Depth50", "Distil", "hqq4", "evaluation"} <= set(steps)
+    assert all(s["ran"] for s in steps.values()), {k: s.get("error") for k, s in steps.items() if not s["ran"]}
+    assert all("T_c" in steps[k] and "E_c" in steps[k] for k in ("8b", "4b", "AH80", "Depth50", "hqq4"))
+    assert steps["evaluation"]["energy_method"] == "estimated"  # no counter on these machines: said so
+
+
+def test_concurrent_measurement_needs_two_gpus_and_says_how_to_parallelise_instead():
+    with pytest.raises(runner.ConfigError, match="timing is never shared"):
+        runner.gpus_for_concurrent_measurement()

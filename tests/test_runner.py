@@ -78,7 +78,7 @@ def test_smoke_config_end_to_end(smoke_study):
 
     from compstudy import findings
     table = pd.read_csv(paths.results_dir("smoke") / "findings.csv")
-    assert len(table) == 7 and set(table["verdict"]) <= set(findings.VERDICTS)
+    assert len(table) == len(findings.FINDINGS) and set(table["verdict"]) <= set(findings.VERDICTS)
     # issue 12: one run, one set of rows. Every row names the run; a rerun of 01 with other parameters
     # is a new run, and 05 ranks that run's rows only (01's variants, at the new number of rounds)
     first = df["run_id"].unique().tolist()

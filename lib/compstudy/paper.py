@@ -73,12 +73,13 @@ REFERENCES = [
 
 FAMILIES = {"gpt2": "GPT-2", "llama": "Llama"}
 
-SECTIONS = {  # notebook stem -> results section title
+SECTIONS = {  # notebook stem -> results section title, in the paper's order (06 feeds 05, so it comes first)
     "00_baseline": "The baseline",
     "01_quantization": "Quantization",
     "02_distillation": "Knowledge distillation",
     "03_pruning": "Pruning",
     "04_hybrid": "Hybrids",
+    "06_scale": "Scale: the effects against model size and training tokens",
     "05_comparison": "Comparison: the objective, Pareto fronts, findings",
 }
 
@@ -534,7 +535,9 @@ def build_paper(study: str, out: str | Path | None = None, pdf: bool = True, run
     from nbformat.v4 import new_notebook
 
     run_id = resolve_run(study, run_id)
-    executed = sorted((paths.runs_dir(study) / run_id).glob("[0-9][0-9]_*.ipynb"))
+    order = list(SECTIONS)
+    executed = sorted((paths.runs_dir(study) / run_id).glob("[0-9][0-9]_*.ipynb"),
+                      key=lambda p: (order.index(p.stem) if p.stem in order else len(order), p.name))
     if not executed:
         raise PaperError(f"no executed notebooks in {paths.shown(paths.runs_dir(study) / run_id)}: run the study first")
     x = facts(study, run_id)
