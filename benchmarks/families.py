@@ -54,6 +54,8 @@ def main(cases=None) -> dict:
                 status = "completed"
             except (runner.NotebookFailed, runner.ConfigError) as exc:
                 status = f"failed: {exc}"
+            except Exception as exc:  # record it and go on with the next family
+                status = f"failed: {type(exc).__name__}: {exc}"
             record = {"model_type": model_cases.model_type(case), "status": status,
                       "notebook_seconds": {k: round(v, 1) for k, v in study.timings.items()},
                       "total_seconds": round(time.perf_counter() - t0, 1),

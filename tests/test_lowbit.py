@@ -92,3 +92,28 @@ def test_gptq_refuses_a_head_pruned_parent_before_any_work(checkpoint):
                             progress=False)
     with pytest.raises(ValueError, match="quantize it with hqq"):
         lowbit.get_gptq(pruned, lowbit.GPTQConfig(4), ["wikitext-2:valid"], device="cpu")
+
+
+@pytest.mark.parametrize("out_features, bits, packable", [(16, 3, False), (32, 3, True), (96, 3, True), (16, 4, True),
+                                                          (16, 2, True), (4, 8, True), (6, 4, False), (8, 2, False)])
+def test_gptq_packable_follows_gptqmodels_int32_packing(out_features, bits, packable):
+    assert lowbit.gptq_packable(out_features, bits) is packable
+
+
+@pytest.mark.slow
+def test_gptq3_on_grouped_query_attention_keeps_the_unpackable_projections_in_float(tmp_path):
+    """GPTQModel 7.6 cannot pack 3-bit zero points of a layer with 16 outputs (the key / value
+    projections of 2 key-value heads x 8 dims) and ends the whole process from its worker thread
+    (seen as a dead notebook kernel in benchmarks/families.py): those layers stay float32, are named
+    in the recipe, and every other block layer is GPTQ's."""
+    folder = fam_cases.save("llama-gqa", tmp_path / "llama-gqa")
+    base = baseline.get_baseline(baseline.BaselineConfig(model=str(folder), device="cpu"), progress=False)
+    art = pipeline.build(base, pipeline.Pipeline.from_name("Basegptq3"), ["wikitext-2:valid"], device="cpu",
+                         progress=False)
+    kept = art.recipe["kept_float"]
+    assert kept and all(n.endswith(("k_proj", "v_proj")) for n in kept), kept
+    before, after = dict(base.model.named_modules()), dict(art.model.named_modules())
+    for name in kept:
+        assert torch.equal(before[name].weight, after[name].weight)
+    quantized = [n for n in lowbit._quantizable(base.model) if n not in kept]
+    assert quantized and all(not torch.equal(before[n].weight, after[n].weight) for n in quantized)

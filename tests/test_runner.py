@@ -50,6 +50,19 @@ def test_failing_cell_names_notebook_cell_and_error(tmp_path, capsys):
     assert "boom.ipynb failed in cell" in err and "ZeroDivisionError" in err
 
 
+def test_a_kernel_that_dies_fails_its_notebook_and_the_next_one_still_runs(tmp_path, capsys):
+    """A crash in native code (here: the kernel process exits) is a failed notebook, named, not a
+    traceback out of the runner; the notebooks after it still run."""
+    _notebook(tmp_path / "a_dies.ipynb", body="import os\nos._exit(1)")
+    _notebook(tmp_path / "b_fine.ipynb")
+    cfg = _config(tmp_path, "study: dying\nnotebooks: [a_dies.ipynb, b_fine.ipynb]\n")
+    code = runner.main(["run", str(cfg), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "a_dies.ipynb failed in its kernel died" in captured.err
+    assert "b_fine.ipynb" in captured.out and "done in" in captured.out.split("b_fine.ipynb", 1)[1]
+
+
 @pytest.mark.slow
 def test_smoke_config_end_to_end(smoke_study):
     """The smoke study from an empty data dir (`smoke_study`): every corpus is fetched from a local

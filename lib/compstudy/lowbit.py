@@ -251,14 +251,28 @@ def _gptqmodel():
     return GPTQModel, QuantizeConfig, BACKEND
 
 
-def gptq_quantize(folder: Path, batches, config: GPTQConfig, out: Path, device: str = "cpu") -> None:
+def gptq_packable(out_features: int, bits: int) -> bool:
+    """Whether GPTQModel 7.6 can pack a layer with `out_features` outputs at `bits`: its zero points
+    are packed along the outputs into int32 words, so out_features x bits must fill whole words, and
+    its 3-bit packing works in blocks of 32 outputs (a 16-output key projection of a grouped-query
+    model fails inside its worker thread, which then ends the whole process: checked, gptqmodel 7.6)."""
+    return out_features % 32 == 0 if bits == 3 else (out_features * bits) % 32 == 0
+
+
+def gptq_quantize(folder: Path, batches, config: GPTQConfig, out: Path, device: str = "cpu",
+                  keep_float: list[str] | tuple = ()) -> None:
     """Quantize the float model saved in `folder` with GPTQModel on `batches` (LongTensors
-    [batch, seq] of calibration text) and save its packed checkpoint in `out`."""
+    [batch, seq] of calibration text) and save its packed checkpoint in `out`. Layers named in
+    `keep_float` (full module names) are left unquantized (GPTQModel's negative `dynamic` rules)."""
+    import re
+
     GPTQModel, QuantizeConfig, _ = _gptqmodel()
     calibration = [{"input_ids": row.tolist(), "attention_mask": [1] * len(row)} for b in batches for row in b]
     threads = torch.get_num_threads()
+    dynamic = {"-:.*" + re.escape(".".join(name.split(".")[-4:])) + "$": {} for name in keep_float} or None
     with _quiet():
-        model = GPTQModel.load(str(folder), QuantizeConfig(bits=config.bits, group_size=config.group_size),
+        model = GPTQModel.load(str(folder), QuantizeConfig(bits=config.bits, group_size=config.group_size,
+                                                           dynamic=dynamic),
                                device=device, dtype=torch.float32)
         model.quantize(calibration, batch_size=8)
         model.save(str(out))
@@ -314,14 +328,16 @@ def get_gptq(parent: Artifact, config: GPTQConfig, corpora, device: str = "auto"
 
     def build(meter):
         batches = calibration_batches(parent.tokenizer, corpora, config.calibration_batches, seed=config.seed)
-        with tempfile.TemporaryDirectory(prefix="gptq-", dir=cache.path_of(parent.key).parent) as tmp:
-            with meter.task("quantize"):
-                gptq_quantize(parent.path, batches, config, Path(tmp), device="cpu")
-                weights = gptq_dequantized_weights(Path(tmp))
-            total, layer_bytes, n_weights = checkpoint_bytes(Path(tmp))
         model = load_artifact(parent.key, device="cpu").model
         modules = dict(model.named_modules())
-        missing = sorted(set(_quantizable(model)) - set(weights))
+        keep_float = [n for n in _quantizable(model)
+                      if not gptq_packable(_out_features(modules[n]), config.bits)]
+        with tempfile.TemporaryDirectory(prefix="gptq-", dir=cache.path_of(parent.key).parent) as tmp:
+            with meter.task("quantize"):
+                gptq_quantize(parent.path, batches, config, Path(tmp), device="cpu", keep_float=keep_float)
+                weights = gptq_dequantized_weights(Path(tmp))
+            total, layer_bytes, n_weights = checkpoint_bytes(Path(tmp))
+        missing = sorted(set(_quantizable(model)) - set(weights) - set(keep_float))
         if missing:
             raise RuntimeError(f"gptq: {len(missing)} block layer(s) not quantized by GPTQModel: {missing[:6]}")
         with torch.no_grad():
@@ -332,10 +348,16 @@ def get_gptq(parent: Artifact, config: GPTQConfig, corpora, device: str = "auto"
         size = {**model_size(model), "weight_bytes": total}
         return Built(model, parent.tokenizer, size=size,
                      recipe={"bits_per_weight": 8 * layer_bytes / n_weights, "quantized_weights": n_weights,
+                             "kept_float": keep_float,  # layers GPTQModel cannot pack at these bits (gptq_packable)
                              "method": "GPTQ (gptqmodel 7.6), weights dequantized to float32 for the evaluation",
                              "calibration_tokens": sum(b.numel() for b in batches)})
 
     return cached_step(f"quant-{config.suffix}", params, build, device)
+
+
+def _out_features(layer) -> int:
+    """Output features of a Linear or of GPT-2's Conv1D (weight [in, out])."""
+    return int(layer.weight.shape[1] if type(layer).__name__ == "Conv1D" else layer.weight.shape[0])
 
 
 def _quantizable(model) -> list[str]:

@@ -395,6 +395,7 @@ def gpus_for_concurrent_measurement() -> int:
 def _execute_study(study: Study, progress: bool, continue_run: str | None = None, executor: str = "local",
                    address: str | None = None) -> list[Path]:
     import papermill
+    from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     if executor not in ("local", "ray"):
@@ -441,6 +442,10 @@ def _execute_study(study: Study, progress: bool, continue_run: str | None = None
             except PapermillExecutionError as exc:
                 failed[run.path.name] = (f"cell {exc.cell_index} (execution count {exc.exec_count}): {exc.ename}: "
                                          f"{strip_ansi(str(exc.evalue))}; executed copy with the traceback: {output}")
+                print(f"    FAILED in {time.perf_counter() - t0:.1f} s: {failed[run.path.name]}", flush=True)
+            except DeadKernelError:  # a crash in native code or the memory killer: the other notebooks still run
+                failed[run.path.name] = (f"its kernel died (a crash in native code, or killed for memory); the "
+                                         f"executed copy up to the last finished cell: {output}")
                 print(f"    FAILED in {time.perf_counter() - t0:.1f} s: {failed[run.path.name]}", flush=True)
             finally:
                 strip_ansi_outputs(output)
