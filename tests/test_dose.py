@@ -82,3 +82,24 @@ def test_scale_plan_shares_the_point_both_series_have_and_checks_shapes_early():
     with pytest.raises(params.ParameterError) as err:
         params.check("06_scale", {}, {"sizes": [[2, 3, 64]], "techniques": ["AH80", "Nope7"]})
     assert "sizes: [2, 3, 64]" in str(err.value) and "Nope7" in str(err.value)
+
+
+def test_a_point_the_model_does_not_allow_is_left_out_of_the_sweep_with_its_reason(monkeypatch):
+    """A technique that does not apply to the model (registry.NotApplicable: GPTQModel on a family it
+    does not define) is left out of the curve with the library's reason; the other points are measured."""
+    from compstudy import experiments, pipeline
+    from compstudy.registry import NotApplicable
+
+    def build(base, p, *args, **kwargs):
+        if p.name == "Basegptq3":
+            raise NotApplicable("gptq: GPTQModel 7.6 could not quantize this 'gpt_neox' model")
+        return f"built {p.name}"
+
+    measured = {}
+    monkeypatch.setattr(pipeline, "build", build)
+    monkeypatch.setattr(experiments, "dose_point", lambda p, art, base: ("weight bits", p.name, 3.0 if "3" in p.name else 4.0))
+    monkeypatch.setattr(experiments, "measure_variants", lambda variants, *a, **k: measured.update(variants) or pd.DataFrame())
+    rows, skipped = experiments.dose_sweep("base", ["Basehqq3", "Basegptq3"], None, [], study="s", datasets=[],
+                                           eval_config=None, notebook="01_quantization")
+    assert set(measured) == {"Base", "Basehqq3"}
+    assert skipped == {"Basegptq3": "gptq: GPTQModel 7.6 could not quantize this 'gpt_neox' model"}

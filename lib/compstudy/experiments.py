@@ -253,8 +253,9 @@ def dose_sweep(base: Artifact, names, defaults, train_corpora, *, study: str, da
     Basehqq2), measure them together with `base` in their own group (`<notebook>:dose`), each row
     carrying its dose (`dose_point`). A name whose built model is the same point as an earlier one
     (a keep ratio that rounds to the same shape) or as Base (nothing removed) is left out, with
-    the reason. Returns (the measurement rows, with their dose columns: `dose.curves` reads them,
-    {left-out name: reason}).
+    the reason; so is a name whose technique does not apply to this model (`registry.NotApplicable`:
+    GPTQModel on a family it does not define). Returns (the measurement rows, with their dose
+    columns: `dose.curves` reads them, {left-out name: reason}).
 
     Raises ValueError, before building anything, for a name the grammar does not know or a name
     with no dose (bf16, dynamic int8, distillation).
@@ -267,9 +268,15 @@ def dose_sweep(base: Artifact, names, defaults, train_corpora, *, study: str, da
                 p.steps[-1].technique.key in ("quantize:bf16", "quantize:dynamic-int8"):
             raise ValueError(f"dose sweep: {name!r} has no dose (bits per weight or fraction kept); "
                              f"allowed: quantization to 8/4/3/2 bits, head / depth / MLP / embedding / magnitude pruning")
+    from .registry import NotApplicable
+
     built, doses, skipped = {}, {}, {}
     for name, p in parsed.items():
-        art = pipeline.build(base, p, train_corpora, device=device, defaults=defaults, progress=False)
+        try:
+            art = pipeline.build(base, p, train_corpora, device=device, defaults=defaults, progress=False)
+        except NotApplicable as exc:  # e.g. GPTQModel on a family it does not define: the curve goes on without it
+            skipped[name] = str(exc)
+            continue
         point = dose_point(p, art, base)
         same = [n for n, d in doses.items() if d == point]
         if point[0] != "weight bits" and point[2] >= 1.0:

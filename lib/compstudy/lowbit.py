@@ -39,7 +39,7 @@ import torch
 
 from . import cache
 from .models import Artifact, conv1d_to_linear, load_artifact, model_size, resolve_device
-from .registry import Technique, register
+from .registry import NotApplicable, Technique, register
 from .step import ArtifactError, Built, cached_step
 from .surgery import SHAPE_FILE
 
@@ -332,14 +332,20 @@ def get_gptq(parent: Artifact, config: GPTQConfig, corpora, device: str = "auto"
         modules = dict(model.named_modules())
         keep_float = [n for n in _quantizable(model)
                       if not gptq_packable(_out_features(modules[n]), config.bits)]
+        model_type = getattr(model.config, "model_type", "?")
         with tempfile.TemporaryDirectory(prefix="gptq-", dir=cache.path_of(parent.key).parent) as tmp:
             with meter.task("quantize"):
-                gptq_quantize(parent.path, batches, config, Path(tmp), device="cpu", keep_float=keep_float)
-                weights = gptq_dequantized_weights(Path(tmp))
+                try:
+                    gptq_quantize(parent.path, batches, config, Path(tmp), device="cpu", keep_float=keep_float)
+                    weights = gptq_dequantized_weights(Path(tmp))
+                except Exception as exc:  # GPTQModel's own model definitions do not cover every family
+                    raise NotApplicable(f"gptq: GPTQModel 7.6 could not quantize this {model_type!r} model "
+                                        f"({type(exc).__name__}: {str(exc)[:200]}); HQQ covers every family") from exc
             total, layer_bytes, n_weights = checkpoint_bytes(Path(tmp))
         missing = sorted(set(_quantizable(model)) - set(weights) - set(keep_float))
         if missing:
-            raise RuntimeError(f"gptq: {len(missing)} block layer(s) not quantized by GPTQModel: {missing[:6]}")
+            raise NotApplicable(f"gptq: GPTQModel 7.6 left {len(missing)} block layer(s) of this {model_type!r} model "
+                                f"unquantized ({', '.join(missing[:3])}); HQQ covers every family")
         with torch.no_grad():
             for name, w in weights.items():
                 layer = modules[name]

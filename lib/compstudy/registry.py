@@ -22,6 +22,12 @@ from typing import Callable
 KINDS = ("distill", "kd", "prune", "finetune", "quantize")  # what a step does; quantization comes last
 
 
+class NotApplicable(RuntimeError):
+    """A registered technique cannot be applied to this model (its library does not support the
+    architecture, say). A sweep leaves the point out with this message as the reason; elsewhere it
+    is an error like any other."""
+
+
 @dataclass(frozen=True)
 class BuildContext:
     """What every step's build receives besides its parent and config: the baseline (the teacher of
