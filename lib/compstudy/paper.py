@@ -150,14 +150,14 @@ def facts(study: str, run_id: str) -> dict:
     (`results/<study>/baseline.json`, written by notebook 00), its size, corpora, rounds, tokens
     per pass, energy method, device, the ranked variants and tier 1, the best variant's ratios,
     the findings' verdict counts, the plateau check. Raises PaperError."""
-    from . import controls, noise
+    from . import conclusions, controls, noise
 
     d = _load(study, run_id)
     m, r, f = d["measurements"], d["ranking"], d["findings"]
     base = m[m["variant"] == "Base"]
     main = m[m["notebook"].astype(str).str.match(r"^0[0-4]_[a-z]+$")]
     ranked = r[r["ranked"].astype(bool)].sort_values("rank")
-    candidates = ranked[~ranked["variant"].map(controls.is_control)]
+    candidates = ranked[~ranked["variant"].map(controls.is_control) & (ranked["variant"] != "Base")]
     tier1 = candidates[candidates["tier"] == 1]
     best = candidates.iloc[0] if len(candidates) else None
     methods = sorted(set(m["energy_method"].astype(str))) if "energy_method" in m else []
@@ -166,14 +166,15 @@ def facts(study: str, run_id: str) -> dict:
     timing = noise.timing_noise(main) if len(main) else None
     spread = timing["base_spread"].dropna() if timing is not None and len(timing) else []
     devices = sorted(set(m["device"].astype(str))) if "device" in m else []
-    all_candidates = r[~r["variant"].map(controls.is_control)]
+    coverage = conclusions.coverage(r)  # candidates apart from Base, controls and curve points
     return {
         "study": study, "run_id": d["run_id"], "model": d["model"],
         "family": str(base["family"].iloc[0]) if len(base) and "family" in base else "",
         "n_params": int(base["n_params"].median()) if len(base) else 0,
         "datasets": sorted(set(main["dataset"].astype(str))),
         "n_variants": int(m["variant"].nunique()),
-        "n_ranked": len(ranked), "n_candidates": len(all_candidates), "n_candidates_ranked": len(candidates),
+        "n_ranked": len(ranked), "n_candidates": coverage["candidates"], "n_candidates_ranked": coverage["ranked"],
+        "n_curve_points": coverage["curve_points"],
         "tier1": list(tier1["variant"]),
         "best": None if best is None else {k: best[k] for k in ("variant", "P_c", "T_c", "E_c", "opt", "rank_range")},
         "rounds": int(main["repeat"].max() + 1) if len(main) else 0,
@@ -202,6 +203,8 @@ def abstract(x: dict) -> str:
         s.append(f"Ranked by the objective of Wallace et al. (opt = P_c^1.5 (0.5 T_c + 0.5 E_c)), "
                  f"{x['n_candidates_ranked']} of {plural(x['n_candidates'], 'compressed candidate')} are measured well "
                  f"enough to rank" + (f" ({left_out} left out: measured once, or timed under interference)" if left_out else "")
+                 + (f" ({plural(x['n_curve_points'], 'point')} of the dose-response curves and sweeps, measured once "
+                    f"by design, are shown as curves, not ranked)" if x.get("n_curve_points") else "")
                  + f"; {plural(len(x['tier1']), 'candidate')} cannot be told apart from the best "
                  f"({sentence_list(x['tier1'])}). The best, {b['variant']}, changes perplexity by {_pct(b['P_c'])} "
                  f"and runtime by {_pct(b['T_c'])} against the baseline.")
