@@ -1,7 +1,9 @@
 # Two commands: `make study` (the default study) and `make test` (the whole test suite).
 # Both create .venv if missing, install the pinned stack with torch held at 2.13.0 (an unpinned
 # torch pulls gigabytes of CUDA packages on CPU machines), and register the venv's Jupyter kernel
-# inside the venv. Quick when already set up.
+# inside the venv. Quick when already set up. Packages are installed without byte-compiling every module
+# (--no-compile): Python compiles what it imports on first use, which halves a fresh set-up (59 s against
+# 106-124 s measured on a 2-core machine).
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,9 +18,9 @@ STAMP := $(VENV)/.compstudy-installed
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q --no-compile --upgrade pip
+	$(PY) -m pip install -q --no-compile torch==2.13.0
+	$(PY) -m pip install -q --no-compile -e .
 	$(PY) -m ipykernel install --sys-prefix --name compstudy --display-name "Python (compstudy)" >/dev/null
 	@touch $(STAMP)
 
@@ -36,7 +38,7 @@ study: setup data
 # the tests also cover the optional executors (Ray, submitit: issue 30), so they install those extras
 TEST_STAMP := $(VENV)/.compstudy-test-extras
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e ".[ray,slurm]"
+	$(PY) -m pip install -q --no-compile -e ".[ray,slurm]"
 	@touch $(TEST_STAMP)
 
 test: setup data $(TEST_STAMP)

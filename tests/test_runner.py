@@ -97,14 +97,18 @@ def test_smoke_config_end_to_end(smoke_study):
     first = df["run_id"].unique().tolist()
     assert len(first) == 1 and df["params_hash"].nunique() == 1 and df["protocol"].str.startswith("interleaved").all()
     assert (df["stride"] <= df["context"] - 1).all()
+    # (two variants and a one-point weight-bits curve: the rerun's own parameters, and a shorter rerun)
     assert runner.main(["run", str(ROOT / "configs" / "smoke.yaml"), "--no-progress", "--only", "01_quantization",
-                        "--only", "05_comparison", "-p", "repeats", "3"]) == 0
+                        "--only", "05_comparison", "-p", "repeats", "3", "-p", "variants", '["8b", "4b"]',
+                        "-p", "bits_sweep", '["hqq2"]']) == 0
     df = results.load("smoke")
     assert df["run_id"].nunique() == 2
     second = df[df["run_id"] != first[0]]
     # 01's measured variants at the new rounds, and its weight-bits curve (measured once by design, `:dose`)
     assert set(second["notebook"]) == {"01_quantization", "01_quantization:dose"}
     measured = second[second["notebook"] == "01_quantization"]
+    assert set(measured["variant"]) == {"Base", "Base8b", "Base4b"}  # the variants the rerun asked for
+    assert set(second.loc[second["notebook"] == "01_quantization:dose", "variant"]) == {"Basehqq2"}
     assert set(measured.groupby("variant")["repeat"].nunique()) == {3}
     rank = pd.read_csv(paths.results_dir("smoke") / "ranking.csv")
     assert set(rank["variant"]) == set(second["variant"])

@@ -1,22 +1,30 @@
 """Issue 30: plan every artifact of a study, build them in parallel (Ray, submitit), publish them
 safely, and let the notebooks only measure.
 
-The smoke study's notebooks 00-02 are planned and built into empty artifact folders: on a local
-Ray cluster (2 workers of 1 thread, a worker killed mid-build on its first artifact), with
-submitit's local executor, and by two `build` processes at once; `compstudy run` then builds
-nothing and measures what a sequential run measured."""
+The smoke study's first notebooks are planned and built into empty artifact folders: on a local
+Ray cluster (2 workers, a worker killed mid-build on its first artifact), with submitit's local
+executor, and by two `build` processes at once. Every artifact an executor builds has the same
+weights, file for file, as the one the session's sequential smoke study built (`smoke_study`, the
+same thread count); `compstudy run` then builds nothing and measures what the sequential run
+measured."""
 import json
 import os
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
+import torch
 
 from compstudy import cache, executors, paths, plan, results, runner
 
 SMOKE = paths.repo_root() / "configs" / "smoke.yaml"
-FIRST = ["00_baseline", "01_quantization", "02_distillation"]
+FIRST = ["00_baseline", "01_quantization"]
+# the session's artifact folder (tests/conftest.py sets it before this module is imported), where the
+# sequential smoke study (`smoke_study`) builds its artifacts
+SESSION_ARTIFACTS = Path(os.environ["COMPSTUDY_ARTIFACTS_DIR"])
 
 
 def _study(only=FIRST):
@@ -26,6 +34,12 @@ def _study(only=FIRST):
 def _entries(folder):
     """The artifacts in a cache folder: every entry but the hidden ones (claims, temporary and corrupt folders)."""
     return {p.name for p in folder.iterdir() if not p.name.startswith(".")} if folder.exists() else set()
+
+
+def _weights(folder, key):
+    """The checksums of an artifact's weights and tokenizer files (its histories and timings differ by nature)."""
+    recipe = json.loads((folder / key / "recipe.json").read_text())
+    return {f: h for f, h in recipe["files_sha256"].items() if f.endswith((".safetensors", "tokenizer.json"))}
 
 
 def _build_log(folder):
@@ -71,13 +85,14 @@ def test_ray_builds_the_plan_a_killed_worker_leaves_no_half_artifact_and_run_the
     env = executors._worker_env() | {"COMPSTUDY_TEST_KILL_ONCE": str(marker),
                                      "PYTHONPATH": os.pathsep.join([str(paths.repo_root() / "tests"),
                                                                     os.environ.get("PYTHONPATH", "")])}
-    # 2 workers of 2 threads, as many threads as the sequential run had: a float sum's order depends on the thread
-    # count, so only builds with the same threads are bit-identical (1 thread: Base's perplexity 318.982043, not
-    # 318.982005); 4 logical CPUs on these 2 cores, for this check
-    ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, log_to_driver=False,
+    # 2 workers with as many threads as the sequential run had (torch's default here): a float sum's order depends
+    # on the thread count, so only builds with the same threads are bit-identical (1 thread: Base's perplexity
+    # 318.982043, not 318.982005); twice as many logical CPUs as threads, for this check
+    threads = torch.get_num_threads()
+    ray.init(num_cpus=2 * threads, num_gpus=0, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": env, "worker_process_setup_hook": "fault_hooks.kill_first_build"})
     try:
-        report = executors.build(_study(), "ray", workers=2, threads=2, ray_retries=2)
+        report = executors.build(_study(), "ray", workers=2, threads=threads, ray_retries=2)
     finally:
         ray.shutdown()
     assert marker.exists()  # a worker was killed mid-build, its files written into its temporary folder ...
@@ -93,12 +108,15 @@ def test_ray_builds_the_plan_a_killed_worker_leaves_no_half_artifact_and_run_the
     log = _build_log(empty_cache)
     assert sorted(e["key"] for e in log) == sorted(built)  # each built once (the killed attempt never published)
     assert len({e["pid"] for e in log}) >= 2  # by more than one worker
-    # the notebooks now only measure: nothing new in the cache, the sequential run's perplexities
+    # the same weights, file for file, as the sequential smoke study's artifacts
+    assert {k: _weights(empty_cache, k) for k in built} == {k: _weights(SESSION_ARTIFACTS, k) for k in built}
+    # the notebooks now only measure: nothing new in the cache, the sequential run's perplexities (01's notebook,
+    # which loads the baseline and every variant from the cache)
     before = {k: (empty_cache / k / "recipe.json").stat().st_mtime for k in built}
     session_results = paths.results_dir()  # the session's smoke study (sequential) wrote there
     monkeypatch.setenv("COMPSTUDY_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setenv("COMPSTUDY_RUNS_DIR", str(tmp_path / "runs"))
-    assert runner.main(["run", str(SMOKE), "--no-progress", *sum((["--only", n] for n in FIRST), [])]) == 0
+    assert runner.main(["run", str(SMOKE), "--no-progress", "--only", "01_quantization"]) == 0
     assert _entries(empty_cache) == built
     assert {k: (empty_cache / k / "recipe.json").stat().st_mtime for k in built} == before
     assert len(_build_log(empty_cache)) == len(log)
@@ -108,28 +126,26 @@ def test_ray_builds_the_plan_a_killed_worker_leaves_no_half_artifact_and_run_the
     complete = sequential.loc[sequential["notebook"] == "02_distillation", "run_id"].iloc[0]
     sequential = sequential[sequential["run_id"] == complete]
     key = ["notebook", "variant", "dataset"]
-    a = ours[ours["notebook"].isin(["01_quantization", "02_distillation"])].groupby(key)["perplexity"].median()
+    a = ours[ours["notebook"] == "01_quantization"].groupby(key)["perplexity"].median()
     b = sequential.groupby(key)["perplexity"].median().reindex(a.index)
+    assert len(a) >= 8  # Base and the quantized variants on both datasets
     pd.testing.assert_series_equal(a, b, check_exact=True)
 
 
 @pytest.mark.slow
-def test_submitit_local_executor_builds_the_same_artifacts_as_a_local_build(empty_cache, tmp_path, monkeypatch):
+def test_submitit_local_executor_builds_the_same_artifacts_as_a_local_build(empty_cache, tmp_path, smoke_study):
     pytest.importorskip("submitit")
-    only = ["00_baseline", "01_quantization"]
-    executors.build(_study(only), "slurm", threads=2, slurm_parameters={"cluster": "local"},
+    only = ["00_baseline"]  # the tokenizer, then the baseline, then its plateau check: three waves of jobs
+    executors.build(_study(only), "slurm", threads=torch.get_num_threads(), slurm_parameters={"cluster": "local"},
                     slurm_folder=tmp_path / "submitit")
     graph = plan.plan(_study(only))
     assert graph.to_json()["counts"]["missing"] == 0 and not graph.pending
-    assert _entries(empty_cache) == set(graph.nodes)
-    weights = lambda k: {f: h for f, h in cache.read_recipe(k)["files_sha256"].items()  # noqa: E731
-                         if f.endswith((".safetensors", "tokenizer.json"))}  # (histories and timings differ by nature)
-    by_submitit = {k: weights(k) for k in graph.nodes}
+    assert _entries(empty_cache) == set(graph.nodes) and len(graph.nodes) >= 2
     assert {e["pid"] for e in _build_log(empty_cache)} - {os.getpid()}  # built in submitit's job processes
-    monkeypatch.setenv("COMPSTUDY_ARTIFACTS_DIR", str(tmp_path / "local"))
-    executors.build(_study(only), "local")
-    by_local = {k: weights(k) for k in plan.plan(_study(only)).nodes}
-    assert by_local == by_submitit and sum(len(v) for v in by_local.values()) > 5  # the same weights, file for file
+    # the same weights, file for file, as the session's sequential (local) build of the same keys
+    by_submitit = {k: _weights(empty_cache, k) for k in graph.nodes}
+    assert by_submitit == {k: _weights(SESSION_ARTIFACTS, k) for k in graph.nodes}
+    assert sum(len(v) for v in by_submitit.values()) >= 2
 
 
 @pytest.mark.slow
