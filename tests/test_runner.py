@@ -108,7 +108,8 @@ def test_smoke_config_end_to_end(smoke_study):
     assert set(second["notebook"]) == {"01_quantization", "01_quantization:dose"}
     measured = second[second["notebook"] == "01_quantization"]
     assert set(measured["variant"]) == {"Base", "Base8b", "Base4b"}  # the variants the rerun asked for
-    assert set(second.loc[second["notebook"] == "01_quantization:dose", "variant"]) == {"Basehqq2"}
+    # (the curve's one asked point and its 32-bit end, the base)
+    assert set(second.loc[second["notebook"] == "01_quantization:dose", "variant"]) == {"Base", "Basehqq2"}
     assert set(measured.groupby("variant")["repeat"].nunique()) == {3}
     rank = pd.read_csv(paths.results_dir("smoke") / "ranking.csv")
     assert set(rank["variant"]) == set(second["variant"])

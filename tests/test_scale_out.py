@@ -111,12 +111,13 @@ def test_ray_builds_the_plan_a_killed_worker_leaves_no_half_artifact_and_run_the
     # the same weights, file for file, as the sequential smoke study's artifacts
     assert {k: _weights(empty_cache, k) for k in built} == {k: _weights(SESSION_ARTIFACTS, k) for k in built}
     # the notebooks now only measure: nothing new in the cache, the sequential run's perplexities (01's notebook,
-    # which loads the baseline and every variant from the cache)
+    # which loads the baseline and a quantized variant from the cache; every artifact's weights are checked above)
     before = {k: (empty_cache / k / "recipe.json").stat().st_mtime for k in built}
     session_results = paths.results_dir()  # the session's smoke study (sequential) wrote there
     monkeypatch.setenv("COMPSTUDY_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setenv("COMPSTUDY_RUNS_DIR", str(tmp_path / "runs"))
-    assert runner.main(["run", str(SMOKE), "--no-progress", "--only", "01_quantization"]) == 0
+    assert runner.main(["run", str(SMOKE), "--no-progress", "--only", "01_quantization", "-p", "variants", '["8b"]',
+                        "-p", "bits_sweep", "[]"]) == 0
     assert _entries(empty_cache) == built
     assert {k: (empty_cache / k / "recipe.json").stat().st_mtime for k in built} == before
     assert len(_build_log(empty_cache)) == len(log)
@@ -128,7 +129,7 @@ def test_ray_builds_the_plan_a_killed_worker_leaves_no_half_artifact_and_run_the
     key = ["notebook", "variant", "dataset"]
     a = ours[ours["notebook"] == "01_quantization"].groupby(key)["perplexity"].median()
     b = sequential.groupby(key)["perplexity"].median().reindex(a.index)
-    assert len(a) >= 8  # Base and the quantized variants on both datasets
+    assert len(a) == 4  # Base and Base8b on both datasets
     pd.testing.assert_series_equal(a, b, check_exact=True)
 
 
@@ -150,7 +151,8 @@ def test_submitit_local_executor_builds_the_same_artifacts_as_a_local_build(empt
 
 @pytest.mark.slow
 def test_two_build_processes_on_one_cache_build_each_artifact_once(empty_cache):
-    cmd = [sys.executable, "-m", "compstudy", "build", str(SMOKE), "--only", "00_baseline", "--only", "01_quantization"]
+    # 00's three artifacts (the tokenizer, the baseline, its plateau check), all wanted by both processes at once
+    cmd = [sys.executable, "-m", "compstudy", "build", str(SMOKE), "--only", "00_baseline"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen(cmd + ["--threads", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(2)]
@@ -158,7 +160,7 @@ def test_two_build_processes_on_one_cache_build_each_artifact_once(empty_cache):
     assert all(p.returncode == 0 for p in procs), outs
     log = _build_log(empty_cache)
     keys = [e["key"] for e in log]
-    assert len(keys) == len(set(keys)) == len(_entries(empty_cache))  # each artifact built once
+    assert len(keys) == len(set(keys)) == len(_entries(empty_cache)) >= 3  # each artifact built once
     assert not list((empty_cache / ".claims").glob("*.claim"))  # every claim released
 
 
