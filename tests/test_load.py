@@ -183,3 +183,40 @@ def test_the_gpu_check_runs_its_steps_on_the_cpu_and_writes_its_results(tmp_path
 def test_concurrent_measurement_needs_two_gpus_and_says_how_to_parallelise_instead():
     with pytest.raises(runner.ConfigError, match="timing is never shared"):
         runner.gpus_for_concurrent_measurement()
+
+
+def _ranking(rows):
+    """A hand-made ranking table: (variant, opt_lo, opt_hi, ranked), ranges and ranks from `ranking`."""
+    t = pd.DataFrame(rows, columns=["variant", "opt_lo", "opt_hi", "ranked"])
+    t["opt"] = (t["opt_lo"] + t["opt_hi"]) / 2
+    ranked = t[t["ranked"]].sort_values("opt").reset_index(drop=True)
+    ranked["rank_range"] = ranking.rank_ranges(ranked["opt_lo"], ranked["opt_hi"])
+    return pd.concat([ranked, t[~t["ranked"]].assign(rank_range="")], ignore_index=True)
+
+
+def test_rank_ranges_are_compared_as_published_and_over_the_set_both_runs_rank():
+    import importlib.util
+
+    from compstudy import paths
+
+    spec = importlib.util.spec_from_file_location("load_robustness", paths.repo_root() / "benchmarks" / "load_robustness.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    # narrow, separate intervals; the quiet run could not rank A (its timing), the loaded run ranks it first
+    quiet = _ranking([("Base", 0.99, 1.01, True), ("A", 0.10, 0.12, False), ("B", 0.50, 0.52, True),
+                      ("C", 0.60, 0.62, True), ("Base+ft1k", 0.70, 0.72, True)])
+    loaded = _ranking([("Base", 0.98, 1.02, True), ("A", 0.10, 0.12, True), ("B", 0.50, 0.53, True),
+                       ("C", 0.61, 0.63, True), ("Base+ft1k", 0.70, 0.73, True)])
+    out = bench.rank_overlap(quiet, loaded)
+    assert out["share_of_quiet_ranked_that_loaded_ranks"] == 1.0  # B and C (Base and the control are no candidates)
+    assert out["ranked_in_one_run_only"] == {"quiet": [], "loaded": ["A"]}
+    # as published, A's rank 1 pushes B from 1 to 2 and C from 2 to 3: no overlap, a change of the set only
+    assert out["rank_ranges_overlap"]["not_overlapping"] == {"B": {"quiet": "1", "loaded": "2"},
+                                                              "C": {"quiet": "2", "loaded": "3"}}
+    assert out["rank_ranges_overlap_common_set"]["all"] and out["rank_ranges_overlap_common_set"]["of"] == 2
+    # a real move of the measurements fails both readings: C now scores below B under load
+    moved = _ranking([("Base", 0.98, 1.02, True), ("B", 0.50, 0.53, True), ("C", 0.40, 0.42, True),
+                      ("Base+ft1k", 0.70, 0.73, True)])
+    out = bench.rank_overlap(quiet, moved)
+    assert set(out["rank_ranges_overlap_common_set"]["not_overlapping"]) == {"B", "C"}
+    assert not out["rank_ranges_overlap"]["all"]
