@@ -185,7 +185,7 @@ def test_concurrent_measurement_needs_two_gpus_and_says_how_to_parallelise_inste
         runner.gpus_for_concurrent_measurement()
 
 
-def _ranking(rows):
+def _hand_ranking(rows):
     """A hand-made ranking table: (variant, opt_lo, opt_hi, ranked), ranges and ranks from `ranking`."""
     t = pd.DataFrame(rows, columns=["variant", "opt_lo", "opt_hi", "ranked"])
     t["opt"] = (t["opt_lo"] + t["opt_hi"]) / 2
@@ -203,9 +203,9 @@ def test_rank_ranges_are_compared_as_published_and_over_the_set_both_runs_rank()
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     # narrow, separate intervals; the quiet run could not rank A (its timing), the loaded run ranks it first
-    quiet = _ranking([("Base", 0.99, 1.01, True), ("A", 0.10, 0.12, False), ("B", 0.50, 0.52, True),
+    quiet = _hand_ranking([("Base", 0.99, 1.01, True), ("A", 0.10, 0.12, False), ("B", 0.50, 0.52, True),
                       ("C", 0.60, 0.62, True), ("Base+ft1k", 0.70, 0.72, True)])
-    loaded = _ranking([("Base", 0.98, 1.02, True), ("A", 0.10, 0.12, True), ("B", 0.50, 0.53, True),
+    loaded = _hand_ranking([("Base", 0.98, 1.02, True), ("A", 0.10, 0.12, True), ("B", 0.50, 0.53, True),
                        ("C", 0.61, 0.63, True), ("Base+ft1k", 0.70, 0.73, True)])
     out = bench.rank_overlap(quiet, loaded)
     assert out["share_of_quiet_ranked_that_loaded_ranks"] == 1.0  # B and C (Base and the control are no candidates)
@@ -215,7 +215,7 @@ def test_rank_ranges_are_compared_as_published_and_over_the_set_both_runs_rank()
                                                               "C": {"quiet": "2", "loaded": "3"}}
     assert out["rank_ranges_overlap_common_set"]["all"] and out["rank_ranges_overlap_common_set"]["of"] == 2
     # a real move of the measurements fails both readings: C now scores below B under load
-    moved = _ranking([("Base", 0.98, 1.02, True), ("B", 0.50, 0.53, True), ("C", 0.40, 0.42, True),
+    moved = _hand_ranking([("Base", 0.98, 1.02, True), ("B", 0.50, 0.53, True), ("C", 0.40, 0.42, True),
                       ("Base+ft1k", 0.70, 0.73, True)])
     out = bench.rank_overlap(quiet, moved)
     assert set(out["rank_ranges_overlap_common_set"]["not_overlapping"]) == {"B", "C"}
