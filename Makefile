@@ -15,6 +15,8 @@ CONFIG ?= configs/default.yaml
 # where the offline corpora are copied from when data/ lacks them (see data/README.md)
 SHARED_DATA ?= ../shared/data
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+# byte-compile the venv's site-packages on every core (after the --no-compile installs below)
+COMPILE_SITE_PACKAGES = $(PY) -m compileall -q -j 0 $$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") >/dev/null || true
 
 .PHONY: setup study test data clean-results
 STAMP := $(VENV)/.compstudy-installed
@@ -24,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q --no-compile --upgrade pip
 	$(PY) -m pip install -q --no-compile torch==2.13.0
 	$(PY) -m pip install -q --no-compile -e .
-	$(PY) -m compileall -q -j 0 $$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") >/dev/null || true
+	$(COMPILE_SITE_PACKAGES)
 	$(PY) -m ipykernel install --sys-prefix --name compstudy --display-name "Python (compstudy)" >/dev/null
 	@touch $(STAMP)
 
@@ -44,7 +46,7 @@ study: setup data
 TEST_STAMP := $(VENV)/.compstudy-test-extras
 $(TEST_STAMP): $(STAMP)
 	$(PY) -m pip install -q --no-compile -e ".[ray,slurm]"
-	$(PY) -m compileall -q -j 0 $$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") >/dev/null || true
+	$(COMPILE_SITE_PACKAGES)
 	@touch $(TEST_STAMP)
 
 test: setup data $(TEST_STAMP)

@@ -86,7 +86,7 @@ def from_results() -> dict:
     `runs` section is kept as measured, the comparison is written with this commit."""
     import pandas as pd
 
-    from compstudy import compare, paths, provenance
+    from compstudy import paths, provenance
 
     path = HERE / "results" / "load_robustness.json"
     out = json.loads(path.read_text())
@@ -95,10 +95,18 @@ def from_results() -> dict:
         rows = pd.read_csv(paths.results_dir(f"robust-{k}") / "measurements.csv", usecols=["run_id"])
         if out["runs"][k]["run_id"] not in set(rows["run_id"]):
             raise SystemExit(f"results/robust-{k} does not hold run {out['runs'][k]['run_id']}: run the benchmark again")
+    out["comparison_commit"] = provenance.environment()["git_commit"]
+    return _compare_and_write(out, ranks)
+
+
+def _compare_and_write(out: dict, ranks: dict) -> dict:
+    """Add the two runs' comparison (`rank_overlap`, `compare`'s summary) to `out`, write
+    benchmarks/results/load_robustness.json and print it."""
+    from compstudy import compare
+
     out.update(rank_overlap(ranks["quiet"], ranks["loaded"]))
     out["compare"] = compare.compare(ranks["quiet"], ranks["loaded"], ("quiet", "loaded")).summary
-    out["comparison_commit"] = provenance.environment()["git_commit"]
-    path.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    (HERE / "results" / "load_robustness.json").write_text(json.dumps(out, indent=1, default=str) + "\n")
     print(json.dumps({k: v for k, v in out.items() if k != "runs"}, indent=1, default=str))
     return out
 
@@ -107,7 +115,7 @@ def main() -> dict:
     import pandas as pd
 
     from burner import burning
-    from compstudy import compare, conclusions, noise, paths, provenance, results, runner, runs
+    from compstudy import conclusions, noise, paths, provenance, results, runner, runs
 
     env = provenance.environment()
     out = {"config": "configs/default.yaml", "commit": env["git_commit"], "cpu": env["cpu"], "runs": {}}
@@ -137,11 +145,7 @@ def main() -> dict:
         }
         ranks[label] = rank
         print(label, {k: v for k, v in out["runs"][label].items() if k not in ("unranked_reasons",)}, flush=True)
-    out.update(rank_overlap(ranks["quiet"], ranks["loaded"]))
-    out["compare"] = compare.compare(ranks["quiet"], ranks["loaded"], ("quiet", "loaded")).summary
-    (HERE / "results" / "load_robustness.json").write_text(json.dumps(out, indent=1, default=str) + "\n")
-    print(json.dumps({k: v for k, v in out.items() if k != "runs"}, indent=1, default=str))
-    return out
+    return _compare_and_write(out, ranks)
 
 
 class _Nothing:
