@@ -24,6 +24,10 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["COMPSTUDY_OFFLINE"] = "1"
 os.environ["COMPSTUDY_NO_PROGRESS"] = "1"  # executed notebooks store no frozen progress bars
 os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
+# GPTQModel packs 2/4/8-bit weights with a C++ extension it compiles on first use (once per machine, into
+# ~/.cache/gptqmodel: 28 s here), else with its own Python packer of the same format; the tests' matrices
+# are tiny, so a fresh machine (CI) takes the Python packer instead of paying the compile
+os.environ.setdefault("GPTQMODEL_DISABLE_PACK_EXT", "1")
 
 TINY = dict(n_layer=2, n_head=2, n_embd=64, n_positions=128, vocab_size=512, train_tokens=40_000,
             batch_size=16, seq_len=64, lr=3e-3)

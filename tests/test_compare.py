@@ -56,6 +56,7 @@ def _measurements(run_id, t_half, rounds=4):
     return rows
 
 
+@pytest.mark.slow
 def test_compare_two_runs_of_one_study(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("COMPSTUDY_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setenv("COMPSTUDY_FIGURES_DIR", str(tmp_path / "figures"))

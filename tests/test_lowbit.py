@@ -87,6 +87,7 @@ def test_unsupported_bit_widths_are_refused_with_the_allowed_tokens(bad):
         lowbit.HQQConfig(5)
 
 
+@pytest.mark.slow
 def test_gptq_refuses_a_head_pruned_parent_before_any_work(checkpoint):
     pruned = pipeline.build(checkpoint, pipeline.Pipeline.from_name("AH80"), ["wikitext-2:valid"], device="cpu",
                             progress=False)

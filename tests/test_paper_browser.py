@@ -54,6 +54,7 @@ def test_the_committed_paper_of_the_default_run_reads_in_a_browser(tmp_path):
     _check(paths.repo_root() / "paper" / "default" / "index.html", tmp_path)
 
 
+@pytest.mark.slow
 def test_the_browser_check_fails_on_the_old_papers_stylesheet():
     """The paper of de49596 (lab template) hid every markdown cell: its stylesheet's
     `.jp-InputArea { display: none }` also hides rendered markdown. Its first cells are kept in

@@ -69,6 +69,7 @@ def test_each_prefix_is_cached_and_reused(tiny_baseline, monkeypatch):
     assert again.model(input_ids=torch.randint(0, 500, (1, 8))).logits.shape == (1, 8, 512)
 
 
+@pytest.mark.slow
 def test_minitron_and_target_shape_students_have_the_target_shape(tiny_baseline):
     depth_kd = pipeline.build(tiny_baseline, Pipeline.from_name("Depth50+KD", DEFAULTS), CORPORA, device="cpu",
                               progress=False)
@@ -82,6 +83,7 @@ def test_minitron_and_target_shape_students_have_the_target_shape(tiny_baseline)
     assert scratch.model.config.n_layer == 1 and scratch.recipe["size"]["n_params"] == depth_kd.recipe["size"]["n_params"]
 
 
+@pytest.mark.slow
 def test_minitron_embedding_and_head_width_students_keep_their_shape(tiny_baseline):
     """Width pruning over all of Minitron's axes: embedding channels, then heads and MLP neurons,
     then distillation from the unpruned teacher; the student, its from-scratch control and its
@@ -113,6 +115,7 @@ def test_head_pruned_models_quantize_in_memory(tiny_baseline):
         assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.99
 
 
+@pytest.mark.slow
 def test_llama_goes_through_hybrid_pipelines(tiny_llama):
     minitron = pipeline.build(tiny_llama, Pipeline.from_name("MLP50+KD", DEFAULTS), CORPORA, device="cpu",
                               progress=False)

@@ -22,6 +22,7 @@ def _boxes(texts):
     return [t.get_window_extent(renderer) for t in texts]
 
 
+@pytest.mark.slow
 def test_tradeoff_labels_a_crowded_cluster_without_overlaps():
     rng = np.random.default_rng(0)
     names = [f"Distil+{k}+4b" for k in range(12)]  # long labels, points almost on top of each other
@@ -62,6 +63,7 @@ def _sensitivity(alpha_matters: bool):
     return t
 
 
+@pytest.mark.slow
 def test_sensitivity_leaves_out_the_alpha_panel_only_when_no_rank_moves():
     fig, _ = plots.sensitivity(_sensitivity(alpha_matters=False), "s", top=3)
     assert len(fig.axes) == 1 and "alpha moves none of these ranks" in fig._suptitle.get_text()

@@ -208,6 +208,7 @@ def test_impossible_requests_fail_early():
         prune.magnitude_prune(torch.nn.Linear(2, 2), 1.0)
 
 
+@pytest.mark.slow
 def test_sparsity_sweep_includes_the_unpruned_model_and_the_fine_tuning_control(tiny_baseline):
     from compstudy import measure, results
 

@@ -164,6 +164,7 @@ def test_a_folder_corpus_never_tests_on_its_training_text(tmp_path):
     assert data.load_text(f"{novel}:train") == (novel / "train.txt").read_text()
 
 
+@pytest.mark.slow
 def test_fine_tuned_sweep_rows_record_their_training_and_control(tiny_baseline):
     from compstudy import prune
 
@@ -309,6 +310,7 @@ def test_cli_commands_give_messages_not_tracebacks(tmp_path, capsys):
     assert code == 2 and "neither one of the study's notebooks" in text
 
 
+@pytest.mark.slow
 def test_a_silent_mirror_spends_at_most_the_download_budget(monkeypatch, tmp_path):
     """Three missing files behind a mirror that never answers: the first download gets the budget,
     the others fail at once (the probe benchmark times it for real: `benchmarks/probe.py`)."""

@@ -41,6 +41,7 @@ def test_unknown_shared_and_override_parameters_are_rejected(tmp_path):
     assert runner.load_study(cfg, overrides={"divisor": 3}).notebooks[0].parameters["divisor"] == 3
 
 
+@pytest.mark.slow
 def test_failing_cell_names_notebook_cell_and_error(tmp_path, capsys):
     _notebook(tmp_path / "boom.ipynb")
     cfg = _config(tmp_path, "study: failing\nparameters: {divisor: 0}\nnotebooks: [boom.ipynb]\n")
@@ -50,6 +51,7 @@ def test_failing_cell_names_notebook_cell_and_error(tmp_path, capsys):
     assert "boom.ipynb failed in cell" in err and "ZeroDivisionError" in err
 
 
+@pytest.mark.slow
 def test_a_kernel_that_dies_fails_its_notebook_and_the_next_one_still_runs(tmp_path, capsys):
     """A crash in native code (here: the kernel process exits) is a failed notebook, named, not a
     traceback out of the runner; the notebooks after it still run."""
@@ -174,6 +176,7 @@ def test_malformed_command_line_value_is_a_clear_error(tmp_path, capsys):
     assert "-p divisor '[1': not a valid YAML value" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_stored_tracebacks_have_no_colour_codes(tmp_path, capsys):
     _notebook(tmp_path / "boom.ipynb")
     cfg = _config(tmp_path, "study: colourless\nparameters: {divisor: 0}\nnotebooks: [boom.ipynb]\n")
