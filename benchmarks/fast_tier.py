@@ -1,0 +1,109 @@
+"""The fast test tier's time and what it covers (issue 25, item 7).
+
+    .venv/bin/python benchmarks/fast_tier.py [--runs 2] [--coverage]
+
+Runs the fast tier (`pytest -m "not slow"`, what `make test-fast` runs) `--runs` times in a row, as
+`make test-fast` does (byte-code written, so the second run reads the first one's .pyc files), and
+prints each run's wall seconds and test count. With `--coverage` it then runs the tier once more
+under coverage.py (`pip install coverage==7.17.5`, the `bench` extra) and prints, per module of
+`lib/compstudy`, the share of its statements that the fast tier executes: every module must be
+exercised, so a module at 0 % (or missing) fails the check. Coverage slows the run, so that run is
+not timed. Writes benchmarks/results/fast_tier.json. Time nothing else meanwhile: two torch
+processes on 2 cores slow each other.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+PYTEST = [sys.executable, "-m", "pytest", "-m", "not slow", "-q", "-p", "no:cacheprovider"]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONDONTWRITEBYTECODE"] = ""  # as the Makefile runs it: empty means byte-code is written
+    return env
+
+
+def timed_run() -> dict:
+    """One fast-tier run: wall seconds (float), passed / failed counts, and pytest's last line.
+
+    Raises RuntimeError if a test fails (a failing tier has no meaningful time)."""
+    start = time.perf_counter()
+    proc = subprocess.run(PYTEST, cwd=ROOT, env=_env(), capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-500:]
+    if proc.returncode != 0:
+        raise RuntimeError(f"the fast tier failed (exit {proc.returncode}): {last}")
+    passed = int(re.search(r"(\d+) passed", last).group(1))
+    return {"wall_s": round(wall, 1), "passed": passed, "pytest": last.strip("= ")}
+
+
+def coverage_by_module() -> dict[str, float]:
+    """Per module of lib/compstudy: percent of its statements the fast tier executes (0-100).
+
+    Raises ImportError naming the package when coverage.py is not installed."""
+    try:
+        import coverage  # noqa: F401
+    except ImportError:
+        raise ImportError("--coverage needs coverage.py: .venv/bin/pip install coverage==7.17.5 "
+                          "(or pip install -e .[bench])") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        data, report = Path(tmp) / ".coverage", Path(tmp) / "coverage.json"
+        env = _env() | {"COVERAGE_FILE": str(data)}
+        cmd = [sys.executable, "-m", "coverage", "run", f"--source={ROOT / 'lib' / 'compstudy'}", "-m", *PYTEST[2:]]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the fast tier failed under coverage: {proc.stdout[-500:]}{proc.stderr[-500:]}")
+        subprocess.run([sys.executable, "-m", "coverage", "json", "-q", "-o", str(report)], cwd=ROOT, env=env,
+                       check=True)
+        files = json.loads(report.read_text())["files"]
+    by_module = {}
+    for path in sorted((ROOT / "lib" / "compstudy").glob("*.py")):
+        entry = next((v for k, v in files.items() if Path(k).resolve() == path.resolve()), None)
+        by_module[path.stem] = round(entry["summary"]["percent_covered"], 1) if entry else 0.0
+    return by_module
+
+
+def main(runs: int = 2, with_coverage: bool = False) -> dict:
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    result = {"commit": commit, "machine": f"{os.cpu_count()} logical CPUs, {platform.processor() or platform.machine()}",
+              "command": 'pytest -m "not slow" (make test-fast), byte-code written', "runs": []}
+    for i in range(runs):
+        r = timed_run()
+        result["runs"].append(r)
+        print(f"run {i + 1}: {r['wall_s']} s, {r['passed']} passed ({r['pytest']})", flush=True)
+    if with_coverage:
+        cov = coverage_by_module()
+        result["coverage_percent_by_module"] = cov
+        result["modules_not_exercised"] = [m for m, p in cov.items() if p == 0.0]
+        for m, p in sorted(cov.items(), key=lambda kv: kv[1]):
+            print(f"{p:5.1f} %  {m}")
+        print(f"{len(cov)} modules, lowest {min(cov.values())} %, not exercised: {result['modules_not_exercised'] or 'none'}")
+    out = HERE / "results" / "fast_tier.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print("wrote", out.relative_to(ROOT))
+    if with_coverage and result["modules_not_exercised"]:
+        sys.exit(1)
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=2, help="timed runs in a row (default 2)")
+    parser.add_argument("--coverage", action="store_true", help="then one run under coverage.py, per module")
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error(f"--runs must be at least 1, got {args.runs}")
+    main(args.runs, args.coverage)
