@@ -4,7 +4,10 @@
 
 Runs the fast tier (`pytest -m "not slow"`, what `make test-fast` runs) `--runs` times in a row, as
 `make test-fast` does (byte-code written, so the second run reads the first one's .pyc files), and
-prints each run's wall seconds and test count. With `--coverage` it then runs the tier once more
+prints each run's wall seconds and test count, each beside the seconds a fixed pure-Python loop took
+just before it (`reference_loop_s`, 20 million additions): these machines' speed changes from minute to
+minute (the loop alone took 2.0 to 4.3 s in three runs in a row here), so a run's time is read against
+it. With `--coverage` it then runs the tier once more
 under coverage.py (`pip install coverage==7.17.5`, the `bench` extra) and prints, per module of
 `lib/compstudy`, the share of its statements that the fast tier executes: every module must be
 exercised, so a module at 0 % (or missing) fails the check. Coverage slows the run, so that run is
@@ -33,6 +36,15 @@ def _env() -> dict:
     env = dict(os.environ)
     env["PYTHONDONTWRITEBYTECODE"] = ""  # as the Makefile runs it: empty means byte-code is written
     return env
+
+
+def reference_loop() -> float:
+    """Seconds a fixed pure-Python loop (20 million integer additions) takes now: the host's speed at
+    the moment, to read a run's wall time against (lower is faster)."""
+    start, total = time.perf_counter(), 0
+    for i in range(20_000_000):
+        total += i
+    return round(time.perf_counter() - start, 2)
 
 
 def timed_run() -> dict:
@@ -81,9 +93,10 @@ def main(runs: int = 2, with_coverage: bool = False) -> dict:
     result = {"commit": commit, "machine": f"{os.cpu_count()} logical CPUs, {platform.processor() or platform.machine()}",
               "command": 'pytest -m "not slow" (make test-fast), byte-code written', "runs": []}
     for i in range(runs):
-        r = timed_run()
+        loop = reference_loop()
+        r = timed_run() | {"reference_loop_s": loop}
         result["runs"].append(r)
-        print(f"run {i + 1}: {r['wall_s']} s, {r['passed']} passed ({r['pytest']})", flush=True)
+        print(f"run {i + 1}: {r['wall_s']} s, {r['passed']} passed ({r['pytest']}); reference loop {loop} s", flush=True)
     if with_coverage:
         cov = coverage_by_module()
         result["coverage_percent_by_module"] = cov
