@@ -1,6 +1,7 @@
 import time
 
 import pytest
+import torch
 
 from compstudy import data
 
@@ -82,6 +83,42 @@ def test_bpe_tokenizer_round_trip(tmp_path):
     assert ids.tolist() == data.encode(tok, sample).tolist()
     with pytest.raises(ValueError, match="vocab_size must be >= 260"):
         data.train_bpe_tokenizer(text, vocab_size=100)
+
+
+@pytest.mark.parametrize("damage", ["flipped", "truncated"])
+def test_token_ids_are_cached_on_disk_and_a_damaged_file_is_encoded_again(tmp_path, monkeypatch, capsys, damage):
+    monkeypatch.setenv("COMPSTUDY_ARTIFACTS_DIR", str(tmp_path / "artifacts"))
+    text = data.load_text("tinyshakespeare:test")
+    tok = data.train_bpe_tokenizer(text, vocab_size=400)
+    monkeypatch.setattr(data, "_ENCODED", {})
+    expected = torch.tensor(tok(text, add_special_tokens=False)["input_ids"])
+    assert torch.equal(data.encode(tok, text), expected)
+    folder = tmp_path / "artifacts" / data.ENCODED_DIR
+    [saved] = folder.glob("*.npy")
+    assert saved.name.startswith(f"{data.tokenizer_fingerprint(tok)}-{data.fingerprint(text)}-")
+    # another process (an empty memo) reads them from disk: the tokenizer is not called
+    monkeypatch.setattr(data, "_ENCODED", {})
+    calls = []
+    real_call = type(tok).__call__
+    monkeypatch.setattr(type(tok), "__call__", lambda self, *a, **k: calls.append(1) or real_call(self, *a, **k))
+    again = data.encode(tok, text)
+    assert torch.equal(again, expected) and again.dtype == torch.long and not calls
+    # a damaged file fails its check: deleted, the text encoded again, the right ids saved again
+    blob = bytearray(saved.read_bytes())
+    if damage == "flipped":
+        blob[-8:] = bytes(b ^ 0xFF for b in blob[-8:])
+    else:
+        del blob[len(blob) // 2:]
+    saved.write_bytes(bytes(blob))
+    monkeypatch.setattr(data, "_ENCODED", {})
+    assert torch.equal(data.encode(tok, text), expected) and calls == [1]
+    assert "failed their check and were deleted" in capsys.readouterr().out
+    [resaved] = folder.glob("*.npy")
+    assert resaved.name == saved.name and resaved.read_bytes() != bytes(blob)
+    # another text or another tokenizer: another file
+    data.encode(tok, text[:500])
+    data.encode(data.train_bpe_tokenizer(text, vocab_size=300), text)
+    assert len(list(folder.glob("*.npy"))) == 3
 
 
 # --------------------------------------------------------------------------------------------

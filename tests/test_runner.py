@@ -100,9 +100,13 @@ def test_smoke_config_end_to_end(smoke_study):
     assert len(first) == 1 and df["params_hash"].nunique() == 1 and df["protocol"].str.startswith("interleaved").all()
     assert (df["stride"] <= df["context"] - 1).all()
     # (two variants and a one-point weight-bits curve: the rerun's own parameters, and a shorter rerun)
-    assert runner.main(["run", str(ROOT / "configs" / "smoke.yaml"), "--no-progress", "--only", "01_quantization",
-                        "--only", "05_comparison", "-p", "repeats", "3", "-p", "variants", '["8b", "4b"]',
-                        "-p", "bits_sweep", '["hqq2"]']) == 0
+    # (--no-paper: paper/smoke/ keeps the session run's build, which tests/test_paper*.py read)
+    page = ROOT / "paper" / "smoke" / "index.html"
+    built = page.stat().st_mtime_ns
+    assert runner.main(["run", str(ROOT / "configs" / "smoke.yaml"), "--no-progress", "--no-paper", "--only",
+                        "01_quantization", "--only", "05_comparison", "-p", "repeats", "3", "-p", "variants",
+                        '["8b", "4b"]', "-p", "bits_sweep", '["hqq2"]']) == 0
+    assert page.stat().st_mtime_ns == built
     df = results.load("smoke")
     assert df["run_id"].nunique() == 2
     second = df[df["run_id"] != first[0]]
@@ -121,7 +125,8 @@ def test_smoke_config_end_to_end(smoke_study):
     blob = table.read_bytes()
     table.write_bytes(blob[: len(blob) - 40])
     # (05 alone ranks the latest complete run with its own parameters, issue 27: the first run, all notebooks)
-    assert runner.main(["run", str(ROOT / "configs" / "smoke.yaml"), "--no-progress", "--only", "05_comparison"]) == 0
+    assert runner.main(["run", str(ROOT / "configs" / "smoke.yaml"), "--no-progress", "--no-paper", "--only",
+                        "05_comparison"]) == 0
     ranked_now = set(pd.read_csv(paths.results_dir("smoke") / "ranking.csv")["variant"])
     assert ranked_now == set(df.loc[df["run_id"] == first[0], "variant"])
 

@@ -541,6 +541,7 @@ def load_tokenizer(name_or_path: str | Path):
 
 
 _ENCODED: dict = {}  # (tokenizer fingerprint, text fingerprint) -> ids; a few corpora per process
+ENCODED_DIR = ".encoded"  # under the artifact cache: token ids on disk, shared by every process of a study
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -554,17 +555,64 @@ def tokenizer_fingerprint(tokenizer) -> str:
 def encode(tokenizer, text: str):
     """Token ids of `text` as a 1-D LongTensor, shape [n_tokens] (no special tokens added).
 
-    Memoised per process by (tokenizer, text) fingerprints: every pruned or distilled variant
-    reads the same training text, and tokenizing a megabyte takes about a second on 2 cores.
+    Tokenizing a megabyte takes about a second here, and every notebook kernel, build worker and
+    variant of a study reads the same corpora with the same tokenizer. So the ids are memoised by
+    (tokenizer, text) fingerprints (`tokenizer_fingerprint`, `fingerprint`): in this process, and on
+    disk under the artifact cache (`ENCODED_DIR`: `<tokenizer>-<text>-<sha256 of the ids>.npy`,
+    int32), written atomically and verified against its checksum when read. A file that fails
+    the check is deleted and the text encoded again; a cache that cannot be written is skipped.
     The returned tensor is shared: do not modify it in place."""
-    import torch
-
     key = (tokenizer_fingerprint(tokenizer), fingerprint(text))
     if key not in _ENCODED:
         if len(_ENCODED) >= 16:
             _ENCODED.pop(next(iter(_ENCODED)))
-        _ENCODED[key] = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+        ids = _read_encoded(key)
+        if ids is None:
+            ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
+            _write_encoded(key, ids)
+        _ENCODED[key] = ids
     return _ENCODED[key]
+
+
+def _read_encoded(key: tuple[str, str]):
+    """The ids `encode` saved for `key`, or None (absent, or deleted for failing its checksum)."""
+    import numpy as np
+
+    folder = paths.artifacts_dir() / ENCODED_DIR
+    for path in sorted(folder.glob(f"{key[0]}-{key[1]}-*.npy")) if folder.is_dir() else []:
+        try:
+            arr = np.load(path, allow_pickle=False)
+            ok = arr.ndim == 1 and _ids_checksum(arr) == path.stem.rsplit("-", 1)[1]
+        except (OSError, ValueError, EOFError):
+            ok = False
+        if ok:
+            return torch.from_numpy(arr.astype(np.int64))
+        print(f"warning: cached token ids {path.name} failed their check and were deleted; encoding the text again",
+              flush=True)
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return None
+
+
+def _ids_checksum(arr) -> str:
+    return hashlib.sha256(arr.astype("<i4").tobytes()).hexdigest()[:16]
+
+
+def _write_encoded(key: tuple[str, str], ids) -> None:
+    import numpy as np
+
+    arr = ids.numpy().astype("<i4")
+    folder, tmp = paths.artifacts_dir() / ENCODED_DIR, None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".tmp-{os.getpid()}-{key[0]}-{key[1]}.npy"
+        with open(tmp, "wb") as fh:
+            np.save(fh, arr, allow_pickle=False)
+        os.replace(tmp, folder / f"{key[0]}-{key[1]}-{_ids_checksum(arr)}.npy")
+    except OSError:  # a read-only or full disk: the ids stay memoised in this process only
+        if tmp:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 def training_streams(tokenizer, corpora, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:

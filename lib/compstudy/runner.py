@@ -302,9 +302,11 @@ class NotebookFailed(RuntimeError):
 
 
 def run_study(study: Study, progress: bool = True, continue_run: str | None = None, executor: str = "local",
-              address: str | None = None) -> list[Path]:
+              address: str | None = None, paper: bool = True) -> list[Path]:
     """Execute the study's notebooks in order; returns the executed copies' paths
-    (`runs/<study>/<run_id>/NN_*.ipynb`).
+    (`runs/<study>/<run_id>/NN_*.ipynb`). When the run is complete and has 05_comparison, the
+    paper (`paper/<study>/`, HTML and PDF) is built from it, unless `paper` is False (it then keeps
+    its last build).
 
     `executor="ray"` (a node with several GPUs) runs the measuring notebooks after 00 at once, one
     per GPU (Ray sets each one's `CUDA_VISIBLE_DEVICES`; each writes its own results part,
@@ -319,7 +321,7 @@ def run_study(study: Study, progress: bool = True, continue_run: str | None = No
     """
     saved = {k: os.environ.get(k) for k in (runs.RUN_ENV, runs.HASH_ENV)}
     try:
-        return _execute_study(study, progress, continue_run, executor, address)
+        return _execute_study(study, progress, continue_run, executor, address, paper)
     finally:  # the run's id reaches its kernels only: a later run in this process starts its own
         for k, v in saved.items():
             if v is None:
@@ -393,7 +395,7 @@ def gpus_for_concurrent_measurement() -> int:
 
 
 def _execute_study(study: Study, progress: bool, continue_run: str | None = None, executor: str = "local",
-                   address: str | None = None) -> list[Path]:
+                   address: str | None = None, paper: bool = True) -> list[Path]:
     import papermill
     from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
@@ -472,7 +474,7 @@ def _execute_study(study: Study, progress: bool, continue_run: str | None = None
         print(f"provenance: {write_provenance(study.name, study.config_path, wall)}", flush=True)
     else:
         note_partial_run(study.name, names, wall)
-    _print_outcome(study, record)
+    _print_outcome(study, record, paper=paper)
     return executed
 
 
@@ -570,17 +572,17 @@ def _choose_run(study: Study, names: list[str], continue_run: str | None) -> dic
     return record
 
 
-def _print_outcome(study: Study, record: dict, top: int = 5) -> None:
-    """Where the paper is, and the top of the ranking's compression candidates (never a control),
-    how many were ranked and how many left out; a warning with the command that re-measures
-    their notebooks when more than a quarter are unranked."""
+def _print_outcome(study: Study, record: dict, top: int = 5, paper: bool = True) -> None:
+    """Where the paper is (built here when `paper`), and the top of the ranking's compression
+    candidates (never a control), how many were ranked and how many left out; a warning with the
+    command that re-measures their notebooks when more than a quarter are unranked."""
     from . import conclusions
     from .paper import build_paper
 
-    if runs.is_complete(record) and any(r.path.stem == "05_comparison" for r in study.notebooks):
+    if paper and runs.is_complete(record) and any(r.path.stem == "05_comparison" for r in study.notebooks):
         try:
-            paper = build_paper(study.name, run_id=record["run_id"])
-            print(f"paper: {paper} (open it in a browser)", flush=True)
+            page = build_paper(study.name, run_id=record["run_id"])
+            print(f"paper: {page} (open it in a browser)", flush=True)
         except Exception as exc:  # the measurements are written; a rendering failure must not hide them
             print(f"the paper could not be built: {type(exc).__name__}: {exc}", flush=True)
     ranking = paths.results_dir(study.name) / "ranking.csv"
@@ -630,6 +632,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="override a shared parameter (VALUE parsed as YAML); repeatable")
     run_p.add_argument("--only", action="append", help="run only notebooks whose file name contains this")
     run_p.add_argument("--no-progress", action="store_true", help="hide papermill's cell progress bar")
+    run_p.add_argument("--no-paper", action="store_true",
+                       help="do not build the paper at the end (paper/<study>/ keeps its last build), e.g. while "
+                            "re-running 05_comparison to try its parameters")
     run_p.add_argument("--executor", choices=("local", "ray"), default="local",
                        help="local: one notebook after another (default); ray: on a node with several GPUs, the "
                             "measuring notebooks at once, one per GPU")
@@ -695,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {k: _parse_value(k, v) for k, v in args.parameter}
         study = load_study(args.config, overrides, args.only)
         run_study(study, progress=not args.no_progress, continue_run=args.continue_run, executor=args.executor,
-                  address=args.address)
+                  address=args.address, paper=not args.no_paper)
     except (ConfigError, NotebookFailed) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
