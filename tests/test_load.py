@@ -159,19 +159,22 @@ def test_cuda_warm_up_runs_passes_until_they_stop_getting_faster(monkeypatch):
 
 
 @pytest.mark.slow
-def test_the_gpu_check_runs_its_steps_on_the_cpu_and_writes_its_results(tmp_path):
+def test_the_gpu_check_runs_its_steps_on_the_cpu_and_writes_its_results(tmp_path, monkeypatch):
     """benchmarks/gpu_check.py on a tiny shape on the CPU (what a machine without a GPU can check):
-    every step runs, and the evaluated ones get T_c and E_c against the base."""
+    every step runs, and the evaluated ones get T_c and E_c against the base. Its `main` runs in
+    this process (the script's `__main__` only calls it), which has the library imported already;
+    the artifact folder it points the study at is this test's."""
+    import importlib.util
     import json
-    import subprocess
-    import sys
 
     from compstudy import paths
 
+    monkeypatch.setenv("COMPSTUDY_ARTIFACTS_DIR", str(tmp_path / "artifacts"))  # restored after: main() changes it
+    spec = importlib.util.spec_from_file_location("gpu_check", paths.repo_root() / "benchmarks" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
     out = tmp_path / "gpu_check.json"
-    proc = subprocess.run([sys.executable, str(paths.repo_root() / "benchmarks" / "gpu_check.py"), "--device", "cpu",
-                           "--small", "--out", str(out)], capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert gpu_check.main(["--device", "cpu", "--small", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     steps = result["steps"]
     assert {"8b", "4b", "4bfp4", "AH80", "Mag50", "MLP50", "Depth50", "Distil", "hqq4", "evaluation"} <= set(steps)
