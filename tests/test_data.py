@@ -122,6 +122,16 @@ def test_token_ids_are_cached_on_disk_and_a_damaged_file_is_encoded_again(tmp_pa
     data.encode(tok, text[:500])
     data.encode(data.train_bpe_tokenizer(text, vocab_size=280), text)
     assert len(list(folder.glob("*.npy"))) == 3
+    # a slow tokenizer (no backend, so its fingerprint is only its class and path) is never cached on disk
+
+    class Slow:
+        name_or_path = "slow"
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [ord(c) % 7 for c in text]}
+
+    assert data.encode(Slow(), text[:50]).tolist() == [ord(c) % 7 for c in text[:50]]
+    assert len(list(folder.glob("*.npy"))) == 3
 
 
 # --------------------------------------------------------------------------------------------

@@ -561,15 +561,18 @@ def encode(tokenizer, text: str):
     disk under the artifact cache (`ENCODED_DIR`: `<tokenizer>-<text>-<sha256 of the ids>.npy`,
     int32), written atomically and verified against its checksum when read. A file that fails
     the check is deleted and the text encoded again; a cache that cannot be written is skipped.
-    The returned tensor is shared: do not modify it in place."""
+    Only a fast tokenizer goes to disk: its fingerprint hashes its whole definition, where a slow
+    one's is only its class and path. The returned tensor is shared: do not modify it in place."""
     key = (tokenizer_fingerprint(tokenizer), fingerprint(text))
     if key not in _ENCODED:
         if len(_ENCODED) >= 16:
             _ENCODED.pop(next(iter(_ENCODED)))
-        ids = _read_encoded(key)
+        on_disk = getattr(tokenizer, "backend_tokenizer", None) is not None
+        ids = _read_encoded(key) if on_disk else None
         if ids is None:
             ids = torch.tensor(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
-            _write_encoded(key, ids)
+            if on_disk:
+                _write_encoded(key, ids)
         _ENCODED[key] = ids
     return _ENCODED[key]
 

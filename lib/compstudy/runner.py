@@ -579,7 +579,9 @@ def _print_outcome(study: Study, record: dict, top: int = 5, paper: bool = True)
     from . import conclusions
     from .paper import build_paper
 
-    if paper and runs.is_complete(record) and any(r.path.stem == "05_comparison" for r in study.notebooks):
+    if not paper:
+        print(f"paper: not rebuilt (--no-paper); paper/{study.name}/ holds its last build", flush=True)
+    elif runs.is_complete(record) and any(r.path.stem == "05_comparison" for r in study.notebooks):
         try:
             page = build_paper(study.name, run_id=record["run_id"])
             print(f"paper: {page} (open it in a browser)", flush=True)
