@@ -49,8 +49,11 @@ $(TEST_STAMP): $(STAMP)
 	$(PY) -m pip install -q --no-compile -e ".[ray,slurm]"
 	@touch $(TEST_STAMP)
 
+# two pytest workers (pytest-xdist), handed a test at a time (a module that groups its tests, as one unit): one
+# runs the smoke study while the other takes the rest (tests/conftest.py); TEST_WORKERS=0 runs them in one process
+TEST_WORKERS ?= 2
 test: setup data $(TEST_STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 # the fast tier: every module, no notebook run, no model trained beyond the tests' tiny ones (README, "Tests")
 test-fast: setup data $(TEST_STAMP)

@@ -5,17 +5,54 @@ Set here, at import time, so that the notebook kernels the runner starts inherit
 
 The notebooks run once per session: `smoke_study` runs the smoke study (configs/smoke.yaml) through
 the runner, and the notebook and runner tests read that run.
+
+`make test` runs two pytest workers (pytest-xdist, `-n 2`). Each worker is a session of its own, with
+its own folders, but for the smoke study: it runs once, in the worker that first asks for it, into a
+folder both workers share, and the other worker waits for it (a file lock). The tests that read it
+run after every other test, but for the first of them, which starts it (`pytest_collection_modifyitems`):
+one worker runs the smoke study while the other takes the rest.
 """
 import contextlib
 import functools
 import http.server
+import json
 import os
 import tempfile
 import threading
 
+from pathlib import Path
+
 import pytest
 
+# One torch thread a process: two workers share the two cores, and two processes with two threads each
+# slow each other far more than twice (../shared/STACK.md). Every build of a session, the executors'
+# included, takes the same count: a float sum's order depends on it, and the scale-out tests compare
+# weights bit for bit. Inherited by the notebook kernels, build processes and workers the tests start.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Until the smoke study has run, each pytest-xdist worker keeps to its own CPUs (worker i of n: every n-th
+# CPU from the i-th), and so do the kernels, builds and workers it starts. A timed pass counts only what
+# others take of the CPUs it may run on (compstudy.measure.measured_cpus), so the smoke study's passes
+# are not disturbed by the other worker's tests: its timings stay reliable, and it ranks its variants as
+# it would alone. Once it has run, a worker takes every CPU again (`_release_cpus`), for the executors'
+# tests that follow it.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_ALL_CPUS = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+if _WORKER.startswith("gw") and _ALL_CPUS:
+    _cpus, _n = sorted(_ALL_CPUS), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if 1 < _n <= len(_cpus):
+        os.sched_setaffinity(0, set(_cpus[int(_WORKER[2:]) % _n::_n]))
+
+
+def _release_cpus() -> None:
+    """This process (a pytest-xdist worker) may run on every CPU it started with again."""
+    if _ALL_CPUS and os.sched_getaffinity(0) != _ALL_CPUS:
+        os.sched_setaffinity(0, _ALL_CPUS)
+
 _TMP = tempfile.mkdtemp(prefix="compstudy-tests-")
+# shared by the workers of one pytest-xdist run (they have the same PYTEST_XDIST_TESTRUNUID); this session's
+# folder when pytest runs alone
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+SHARED = Path(tempfile.gettempdir()) / f"compstudy-tests-{_RUN}" if _RUN else Path(_TMP)
 for _var, _sub in [("COMPSTUDY_ARTIFACTS_DIR", "artifacts"), ("COMPSTUDY_RESULTS_DIR", "results"),
                    ("COMPSTUDY_RUNS_DIR", "runs"), ("COMPSTUDY_FIGURES_DIR", "figures")]:
     os.environ[_var] = os.path.join(_TMP, _sub)
@@ -77,29 +114,75 @@ def loopback_mirror(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def smoke_study(tmp_path_factory):
-    """The smoke study, run once per session through the runner (`python -m compstudy run
+def smoke_study():
+    """The smoke study, run once per pytest run through the runner (`python -m compstudy run
     configs/smoke.yaml`) from an empty data folder: every corpus is fetched from a loopback HTTP
     server standing in for the network and verified against its checksum.
 
-    Yields a dict: `code` (the runner's exit status), `data` (the data folder it filled),
-    `executed` (folder with a copy of the executed notebooks, taken right after the run, so that
-    later reruns of the study do not change what the notebook tests read).
+    It runs into its own folders under `SHARED`, once for all pytest-xdist workers: the first worker
+    to ask runs it under a file lock, and the other reads its outcome once the lock is free.
+
+    Returns a dict: `code` (the runner's exit status), `data` (the data folder it filled),
+    `executed` (a copy of the executed notebooks, taken right after the run), and `env`: the
+    COMPSTUDY_*_DIR variables of its artifacts, results, runs and figures (set them, with
+    monkeypatch, to read its outputs through `compstudy.paths`). Its outputs are read, never
+    changed: a test that runs the study again copies them first.
     """
+    from filelock import FileLock
+
+    root = SHARED / "smoke"
+    outcome = root / "outcome.json"
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(SHARED / "smoke.lock")):
+        if not outcome.exists():
+            _run_smoke_study(root, outcome)
+        facts = json.loads(outcome.read_text())
+    _release_cpus()  # the smoke study has run: nothing measured here needs a quiet CPU any more
+    if facts.get("error"):
+        pytest.fail(f"the smoke study raised (in the worker that ran it): {facts['error']}")
+    return {"code": facts["code"], "data": Path(facts["data"]), "executed": Path(facts["executed"]),
+            "env": facts["env"]}
+
+
+def _run_smoke_study(root: Path, outcome: Path) -> None:
+    """Run the smoke study into `root` and write its outcome (`smoke_study`'s dict, as JSON) to
+    `outcome`, a raised error included, so that no worker runs it twice."""
     import shutil
+    import traceback
 
-    from compstudy import paths, runner
+    from compstudy import paths, runner, runs
 
-    root = tmp_path_factory.mktemp("smoke")
     served, data, executed = root / "served", root / "fresh-data", root / "executed"
-    for corpus in ("wikitext-2", "tinyshakespeare"):
-        shutil.copytree(paths.data_dir() / corpus, served / corpus)
-    with serve_folder(served), pytest.MonkeyPatch.context() as mp:
-        mp.setenv("COMPSTUDY_DATA_DIR", str(data))
-        code = runner.main(["run", str(paths.repo_root() / "configs" / "smoke.yaml"), "--no-progress"])
-    from compstudy import runs
+    env = {var: str(root / sub) for var, sub in [("COMPSTUDY_ARTIFACTS_DIR", "artifacts"),
+                                                  ("COMPSTUDY_RESULTS_DIR", "results"),
+                                                  ("COMPSTUDY_RUNS_DIR", "runs"), ("COMPSTUDY_FIGURES_DIR", "figures")]}
+    facts = {"code": None, "data": str(data), "executed": str(executed), "env": env, "error": ""}
+    try:
+        for corpus in ("wikitext-2", "tinyshakespeare"):
+            shutil.copytree(paths.data_dir() / corpus, served / corpus)
+        with serve_folder(served), pytest.MonkeyPatch.context() as mp:
+            mp.setenv("COMPSTUDY_DATA_DIR", str(data))
+            for var, value in env.items():
+                mp.setenv(var, value)
+            facts["code"] = runner.main(["run", str(paths.repo_root() / "configs" / "smoke.yaml"), "--no-progress"])
+            registered = runs.registered("smoke")
+            if registered:  # the executed notebooks of the run just made (runs/smoke/<run_id>/)
+                shutil.copytree(paths.runs_dir("smoke") / registered[-1]["run_id"], executed)
+    except BaseException as exc:
+        facts["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        raise
+    finally:
+        outcome.write_text(json.dumps(facts))
 
-    registered = runs.registered("smoke")
-    if registered:  # the executed notebooks of the run just made (runs/smoke/<run_id>/)
-        shutil.copytree(paths.runs_dir("smoke") / registered[-1]["run_id"], executed)
-    yield {"code": code, "data": data, "executed": executed}
+
+def pytest_collection_modifyitems(config, items):
+    """The tests that read the smoke study (`smoke_study`) run after every other test, the slow ones
+    first, but for the first of them, which runs first and starts the study. Under pytest-xdist
+    (`make test`: `--dist loadgroup` hands out a test at a time, in this order) one worker runs the
+    smoke study while the other works through the rest."""
+    reading = [item for item in items if "smoke_study" in getattr(item, "fixturenames", ())]
+    if not reading:
+        return
+    others = [item for item in items if "smoke_study" not in getattr(item, "fixturenames", ())]
+    rest = sorted(reading[1:], key=lambda item: item.get_closest_marker("slow") is None)  # stable: slow first
+    items[:] = reading[:1] + others + rest

@@ -229,6 +229,27 @@ def test_a_loaded_machine_is_detected_and_its_ratios_flagged(tiny_baseline):
     assert not ranking.ranking(df, n_boot=100).set_index("variant").loc["Copy", "ranked"]
 
 
+def test_a_pinned_process_counts_only_the_time_taken_on_its_own_cpus(monkeypatch):
+    """A process pinned to some CPUs (taskset, a cpuset, a batch allocation, the test suite's
+    workers) is not disturbed by work elsewhere: `_cpu_times` sums the busy and steal seconds of the
+    CPUs it may run on only (`measured_cpus`); the machine's total where it is not pinned."""
+    import os
+
+    import psutil
+
+    def cpu(busy, steal):
+        return types.SimpleNamespace(user=busy, nice=0.0, system=0.0, irq=0.0, softirq=0.0, steal=steal)
+
+    per_cpu = [cpu(100.0, 1.0), cpu(7.0, 0.5), cpu(1000.0, 9.0)]
+    monkeypatch.setattr(psutil, "cpu_times", lambda percpu=False: per_cpu if percpu else cpu(1107.0, 10.5))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {1})
+    assert measure.measured_cpus() == [1] and measure._cpu_times()[:2] == (7.0, 0.5)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2})
+    assert measure._cpu_times()[:2] == (1100.0, 10.0)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert measure._cpu_times()[:2] == (1107.0, 10.5)
+
+
 @pytest.mark.slow
 def test_variants_with_the_same_computation_share_timed_passes_and_keep_their_own_perplexity(tiny_baseline):
     import copy

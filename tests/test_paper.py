@@ -17,7 +17,7 @@ def _heads(structure):
 
 
 @pytest.mark.slow
-def test_the_smoke_study_builds_a_paper_with_every_section_and_every_figure_captioned(smoke_study):
+def test_the_smoke_study_builds_a_paper_with_every_section_and_every_figure_captioned(smoke_study, monkeypatch):
     assert smoke_study["code"] == 0
     index = paths.repo_root() / "paper" / "smoke" / "index.html"
     assert index.exists(), "the runner builds the paper at the end of a complete study"
@@ -33,6 +33,8 @@ def test_the_smoke_study_builds_a_paper_with_every_section_and_every_figure_capt
     outside_code = re.sub(r"<details.*?</details>", "", text, flags=re.S)
     assert "from compstudy import" not in outside_code and "from compstudy import" in text  # folded, not gone
     assert "injected-parameters" not in text and "Try this" not in text
+    for var, value in smoke_study["env"].items():  # the smoke study's results
+        monkeypatch.setenv(var, value)
     ranked = pd.read_csv(paths.results_dir("smoke") / "ranking.csv").query("ranked")
     candidates = ranked[~ranked["variant"].map(controls.is_control) & (ranked["variant"] != "Base")]
     abstract = text[text.index(">Abstract"):text.index(">1. Introduction")]

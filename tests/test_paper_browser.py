@@ -99,10 +99,17 @@ def _pdf_text(pdf, page=None):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("which", ["smoke", "default"])
-def test_the_pdf_shows_the_text_and_keeps_each_figure_on_its_captions_page(which, request):
-    if which == "smoke":
-        request.getfixturevalue("smoke_paper")
+def test_the_smoke_pdf_shows_the_text_and_keeps_each_figure_on_its_captions_page(smoke_paper):
+    _check_pdf("smoke")
+
+
+@pytest.mark.slow
+def test_the_committed_pdf_shows_the_text_and_keeps_each_figure_on_its_captions_page():
+    _check_pdf("default")
+
+
+def _check_pdf(which):
+    """paper/<which>/paper.pdf holds the paper's text, and each figure on the page of its caption."""
     _need("pdftotext", shutil.which("pdftotext") and shutil.which("pdfimages"))
     pdf = paths.repo_root() / "paper" / which / "paper.pdf"
     assert pdf.exists(), f"{pdf} is built beside index.html (committed for the default run)"

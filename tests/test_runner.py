@@ -66,10 +66,20 @@ def test_a_kernel_that_dies_fails_its_notebook_and_the_next_one_still_runs(tmp_p
 
 
 @pytest.mark.slow
-def test_smoke_config_end_to_end(smoke_study):
+def test_smoke_config_end_to_end(smoke_study, tmp_path, monkeypatch):
     """The smoke study from an empty data dir (`smoke_study`): every corpus is fetched from a local
-    HTTP server (standing in for the network), verified against its checksum, and the study runs."""
+    HTTP server (standing in for the network), verified against its checksum, and the study runs.
+    Its results and runs are copied first, and the reruns below write into the copies: the other
+    tests read the session's run as it was (its cache is shared, and the reruns build nothing)."""
+    import shutil
+
     assert smoke_study["code"] == 0
+    env = smoke_study["env"]
+    monkeypatch.setenv("COMPSTUDY_ARTIFACTS_DIR", env["COMPSTUDY_ARTIFACTS_DIR"])
+    for var, sub in [("COMPSTUDY_RESULTS_DIR", "results"), ("COMPSTUDY_RUNS_DIR", "runs")]:
+        shutil.copytree(env[var], tmp_path / sub)
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("COMPSTUDY_FIGURES_DIR", str(tmp_path / "figures"))
     empty = smoke_study["data"]
     assert {p.name for p in (empty / "wikitext-2").iterdir()} == {"valid.txt", "test.txt"}
     assert (empty / "tinyshakespeare" / "input.txt").exists()

@@ -22,9 +22,6 @@ from compstudy import cache, executors, paths, plan, results, runner
 
 SMOKE = paths.repo_root() / "configs" / "smoke.yaml"
 FIRST = ["00_baseline", "01_quantization"]
-# the session's artifact folder (tests/conftest.py sets it before this module is imported), where the
-# sequential smoke study (`smoke_study`) builds its artifacts
-SESSION_ARTIFACTS = Path(os.environ["COMPSTUDY_ARTIFACTS_DIR"])
 
 
 def _study(only=FIRST):
@@ -85,9 +82,9 @@ def test_ray_builds_the_plan_a_killed_worker_leaves_no_half_artifact_and_run_the
     env = executors._worker_env() | {"COMPSTUDY_TEST_KILL_ONCE": str(marker),
                                      "PYTHONPATH": os.pathsep.join([str(paths.repo_root() / "tests"),
                                                                     os.environ.get("PYTHONPATH", "")])}
-    # 2 workers with as many threads as the sequential run had (torch's default here): a float sum's order depends
-    # on the thread count, so only builds with the same threads are bit-identical (1 thread: Base's perplexity
-    # 318.982043, not 318.982005); twice as many logical CPUs as threads, for this check
+    # 2 workers with as many threads as the sequential run had (OMP_NUM_THREADS, 1 unless set: tests/conftest.py):
+    # a float sum's order depends on the thread count, so only builds with the same threads are bit-identical
+    # (Base's perplexity 318.982043 with 1 thread, 318.982005 with 2); twice as many logical CPUs as threads
     threads = torch.get_num_threads()
     ray.init(num_cpus=2 * threads, num_gpus=0, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": env, "worker_process_setup_hook": "fault_hooks.kill_first_build"})
@@ -109,11 +106,12 @@ def test_ray_builds_the_plan_a_killed_worker_leaves_no_half_artifact_and_run_the
     assert sorted(e["key"] for e in log) == sorted(built)  # each built once (the killed attempt never published)
     assert len({e["pid"] for e in log}) >= 2  # by more than one worker
     # the same weights, file for file, as the sequential smoke study's artifacts
-    assert {k: _weights(empty_cache, k) for k in built} == {k: _weights(SESSION_ARTIFACTS, k) for k in built}
+    sequential_cache = Path(smoke_study["env"]["COMPSTUDY_ARTIFACTS_DIR"])
+    assert {k: _weights(empty_cache, k) for k in built} == {k: _weights(sequential_cache, k) for k in built}
     # the notebooks now only measure: nothing new in the cache, the sequential run's perplexities (01's notebook,
     # which loads the baseline and a quantized variant from the cache; every artifact's weights are checked above)
     before = {k: (empty_cache / k / "recipe.json").stat().st_mtime for k in built}
-    session_results = paths.results_dir()  # the session's smoke study (sequential) wrote there
+    session_results = Path(smoke_study["env"]["COMPSTUDY_RESULTS_DIR"])  # the sequential smoke study wrote there
     monkeypatch.setenv("COMPSTUDY_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setenv("COMPSTUDY_RUNS_DIR", str(tmp_path / "runs"))
     assert runner.main(["run", str(SMOKE), "--no-progress", "--only", "01_quantization", "-p", "variants", '["8b"]',
@@ -123,9 +121,7 @@ def test_ray_builds_the_plan_a_killed_worker_leaves_no_half_artifact_and_run_the
     assert len(_build_log(empty_cache)) == len(log)
     ours = results.load(str(tmp_path / "results" / "smoke" / "measurements.csv"))
     sequential = results.load(str(session_results / "smoke" / "measurements.csv"))
-    # the session's complete smoke run (test_runner's later reruns of 01 alone are runs of their own)
-    complete = sequential.loc[sequential["notebook"] == "02_distillation", "run_id"].iloc[0]
-    sequential = sequential[sequential["run_id"] == complete]
+    assert sequential["run_id"].nunique() == 1  # the session's complete smoke run, as it was (its reruns write copies)
     key = ["notebook", "variant", "dataset"]
     a = ours[ours["notebook"] == "01_quantization"].groupby(key)["perplexity"].median()
     b = sequential.groupby(key)["perplexity"].median().reindex(a.index)
@@ -145,7 +141,8 @@ def test_submitit_local_executor_builds_the_same_artifacts_as_a_local_build(empt
     assert {e["pid"] for e in _build_log(empty_cache)} - {os.getpid()}  # built in submitit's job processes
     # the same weights, file for file, as the session's sequential (local) build of the same keys
     by_submitit = {k: _weights(empty_cache, k) for k in graph.nodes}
-    assert by_submitit == {k: _weights(SESSION_ARTIFACTS, k) for k in graph.nodes}
+    sequential_cache = Path(smoke_study["env"]["COMPSTUDY_ARTIFACTS_DIR"])
+    assert by_submitit == {k: _weights(sequential_cache, k) for k in graph.nodes}
     assert sum(len(v) for v in by_submitit.values()) >= 2
 
 

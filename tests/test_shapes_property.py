@@ -28,6 +28,9 @@ from compstudy import families, models, prune, surgery
 KINDS = ("heads-global", "heads-layer", "magnitude-layer", "magnitude-global", "mlp", "depth", "embedding",
          "MLP", "Emb", "Emb+MLP", "Emb+heads+mlp")
 TRIED: list[dict] = []
+# one worker runs this whole module, in order (make test: pytest-xdist's --dist loadgroup), so that
+# `test_property_coverage` sees every shape the others tried
+pytestmark = pytest.mark.xdist_group("shape-properties")
 PROPERTY_SETTINGS = settings(max_examples=10, deadline=None, derandomize=True, database=None,
                              suppress_health_check=[HealthCheck.too_slow])
 

@@ -182,20 +182,34 @@ def dataset_ids(tokenizer, spec: str, max_tokens: int | None = None) -> tuple[to
     return ids, n_bytes
 
 
+def measured_cpus() -> list[int]:
+    """The logical CPUs this process may run on, whose time `timed_pass` counts: every CPU unless
+    the process is pinned (its affinity: `taskset`, a cgroup cpuset, a batch scheduler's allocation,
+    or the test suite's workers). A process elsewhere on the machine does not take these CPUs'
+    time. Where the platform has no affinity call (macOS, Windows): every CPU."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return list(range(os.cpu_count() or 1))
+
+
 def _cpu_times() -> tuple[float, float, float]:
-    """(machine busy CPU seconds, machine steal seconds, this process's CPU seconds) now."""
+    """(busy CPU seconds, steal seconds, both summed over `measured_cpus`, and this process's CPU
+    seconds) now. Over the whole machine where the CPU numbers do not index psutil's per-CPU list."""
     import psutil
 
-    t = psutil.cpu_times()
-    busy = sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq"))
-    return busy, getattr(t, "steal", 0.0), time.process_time()
+    per_cpu, cpus = psutil.cpu_times(percpu=True), measured_cpus()
+    times = [per_cpu[c] for c in cpus] if cpus and max(cpus) < len(per_cpu) else per_cpu
+    busy = sum(getattr(t, f, 0.0) for t in times for f in ("user", "nice", "system", "irq", "softirq"))
+    return busy, sum(getattr(t, "steal", 0.0) for t in times), time.process_time()
 
 
 @dataclass
 class Pass:
     """One timed evaluation pass: wall seconds, CPU seconds of this process (all its threads), CPU
-    seconds other processes used on the machine meanwhile, and seconds the hypervisor took from
-    this machine's CPUs (steal; 0 on bare metal), each per pass when the meter's window held
+    seconds other processes used meanwhile on the CPUs this process may run on (`measured_cpus`:
+    the whole machine unless it is pinned), and seconds the hypervisor took from those CPUs (steal;
+    0 on bare metal), each per pass when the meter's window held
     `passes` repetitions of it (a counter's shortest window, `energy.CounterMeter.min_window_s`)."""
 
     nll: float
@@ -208,7 +222,8 @@ class Pass:
     passes: int = 1
 
     def interference(self, n_cpus: int) -> float:
-        """(others_cpu_s + steal_s) / (n_cpus * wall_s): the share of the machine others took."""
+        """(others_cpu_s + steal_s) / (n_cpus * wall_s): the share of this process's CPUs
+        (`measured_cpus`, `n_cpus` of them) that others took."""
         return (self.others_cpu_s + self.steal_s) / (n_cpus * self.wall_s)
 
 
@@ -341,7 +356,7 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
     sizes = {n: (sizes or {}).get(n) or model_size(models[n][0]) for n in names}
     env = environment(device)
     dtypes = {n: model_dtype(models[n][0]) for n in names}
-    n_cpus = os.cpu_count() or 1
+    n_cpus = len(measured_cpus())  # the CPUs whose time the passes count (all, unless the process is pinned)
     records = []
     own_meter = meter is None
     meter = meter or open_meter(device, config.country_iso_code)  # counters (Zeus) where readable, else codecarbon
