@@ -18,8 +18,9 @@ batch that is not counted. A notebook's variants and their base are measured tog
 that a ratio to the base is taken within a round (paired) and drift hits all variants alike. This
 is the method of pyperf and Google Benchmark's interleaved repetitions applied to whole passes;
 `benchmarks/timing_protocol.py` measured the choice of rounds and pass length. Every pass records
-its process CPU time and the CPU time the rest of the machine used meanwhile (other processes and
-hypervisor steal), the signals `noise.timing_noise` uses to flag unreliable ratios.
+its process CPU time and the CPU time others used meanwhile (other processes and hypervisor steal)
+on the CPUs the process may run on (`measured_cpus`: the whole machine unless it is pinned), the
+signals `noise.timing_noise` uses to flag unreliable ratios.
 
 Energy: codecarbon's `OfflineEmissionsTracker` around the same pass (one task per repeat; the
 tracker's ~1.4 s start/stop lies outside the timed work). Each part (CPU, GPU, RAM) is
@@ -72,7 +73,7 @@ class EvalConfig(Group):
     share_timing: bool = Field(True, description="variants with the same models.compute_signature (same computation, "
                                "other weights) share the timed passes of the first of them; False times each itself")
     max_pass_interference: float = Field(0.10, ge=0, le=1, description="a pass during which other processes (and the "
-                                         "hypervisor) took more than this share of the machine is set aside and its "
+                                         "hypervisor) took more than this share of its CPUs (measured_cpus) is set aside and its "
                                          "round timed again (benchmarks/results/noise_limits.json)")
     max_retries: int = Field(3, ge=0, description="rounds timed again per condition (dataset) at most; when they run "
                              "out, the condition is unreliable and says which passes were disturbed")
@@ -230,8 +231,8 @@ class Pass:
 def timed_pass(model, ids, context: int, stride: int, batch_size: int, device: str, meter,
                name: str = "pass") -> Pass:
     """Run `sliding_window_nll`, timed (wall and CPU) and metered in one window of `meter`
-    (`energy.open_meter`); also records what the rest of the machine used meanwhile, the study's
-    noise signal. The pass is repeated inside the window until it lasts the meter's `min_window_s`
+    (`energy.open_meter`); also records what others used meanwhile of the CPUs this process may
+    run on (`measured_cpus`), the study's noise signal. The pass is repeated inside the window until it lasts the meter's `min_window_s`
     (0 for codecarbon: one pass); every time and energy is then per pass. On CUDA the device is
     synchronised before the window opens and before it closes, so the window holds the pass's
     kernels and nothing else.
@@ -318,8 +319,8 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
     round times one whole pass of every model, in the order `interleaved_order` gives. Drift of
     the machine's speed (thermal, frequency, other tenants) then hits every model of a round
     alike, and the ratio of a variant to its base is taken per round (`ratios.paired_ratios`).
-    Every pass also records its CPU time and what the rest of the machine used meanwhile
-    (`cpu_s`, `others_cpu_s`, `steal_s`, `load_avg_1m`), from which `noise.timing_noise` flags
+    Every pass also records its CPU time and what others used meanwhile of its CPUs (`cpu_s`,
+    `others_cpu_s`, `steal_s`, `n_cpus`: `measured_cpus`; `load_avg_1m`), from which `noise.timing_noise` flags
     unreliable conditions.
 
     Args:
