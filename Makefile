@@ -50,9 +50,9 @@ $(TEST_STAMP): $(STAMP)
 	@touch $(TEST_STAMP)
 
 # two pytest workers (pytest-xdist), handed a test at a time (a module that groups its tests, as one unit): one
-# runs the smoke study while the other takes the rest, each on its own CPUs (tests/conftest.py); with one CPU, and
-# with TEST_WORKERS=0, the tests run in one process
-TEST_WORKERS ?= $(shell [ "$$(nproc)" -ge 2 ] && echo 2 || echo 0)
+# runs the smoke study while the other takes the rest, each on its own CPUs (tests/conftest.py). In one process
+# where a process cannot choose its CPUs (macOS, Windows) or has only one, and with TEST_WORKERS=0
+TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(2 if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2 else 0)' 2>/dev/null || echo 0)
 test: setup data $(TEST_STAMP)
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
