@@ -14,21 +14,21 @@ class _Load:
     """Stands in for `measure._cpu_times`: the machine's other processes are busy during the
     passes listed in `busy` (0-based pass indices), idle otherwise."""
 
-    def __init__(self, busy, machine):
-        self.busy, self.machine, self.calls, self.other = set(busy), machine, 0, 0.0
+    def __init__(self, busy, machine, amount=10.0):
+        self.busy, self.machine, self.calls, self.other, self.amount = set(busy), machine, 0, 0.0, amount
 
     def __call__(self):
         pass_index, end = divmod(self.calls, 2)
         self.calls += 1
         if end and pass_index in self.busy:
-            self.other += 10.0  # others used 10 CPU seconds during this pass: far above any limit
-        return self.other, 0.0, self.machine.now
+            self.other += self.amount  # others' CPU seconds during this pass (10 by default: far above any limit)
+        return self.other + self.machine.now, 0.0, self.machine.now  # the CPUs' busy time holds this process's too
 
 
-def _measure(monkeypatch, tiny_baseline, busy, repeats=4, max_retries=3):
+def _measure(monkeypatch, tiny_baseline, busy, repeats=4, max_retries=3, amount=10.0):
     machine = _VirtualMachine()
     monkeypatch.setattr(energy, "time", machine)
-    monkeypatch.setattr(measure, "_cpu_times", _Load(busy, machine))
+    monkeypatch.setattr(measure, "_cpu_times", _Load(busy, machine, amount))
     base, half = _VirtualModel(0.04, machine), _VirtualModel(0.02, machine)
     cfg = measure.EvalConfig(eval_context=64, eval_stride=63, eval_batch_size=1, eval_max_tokens=127, repeats=repeats,
                              device="cpu", share_timing=False, max_retries=max_retries)
@@ -50,6 +50,19 @@ def test_a_disturbed_round_is_set_aside_and_timed_again_and_the_ratio_stays_righ
     assert t["rounds"] == 4
     r = ranking.ranking(rows, n_boot=100).set_index("variant")
     assert r.loc["Half", "ranked"] and r.loc["Half", "T_c"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("others_s,disturbed", [(0.009, False), (0.015, True)])
+def test_a_pass_is_disturbed_only_when_others_took_more_than_the_counters_resolve(tiny_baseline, monkeypatch,
+                                                                                   others_s, disturbed):
+    """The CPU counters move in clock ticks of 10 ms. On a pass of 40-80 ms a tick of others' time is
+    already more than the 10 % limit, so a reading within one tick per CPU counted (one CPU here) sets
+    no round aside; a reading beyond it does (both are shares above the limit)."""
+    monkeypatch.setattr(measure, "measured_cpus", lambda: [0])
+    monkeypatch.setattr(measure, "CLOCK_TICK_S", 0.01)
+    rows = _measure(monkeypatch, tiny_baseline, busy=[3], amount=others_s)
+    assert rows["interference"].max() > 0.1  # above the share limit either way
+    assert (rows["set_aside"] != "").any() == disturbed
 
 
 def test_when_retries_run_out_the_condition_is_unreliable_and_says_how_many_passes(tiny_baseline, monkeypatch):

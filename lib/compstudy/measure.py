@@ -73,7 +73,8 @@ class EvalConfig(Group):
     share_timing: bool = Field(True, description="variants with the same models.compute_signature (same computation, "
                                "other weights) share the timed passes of the first of them; False times each itself")
     max_pass_interference: float = Field(0.10, ge=0, le=1, description="a pass during which other processes (and the "
-                                         "hypervisor) took more than this share of its CPUs (measured_cpus) is set aside and its "
+                                         "hypervisor) took more than this share of its CPUs (measured_cpus), and more than the CPU counters' "
+                                         "resolution (Pass.beyond_counter_resolution), is set aside and its "
                                          "round timed again (benchmarks/results/noise_limits.json)")
     max_retries: int = Field(3, ge=0, description="rounds timed again per condition (dataset) at most; when they run "
                              "out, the condition is unreliable and says which passes were disturbed")
@@ -183,6 +184,10 @@ def dataset_ids(tokenizer, spec: str, max_tokens: int | None = None) -> tuple[to
     return ids, n_bytes
 
 
+# the resolution of the CPU busy counters `_cpu_times` reads (psutil: /proc/stat's clock ticks)
+CLOCK_TICK_S = 1.0 / (os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") and "SC_CLK_TCK" in os.sysconf_names else 100)
+
+
 def measured_cpus() -> list[int]:
     """The logical CPUs this process may run on, whose time `timed_pass` counts: every CPU unless
     the process is pinned (its affinity: `taskset`, a cgroup cpuset, a batch scheduler's allocation,
@@ -221,6 +226,14 @@ class Pass:
     steal_s: float
     energy: EnergyReading
     passes: int = 1
+
+    def beyond_counter_resolution(self, n_cpus: int) -> bool:
+        """Whether what others took (`others_cpu_s + steal_s`) exceeds what the CPU counters can
+        resolve: the busy time of each CPU moves in clock ticks (1 / SC_CLK_TCK s, 10 ms on Linux),
+        so over `n_cpus` CPUs a reading of up to `n_cpus` ticks is within their error. On a pass of
+        tens of milliseconds one tick is already more than a 10 % share; such a pass is not called
+        disturbed on that reading alone (a pass of a second or more is judged by its share only)."""
+        return self.others_cpu_s + self.steal_s > n_cpus * CLOCK_TICK_S
 
     def interference(self, n_cpus: int) -> float:
         """(others_cpu_s + steal_s) / (n_cpus * wall_s): the share of this process's CPUs
@@ -392,7 +405,7 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
                                        f"{n}/{spec}/{r}/{attempt}")
                         interference = p.interference(n_cpus)
                         mark = ""
-                        if interference > config.max_pass_interference:
+                        if interference > config.max_pass_interference and p.beyond_counter_resolution(n_cpus):
                             disturbed.append(f"{n} ({interference:.0%})")
                             mark = (f"others took {interference:.0%} of the machine during this pass (limit "
                                     f"{config.max_pass_interference:.0%}); round {r}, attempt {attempt}")
