@@ -49,12 +49,13 @@ $(TEST_STAMP): $(STAMP)
 	$(PY) -m pip install -q --no-compile -e ".[ray,slurm]"
 	@touch $(TEST_STAMP)
 
-# two pytest workers (pytest-xdist), handed a test at a time (a module that groups its tests, as one unit): one
+# two pytest workers (pytest-xdist), handed a test at a time in the collection's order (a module that must stay
+# on one worker, as one unit: tests/conftest.py, pytest_xdist_make_scheduler): one
 # runs the smoke study while the other takes the rest, each on its own CPUs (tests/conftest.py). In one process
 # where a process cannot choose its CPUs (macOS, Windows) or has only one, and with TEST_WORKERS=0
 TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print(2 if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) >= 2 else 0)' 2>/dev/null || echo 0)
 test: setup data $(TEST_STAMP)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_WORKERS) --no-loadscope-reorder
 
 # the fast tier: every module, no notebook run, no model trained beyond the tests' tiny ones (README, "Tests")
 test-fast: setup data $(TEST_STAMP)

@@ -28,9 +28,8 @@ from compstudy import families, models, prune, surgery
 KINDS = ("heads-global", "heads-layer", "magnitude-layer", "magnitude-global", "mlp", "depth", "embedding",
          "MLP", "Emb", "Emb+MLP", "Emb+heads+mlp")
 TRIED: list[dict] = []
-# one worker runs this whole module, in order (make test: pytest-xdist's --dist loadgroup), so that
+# one worker runs this whole module, in order (tests/conftest.py, ONE_WORKER_MODULES), so that
 # `test_property_coverage` sees every shape the others tried
-pytestmark = pytest.mark.xdist_group("shape-properties")
 PROPERTY_SETTINGS = settings(max_examples=10, deadline=None, derandomize=True, database=None,
                              suppress_health_check=[HealthCheck.too_slow])
 
@@ -240,11 +239,6 @@ def test_percent_names_round_trip_to_the_same_count():
 def test_property_coverage():
     """Runs last: the property test covered head counts 1-16 in both families, every kind, and
     keep ratios from 0.1 to 0.95. Writes the tried shapes next to the test results."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        # KNOWN GAP: the xdist_group mark above does not keep this module on one worker here (pytest-xdist 3.8
-        # with pytest 9.2: its "@group" node ids are not applied), so the shapes are spread over both workers.
-        # Checked in one process: `make test TEST_WORKERS=0` or `pytest tests/test_shapes_property.py`.
-        pytest.skip("the property tests ran on two workers: coverage is checked in one process")
     if not TRIED:
         pytest.skip("run with the property test to check its coverage")
     for family in ("gpt2", "llama"):
