@@ -195,24 +195,37 @@ def pytest_xdist_make_scheduler(config, log):
     return OneWorkerModules(config, log)
 
 
-# the modules whose tests of the smoke study take longest (the executors' builds: 1-2 minutes; the
-# end-to-end reruns: 1 minute), started first once it has run, so that neither worker is left with one at the end
-LONGEST_AFTER_THE_SMOKE_STUDY = ("test_scale_out.py", "test_runner.py")
+# the tests of the smoke study that take longest (the executors' builds: 1-2 minutes; the end-to-end reruns:
+# 1 minute), longest first, started first once it has run, so that neither worker is left with two of them
+LONGEST_AFTER_THE_SMOKE_STUDY = (
+    "test_ray_builds_the_plan_a_killed_worker_leaves_no_half_artifact_and_run_then_builds_nothing",
+    "test_smoke_config_end_to_end",
+    "test_submitit_local_executor_builds_the_same_artifacts_as_a_local_build",
+)
+# pytest-xdist hands a worker up to three tests ahead (its scheduler tops a worker up while it has two or
+# fewer pending): two short tests after each long one keep the next long one for the other worker
+SHORT_TESTS_BETWEEN_LONG_ONES = 2
 
 
 def pytest_collection_modifyitems(config, items):
     """The tests that read the smoke study (`smoke_study`) run after every other test, but for the
-    first of them, which runs first and starts the study; of the others, those of
-    `LONGEST_AFTER_THE_SMOKE_STUDY` first, then the slow ones. Under pytest-xdist (`make test`:
-    `pytest_xdist_make_scheduler` hands out a test at a time, in this order) one worker runs the smoke
-    study while the other works through the rest."""
+    first of them, which runs first and starts the study. Of the others, those of
+    `LONGEST_AFTER_THE_SMOKE_STUDY` come first, longest first, each followed by
+    `SHORT_TESTS_BETWEEN_LONG_ONES` short ones; then the rest, slow ones first. Under pytest-xdist
+    (`make test`: `pytest_xdist_make_scheduler` hands out a test at a time, in this order) one worker runs
+    the smoke study while the other works through the rest, and once it has run, each worker takes one
+    long test at a time."""
     reading = [item for item in items if "smoke_study" in getattr(item, "fixturenames", ())]
     if not reading:
         return
     others = [item for item in items if "smoke_study" not in getattr(item, "fixturenames", ())]
-
-    def order(item):  # sorted is stable: the collection's order within each rank
-        longest = item.path.name in LONGEST_AFTER_THE_SMOKE_STUDY
-        return (not longest, item.get_closest_marker("slow") is None)
-
-    items[:] = reading[:1] + others + sorted(reading[1:], key=order)
+    longest = sorted((item for item in reading[1:] if item.originalname in LONGEST_AFTER_THE_SMOKE_STUDY),
+                     key=lambda item: LONGEST_AFTER_THE_SMOKE_STUDY.index(item.originalname))
+    # sorted is stable: the collection's order within each rank
+    short = sorted((item for item in reading[1:] if item not in longest),
+                   key=lambda item: item.get_closest_marker("slow") is None)
+    tail = []
+    for item in longest:
+        tail += [item] + short[:SHORT_TESTS_BETWEEN_LONG_ONES]
+        short = short[SHORT_TESTS_BETWEEN_LONG_ONES:]
+    items[:] = reading[:1] + others + tail + short

@@ -12,35 +12,39 @@ import torch
 VOCAB, HIDDEN, LAYERS, HEADS, CONTEXT = 512, 64, 2, 8, 128
 
 
-def _llama_like(cls, kv, **extra):
+def _config(class_name, **fields):
+    """A builder of the transformers config `class_name` with `fields` (the class is looked up when the
+    builder is called: collecting the tests imports no model family)."""
     def make():
-        return cls(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS,
-                   num_attention_heads=HEADS, num_key_value_heads=kv, max_position_embeddings=CONTEXT,
-                   bos_token_id=0, eos_token_id=0, pad_token_id=0, **extra)
+        import transformers
+
+        return getattr(transformers, class_name)(bos_token_id=0, eos_token_id=0, **fields)
     return make
 
 
-def _cases():
-    import transformers as T
+def _llama_like(class_name, kv, **extra):
+    return _config(class_name, vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=128,
+                   num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=kv,
+                   max_position_embeddings=CONTEXT, pad_token_id=0, **extra)
 
+
+def _cases():
     return {
-        "gpt2": ("gpt2", lambda: T.GPT2Config(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS,
-                                              n_inner=128, n_positions=CONTEXT, bos_token_id=0, eos_token_id=0)),
-        "llama": ("llama", _llama_like(T.LlamaConfig, HEADS, tie_word_embeddings=True)),
-        "llama-gqa": ("llama", _llama_like(T.LlamaConfig, 2)),
-        "mistral": ("mistral", _llama_like(T.MistralConfig, 2)),
-        "qwen2": ("qwen2", _llama_like(T.Qwen2Config, 2)),
-        "qwen3": ("qwen3", _llama_like(T.Qwen3Config, 2, head_dim=HIDDEN // HEADS)),
-        "gemma": ("gemma", _llama_like(T.GemmaConfig, 2, head_dim=HIDDEN // HEADS)),
-        "phi3": ("phi3", _llama_like(T.Phi3Config, 2)),
-        "gpt_neox": ("gpt_neox", lambda: T.GPTNeoXConfig(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=128,
-                                                         num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                                                         max_position_embeddings=CONTEXT, bos_token_id=0,
-                                                         eos_token_id=0)),
-        "opt": ("opt", lambda: T.OPTConfig(vocab_size=VOCAB, hidden_size=HIDDEN, ffn_dim=128, num_hidden_layers=LAYERS,
-                                           num_attention_heads=HEADS, max_position_embeddings=CONTEXT,
-                                           word_embed_proj_dim=HIDDEN, bos_token_id=0, eos_token_id=0,
-                                           pad_token_id=1)),
+        "gpt2": ("gpt2", _config("GPT2Config", vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS,
+                                 n_inner=128, n_positions=CONTEXT)),
+        "llama": ("llama", _llama_like("LlamaConfig", HEADS, tie_word_embeddings=True)),
+        "llama-gqa": ("llama", _llama_like("LlamaConfig", 2)),
+        "mistral": ("mistral", _llama_like("MistralConfig", 2)),
+        "qwen2": ("qwen2", _llama_like("Qwen2Config", 2)),
+        "qwen3": ("qwen3", _llama_like("Qwen3Config", 2, head_dim=HIDDEN // HEADS)),
+        "gemma": ("gemma", _llama_like("GemmaConfig", 2, head_dim=HIDDEN // HEADS)),
+        "phi3": ("phi3", _llama_like("Phi3Config", 2)),
+        "gpt_neox": ("gpt_neox", _config("GPTNeoXConfig", vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=128,
+                                         num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                                         max_position_embeddings=CONTEXT)),
+        "opt": ("opt", _config("OPTConfig", vocab_size=VOCAB, hidden_size=HIDDEN, ffn_dim=128, num_hidden_layers=LAYERS,
+                               num_attention_heads=HEADS, max_position_embeddings=CONTEXT,
+                               word_embed_proj_dim=HIDDEN, pad_token_id=1)),
     }
 
 
