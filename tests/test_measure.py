@@ -207,7 +207,7 @@ def test_a_nan_measurement_is_an_error_not_a_row(tiny_baseline):
 
 @pytest.mark.slow
 def test_a_loaded_machine_is_detected_and_its_ratios_flagged(tiny_baseline):
-    """Another busy process during the measurement: every pass records the share of the machine
+    """Another busy process during the measurement: every pass records the share of the measured CPUs
     it took (`interference`), and `noise.timing_noise` marks the condition unreliable."""
     import subprocess
     import sys

@@ -407,7 +407,7 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
                         mark = ""
                         if interference > config.max_pass_interference and p.beyond_counter_resolution(n_cpus):
                             disturbed.append(f"{n} ({interference:.0%})")
-                            mark = (f"others took {interference:.0%} of the machine during this pass (limit "
+                            mark = (f"others took {interference:.0%} of the measured CPUs during this pass (limit "
                                     f"{config.max_pass_interference:.0%}); round {r}, attempt {attempt}")
                         e = p.energy
                         for v in sharers[n]:
@@ -435,7 +435,7 @@ def evaluate_many(models: dict, datasets: list[str] | str, config: EvalConfig = 
                             })
                     if disturbed and retries < config.max_retries:  # set aside, recorded, and the round timed again
                         why = (f"round {r}, attempt {attempt}: others took more than {config.max_pass_interference:.0%} "
-                               f"of the machine during the pass of {', '.join(disturbed)}; the round was timed again")
+                               f"of the measured CPUs during the pass of {', '.join(disturbed)}; the round was timed again")
                         for row in rows:
                             row["set_aside"] = why
                         done += rows

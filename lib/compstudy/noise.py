@@ -9,9 +9,10 @@ from .ratios import GROUP_KEYS, usable
 # Noise limits (`timing_noise`), chosen with benchmarks/noise_limits.py (results in
 # benchmarks/results/noise_limits.json): the default's Base timed over 12 rounds on the quiet 2-core
 # VM and again with a CPU burner on for 20 s of every minute. A pass is set aside when others took
-# more than `EvalConfig.max_pass_interference` of the machine (its round is timed again); what is
+# more than `EvalConfig.max_pass_interference` of the measured CPUs (those the process may run on:
+# the machine's unless it is pinned; its round is timed again); what is
 # left is judged here.
-MAX_INTERFERENCE = 0.10   # median share of the machine others (and steal) took during the used passes
+MAX_INTERFERENCE = 0.10   # median share of the measured CPUs others (and steal) took during the used passes
 MAX_BASE_SPREAD = 0.15    # robust spread of the base's used pass times: 1.4826 x MAD of their logs (about their sd)
 
 
@@ -33,7 +34,7 @@ def timing_noise(df: pd.DataFrame, base: str = "Base", keys=GROUP_KEYS, max_inte
     Per condition: `rounds` (the base's used rounds), `base_spread` = `robust_spread` of the base's
     used pass times (the machine's own noise: the same work timed again), `base_range` = their
     max / min - 1 (reported, not judged: one disturbed pass decides it), `interference` = median over
-    the used passes of the share of the machine that other processes and the hypervisor took
+    the used passes of the share of the measured CPUs (`measure.measured_cpus`) that other processes and the hypervisor took
     (`measure.timed_pass`), `disturbed_passes` (passes during which others took more than the limit),
     `set_aside_passes` / `retried_rounds` (the timed passes of the rounds set aside, and those rounds),
     `cpu_per_wall` = median process CPU seconds per wall second, and `reliable`, with `reason` saying
@@ -64,7 +65,7 @@ def timing_noise(df: pd.DataFrame, base: str = "Base", keys=GROUP_KEYS, max_inte
             reasons.append(f"{len(disturbed)} passes disturbed (in rounds {', '.join(map(str, rounds))}; {retried} rounds "
                            f"timed again), and the retries ran out")
         if inter > max_interference:
-            reasons.append(f"other processes took {inter:.0%} of the machine (limit {max_interference:.0%})")
+            reasons.append(f"other processes took {inter:.0%} of the measured CPUs (limit {max_interference:.0%})")
         if spread > max_base_spread:
             reasons.append(f"the base's own pass times spread by {spread:.0%} (robust sd of log times; limit "
                            f"{max_base_spread:.0%})")

@@ -28,7 +28,7 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "repeat": ("", "repeat index (the round), 0-based"),
     "attempt": ("", "the round's attempt, 0-based: a round with a disturbed pass is timed again (measure.evaluate_many)"),
     "set_aside": ("", "why the row is set aside (a disturbed round's passes: recorded, never used, the round timed again); empty: used"),
-    "disturbed": ("", "why the row's pass counts as disturbed (others took more than max_pass_interference of the machine); empty: undisturbed"),
+    "disturbed": ("", "why the row's pass counts as disturbed (others took more than max_pass_interference of the measured CPUs); empty: undisturbed"),
     **metrics.columns(),  # what each row scores: compstudy.metrics (perplexity, nll_nats, bits_per_byte)
     "tokens_scored": ("tokens", "tokens scored (each once)"),
     "eval_max_tokens": ("tokens", "tokens asked for (eval_max_tokens; empty: all): fewer are scored when the corpus is shorter"),
