@@ -120,3 +120,39 @@ def _check_pdf(which):
     assert len(pages) == n_figures
     for number, page in enumerate(pages, 1):  # figures appear in order: the k-th image is Figure k
         assert re.search(rf"Figure {number}\.", _pdf_text(pdf, page)), f"Figure {number}'s caption is not on page {page}"
+    import pikepdf
+
+    with pikepdf.open(pdf) as document:  # tagged (its structure tree kept), and saved with object streams (compact_pdf)
+        assert "/StructTreeRoot" in document.Root and bool(document.Root.MarkInfo.Marked)
+        assert document.pdf_version >= "1.5", f"{pdf} was not saved again by compstudy.paper.compact_pdf"
+
+
+def _structure_elements(pdf):
+    import pikepdf
+
+    with pikepdf.open(pdf) as document:
+        return sum(1 for o in document.objects if isinstance(o, pikepdf.Dictionary) and o.get("/Type") == "/StructElem")
+
+
+def test_compacting_the_pdf_keeps_its_text_images_and_tags_in_fewer_bytes(tmp_path):
+    """`paper.compact_pdf` on the committed paper written out as Chromium writes it (every object
+    uncompressed and on its own): fewer bytes, the same text, the same images and the same structure
+    elements; a file that is not a PDF raises PaperError and is left as it was."""
+    import pikepdf
+
+    _need("pdftotext", shutil.which("pdftotext") and shutil.which("pdfimages"))
+    committed = paths.repo_root() / "paper" / "default" / "paper.pdf"
+    loose = tmp_path / "paper.pdf"
+    with pikepdf.open(committed) as document:
+        document.save(loose, object_stream_mode=pikepdf.ObjectStreamMode.disable)
+    before = (loose.stat().st_size, _pdf_text(loose), _pdf_pages_with_images(loose), _structure_elements(loose))
+    assert before[3] > 1000  # the tagged structure tree: one element per heading, paragraph, table cell, ...
+    assert paper.compact_pdf(loose) == loose
+    assert loose.stat().st_size < 0.7 * before[0]
+    assert (_pdf_text(loose), _pdf_pages_with_images(loose), _structure_elements(loose)) == before[1:]
+    assert not list(tmp_path.glob(".*partial"))
+    junk = tmp_path / "junk.pdf"
+    junk.write_text("not a pdf")
+    with pytest.raises(paper.PaperError, match="junk.pdf is not a PDF"):
+        paper.compact_pdf(junk)
+    assert junk.read_text() == "not a pdf" and not list(tmp_path.glob(".*partial"))

@@ -18,7 +18,10 @@ Built with nbconvert's `basic` template (the cells' HTML alone) inside a page of
 The page loads nothing from the network: no MathJax, mermaid or require.js from a CDN (the lab
 template's), no web fonts; math is MathML converted at build time (latex2mathml), which browsers
 render natively. Figures are PNG files beside `index.html`, never inlined as base64.
-`paper.pdf` is the same page printed by headless Chromium (`build_pdf`).
+`paper.pdf` is the same page printed by headless Chromium (`build_pdf`), then saved again by pikepdf
+with compressed object streams (PDF 1.5): the same pages, text, images and accessibility tags, in half
+the bytes (Chromium writes each of the tagged structure tree's thousands of elements as an object of its own,
+uncompressed).
 
 Why not Jupyter Book 2 (mystmd): `jupyter-book build --html` (2.1.7) first downloads its theme
 from api.mystmd.org, which fails offline (tried: "getaddrinfo ENOTFOUND api.mystmd.org"); its PDF
@@ -610,7 +613,8 @@ def chromium() -> str | None:
 def build_pdf(index_html: str | Path, out: str | Path | None = None, timeout_s: float = 180) -> Path:
     """Print the built paper to PDF with headless Chromium (`--print-to-pdf`, no header or
     footer; each figure kept on the page of its caption by the page's print stylesheet, code
-    folds left out). Writes `out` (default `paper.pdf` beside `index.html`) and returns its path.
+    folds left out), then save it again with compressed object streams (`compact_pdf`). Writes `out`
+    (default `paper.pdf` beside `index.html`) and returns its path.
 
     Raises PaperError when no Chromium is installed (Debian: `apt-get install chromium`), when it
     fails or exceeds `timeout_s` seconds, or when it writes no PDF.
@@ -635,7 +639,32 @@ def build_pdf(index_html: str | Path, out: str | Path | None = None, timeout_s: 
     if proc.returncode != 0 or not out.exists() or out.stat().st_size == 0:
         raise PaperError(f"Chromium failed to print {index_html.name} (exit {proc.returncode}): "
                          f"{proc.stderr.strip()[-300:]}")
-    return out
+    return compact_pdf(out)
+
+
+def compact_pdf(pdf: str | Path) -> Path:
+    """Save `pdf` again, in place, with its objects in compressed object streams (PDF 1.5; pikepdf, that
+    is qpdf): a lossless rewrite, the same pages, text, images and tagged structure tree (the tags screen
+    readers read). Chromium writes each element of that tree as an uncompressed object of its own: the
+    default study's 32-page paper went from 2.62 MB to 1.34 MB, with the same text (pdftotext), the
+    same pixels in every image (pdfimages) and its 9,652 structure elements. Returns the path.
+
+    Raises PaperError when the file is not a PDF pikepdf can read.
+    """
+    import os
+
+    import pikepdf
+
+    pdf = Path(pdf)
+    partial = pdf.with_name(f".{pdf.name}.partial")
+    try:
+        with pikepdf.open(pdf) as document:
+            document.save(partial, object_stream_mode=pikepdf.ObjectStreamMode.generate, compress_streams=True)
+    except pikepdf.PdfError as exc:
+        partial.unlink(missing_ok=True)
+        raise PaperError(f"{pdf.name} is not a PDF pikepdf can read: {exc}") from None
+    os.replace(partial, pdf)  # never a half-written paper.pdf
+    return pdf
 
 
 def structure(index_html: str | Path) -> dict:
