@@ -62,7 +62,7 @@ test: setup data $(TEST_STAMP)
 
 # the fast tier: every module, no notebook run, no model trained beyond the tests' tiny ones (README, "Tests")
 test-fast: setup data $(TEST_STAMP)
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --no-loadscope-reorder
 
 clean-results:
 	rm -rf runs results/smoke results/interactive figures/smoke figures/interactive

@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/fast_tier.py [--runs 2] [--coverage]
 
-Runs the fast tier (`pytest -m "not slow"`, what `make test-fast` runs) `--runs` times in a row, as
-`make test-fast` does (byte-code written, so the second run reads the first one's .pyc files), and
-prints each run's wall seconds and test count, each beside the seconds a fixed pure-Python loop took
+Runs the fast tier `--runs` times in a row, each time in one process (`pytest -m "not slow"`) and on two
+workers (`pytest -m "not slow" -n 2 --no-loadscope-reorder`, what `make test-fast` runs where a process can
+choose its CPUs: tests/conftest.py), with byte-code written as the Makefile does (so later runs read the
+first one's .pyc files), and prints each run's wall seconds and test count, each beside the seconds a fixed pure-Python loop took
 just before it (`reference_loop_s`, 20 million additions): these machines' speed changes from minute to
 minute (the loop alone took 2.0 to 4.3 s in three runs in a row here), so a run's time is read against
 it. With `--coverage` it then runs the tier once more
@@ -30,6 +31,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PYTEST = [sys.executable, "-m", "pytest", "-m", "not slow", "-q", "-p", "no:cacheprovider"]
+WORKERS = (0, 2)  # one process, and pytest-xdist's two workers (make test-fast)
+
+
+def pytest_command(workers: int) -> list[str]:
+    """The fast tier's command line in one process (`workers` 0) or on `workers` pytest-xdist workers."""
+    return PYTEST + (["-n", str(workers), "--no-loadscope-reorder"] if workers else [])
 
 
 def _env() -> dict:
@@ -47,18 +54,19 @@ def reference_loop() -> float:
     return round(time.perf_counter() - start, 2)
 
 
-def timed_run() -> dict:
-    """One fast-tier run: wall seconds (float), passed / failed counts, and pytest's last line.
+def timed_run(workers: int = 0) -> dict:
+    """One fast-tier run on `workers` pytest-xdist workers (0: one process): wall seconds (float), the
+    workers, the passed count, and pytest's last line.
 
     Raises RuntimeError if a test fails (a failing tier has no meaningful time)."""
     start = time.perf_counter()
-    proc = subprocess.run(PYTEST, cwd=ROOT, env=_env(), capture_output=True, text=True)
+    proc = subprocess.run(pytest_command(workers), cwd=ROOT, env=_env(), capture_output=True, text=True)
     wall = time.perf_counter() - start
     last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-500:]
     if proc.returncode != 0:
         raise RuntimeError(f"the fast tier failed (exit {proc.returncode}): {last}")
     passed = int(re.search(r"(\d+) passed", last).group(1))
-    return {"wall_s": round(wall, 1), "passed": passed, "pytest": last.strip("= ")}
+    return {"wall_s": round(wall, 1), "workers": workers, "passed": passed, "pytest": last.strip("= ")}
 
 
 def coverage_by_module() -> dict[str, float]:
@@ -91,12 +99,15 @@ def main(runs: int = 2, with_coverage: bool = False) -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                             text=True).stdout.strip()
     result = {"commit": commit, "machine": f"{os.cpu_count()} logical CPUs, {platform.processor() or platform.machine()}",
-              "command": 'pytest -m "not slow" (make test-fast), byte-code written', "runs": []}
+              "command": 'pytest -m "not slow" in one process, and with -n 2 --no-loadscope-reorder (make test-fast); '
+                         'byte-code written', "runs": []}
     for i in range(runs):
-        loop = reference_loop()
-        r = timed_run() | {"reference_loop_s": loop}
-        result["runs"].append(r)
-        print(f"run {i + 1}: {r['wall_s']} s, {r['passed']} passed ({r['pytest']}); reference loop {loop} s", flush=True)
+        for workers in WORKERS:
+            loop = reference_loop()
+            r = timed_run(workers) | {"reference_loop_s": loop}
+            result["runs"].append(r)
+            print(f"run {i + 1}, {workers or 'no'} workers: {r['wall_s']} s, {r['passed']} passed ({r['pytest']}); "
+                  f"reference loop {loop} s", flush=True)
     if with_coverage:
         cov = coverage_by_module()
         result["coverage_percent_by_module"] = cov
