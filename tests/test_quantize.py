@@ -1,6 +1,6 @@
 import pytest
 
-from compstudy import measure, quantize
+from compstudy import measure, models, quantize
 from compstudy.quantize import QuantConfig
 
 EVAL = measure.EvalConfig(eval_max_tokens=4096, repeats=1, eval_batch_size=8, device="cpu")
@@ -72,6 +72,33 @@ def test_names_round_trip():
         assert QuantConfig.from_name(name).suffix == name
 
 
+def test_a_4bit_model_saved_after_the_packed_cpu_kernel_ran_reloads_with_its_own_weights(tmp_path):
+    """bitsandbytes 0.50.2 repacks 4-bit weights at the first forward pass on an AVX512-BF16 CPU and, when
+    it saves them, restores the weights' layout but not their scales' (absmax): the checkpoint computes
+    with scrambled scales. The packing is simulated here with bitsandbytes' own function, so the check
+    runs on any CPU; `models.save_model` unpacks first (models.unpack_cpu_4bit)."""
+    import torch
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu
+
+    from compstudy.models import ModelShape, build_model
+
+    folder = models.save_model(build_model(ModelShape("gpt2", 1, 2, 64, 32), vocab_size=64), None, tmp_path / "base")
+    q = quantize.quantize_model(folder, QuantConfig("nf4"))
+    layers = {n: m for n, m in q.named_modules() if type(m).__name__ == "Linear4bit"}
+    codes = {n: m.weight.data.clone() for n, m in layers.items()}
+    scales = {n: m.weight.quant_state.absmax.clone() for n, m in layers.items()}
+    for m in layers.values():  # what the kernel's first forward pass does (Linear4bit.forward)
+        m.weight.data, m.weight.quant_state = _convert_weight_packed_for_cpu(m.weight.data, m.weight.quant_state)
+    assert not any(torch.equal(m.weight.data, codes[n]) for n, m in layers.items())
+    again = models.load_folder(models.save_model(q, None, tmp_path / "q"))
+    for name, m in again.named_modules():
+        if name in layers:
+            assert torch.equal(m.weight.data, codes[name]), name
+            # the scales keep the bf16 rounding the packed kernel computes with, in their own layout
+            assert torch.equal(m.weight.quant_state.absmax, scales[name].to(torch.bfloat16).float()), name
+    assert set(n for n, m in again.named_modules() if type(m).__name__ == "Linear4bit") == set(layers)
+
+
 def test_shapes_the_packed_cpu_kernel_cannot_take_still_run():
     """bitsandbytes' AVX512-BF16 4-bit kernel needs in_features % 64 == 0 and out_features % 32 == 0;
     other layers go to its generic path (guard_cpu_4bit) instead of crashing."""
@@ -89,7 +116,7 @@ def test_shapes_the_packed_cpu_kernel_cannot_take_still_run():
     # CPU), the guard switches every layer it cannot take (here all four) to the generic path
     for m in four_bit.values():
         m.support_avx512bf16_for_cpu = True
-    switched = quantize.guard_cpu_4bit(q)
+    switched = models.guard_cpu_4bit(q)
     assert set(switched) == set(four_bit) and "transformer.h.0.attn.c_attn" in switched
     assert not any(m.support_avx512bf16_for_cpu for m in four_bit.values())
     with torch.no_grad():

@@ -163,7 +163,40 @@ def load_model(name_or_path: str | Path, dtype: torch.dtype | str | None = torch
                               f"initialise them randomly): missing {missing[:8]}, mismatched {mismatched[:8]}")
     if device is not None and "quantization_config" not in kwargs:
         model.to(device)
+    guard_cpu_4bit(model)  # a saved 4-bit checkpoint, or one quantized while loading
     return model.eval()
+
+
+def guard_cpu_4bit(model) -> list[str]:
+    """Send the bitsandbytes 4-bit layers (`Linear4bit`) whose input width is not a multiple of their
+    quantization block size (64) or whose output width is not a multiple of 32 to bitsandbytes'
+    generic CPU path, in place; returns their names (empty on a CPU without AVX512-BF16, where every
+    layer takes that path, and for a model without 4-bit layers).
+
+    bitsandbytes 0.50.2 repacks 4-bit weights for its AVX512-BF16 CPU kernel at the first forward pass
+    in eval mode without gradients, and that repacking fails (\"N must be divisible by block_n\") for
+    such shapes: grouped-query attention's narrow key/value projections (2 KV heads x 8 dims = 16
+    outputs), and layers left by head or width pruning (7 heads x 32 dims = 224 inputs). The generic
+    path (dequantize, then matmul) uses the same 4-bit weights; the flag set is bitsandbytes' own
+    `support_avx512bf16_for_cpu`. `load_model` applies it to every model it loads, so a saved 4-bit
+    checkpoint reloads onto the same path it was measured on. Idempotent.
+    """
+    kernel = None
+    names = []
+    for name, m in model.named_modules():
+        if type(m).__name__ != "Linear4bit":
+            continue
+        if kernel is None:
+            from bitsandbytes.functional import has_avx512bf16
+
+            kernel = bool(has_avx512bf16())
+        if not (kernel or getattr(m, "support_avx512bf16_for_cpu", False)):
+            continue
+        blocksize = getattr(getattr(m.weight, "quant_state", None), "blocksize", 64)
+        if m.in_features % blocksize or m.out_features % 32:
+            m.support_avx512bf16_for_cpu = False
+            names.append(name)
+    return names
 
 
 def _strip_ansi(text: str) -> str:
@@ -178,10 +211,12 @@ def save_model(model, tokenizer, path: str | Path) -> Path:
     A pruned model whose shape its config cannot describe (heads differing per layer, a GPT-2
     whose hidden size was pruned) also gets `pruned_shape.json` (`surgery.shape_record`), and
     `load_artifact` reloads it with `surgery.load_pruned`; `from_pretrained` alone fails on it
-    with a size mismatch.
+    with a size mismatch. A 4-bit model that has run on bitsandbytes' packed AVX512-BF16 CPU kernel is
+    unpacked first (`unpack_cpu_4bit`).
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    unpack_cpu_4bit(model)
     record = shape_record(model) if supported(family_of(model)) else None
     if record is None:
         model.save_pretrained(str(path), safe_serialization=True)
@@ -196,6 +231,37 @@ def save_model(model, tokenizer, path: str | Path) -> Path:
     if tokenizer is not None:
         tokenizer.save_pretrained(str(path))
     return path
+
+
+def unpack_cpu_4bit(model) -> list[str]:
+    """Undo, in place, the repacking of 4-bit weights that bitsandbytes' AVX512-BF16 CPU kernel makes at
+    a layer's first forward pass (`guard_cpu_4bit`), so that the model saves (and moves to another
+    device) in bitsandbytes' standard 4-bit layout; returns the names of the layers unpacked (none
+    on a CPU without that kernel, or before any forward pass).
+
+    bitsandbytes 0.50.2 undoes the packing itself when it saves a layer, but leaves the per-block
+    scales (absmax) of a layer without double quantization in the packed layout (transposed, [K/64,
+    N] in bf16) while restoring the weights' layout: the saved checkpoint, and the model once saved,
+    then compute with scrambled scales (logits off by ~0.6 on a tiny GPT-2, against ~0.02 between
+    the packed and the generic path). Here its inverse runs first and those scales are put back in
+    their standard layout ([N x K/64] flattened, float32; they keep the bf16 rounding the packing
+    gave them, which the packed kernel computes with). Double-quantized layers are restored by
+    bitsandbytes' inverse itself.
+    """
+    names = []
+    for name, m in model.named_modules():
+        state = getattr(getattr(m, "weight", None), "quant_state", None)
+        if type(m).__name__ != "Linear4bit" or not getattr(state, "packing_format_for_cpu", False):
+            continue
+        from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+        nested = state.original_nested
+        m.weight.data, state = _convert_weight_packed_for_cpu_inverse(m.weight.data, state)
+        if not nested:  # left as packed: [K/blocksize, N] bf16
+            state.absmax = state.absmax.T.reshape(-1).to(torch.float32).contiguous()
+        m.weight.quant_state = state
+        names.append(name)
+    return names
 
 
 def family_of(model) -> str:

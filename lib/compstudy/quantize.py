@@ -26,7 +26,7 @@ import torch
 from . import cache
 from .families import adapter_for, supported
 from .registry import Technique, register
-from .models import Artifact, conv1d_to_linear, load_artifact, load_model, model_size, resolve_device
+from .models import Artifact, conv1d_to_linear, guard_cpu_4bit, load_artifact, load_model, model_size, resolve_device
 from .step import Built, cached_step
 from .surgery import SHAPE_FILE
 
@@ -122,8 +122,7 @@ def quantize_model(path, config: QuantConfig, device: str = "cpu") -> torch.nn.M
         return quantize_in_memory(load_model(path, device="cpu"), config, device)
     kwargs = {"device_map": {"": device}} if device.startswith("cuda") else {}
     model = load_model(path, quantization_config=bnb, **kwargs)
-    check_quantized(model, config)
-    guard_cpu_4bit(model)
+    check_quantized(model, config)  # load_model has sent the layers the packed CPU kernel cannot take to the generic path
     return model.eval()
 
 
@@ -173,26 +172,6 @@ def quantize_in_memory(model, config: QuantConfig, device: str = "cpu") -> torch
     check_quantized(model, config)
     guard_cpu_4bit(model)
     return model.eval()
-
-
-def guard_cpu_4bit(model) -> list[str]:
-    """Send 4-bit layers whose input width is not a multiple of their quantization block size
-    (64) or whose output width is not a multiple of 32 to bitsandbytes' generic CPU path;
-    returns their names.
-
-    bitsandbytes 0.50.2 repacks 4-bit weights for its AVX512-BF16 CPU kernel at the first forward
-    pass, and that repacking fails for such shapes (they occur after head or width pruning, e.g.
-    7 heads x 32 dims = 224 inputs, or 3 x 3 heads x 16 dims = 144 outputs). The generic path (dequantize, then matmul) gives the same
-    4-bit weights; the flag used is bitsandbytes' own `support_avx512bf16_for_cpu`.
-    """
-    names = []
-    for name, m in model.named_modules():
-        if type(m).__name__ == "Linear4bit" and getattr(m, "support_avx512bf16_for_cpu", False):
-            blocksize = getattr(getattr(m.weight, "quant_state", None), "blocksize", 64)
-            if m.in_features % blocksize or m.out_features % 32:
-                m.support_avx512bf16_for_cpu = False
-                names.append(name)
-    return names
 
 
 def layer_kind(module) -> str:
@@ -283,8 +262,7 @@ def get_quantized(parent: Artifact, config: QuantConfig, device: str = "auto") -
     def load(key, device):
         kwargs = {"device_map": {"": device}} if device.startswith("cuda") and config.bnb_config() else {}
         art = load_artifact(key, device="cpu" if kwargs else device, **kwargs)
-        check_quantized(art.model, config)
-        guard_cpu_4bit(art.model)
+        check_quantized(art.model, config)  # load_artifact guards the 4-bit layers (models.guard_cpu_4bit)
         return art
 
     return cached_step(f"quant-{config.suffix}", params, build, device, load=load)
