@@ -235,9 +235,9 @@ def save_model(model, tokenizer, path: str | Path) -> Path:
 
 def unpack_cpu_4bit(model) -> list[str]:
     """Undo, in place, the repacking of 4-bit weights that bitsandbytes' AVX512-BF16 CPU kernel makes at
-    a layer's first forward pass (`guard_cpu_4bit`), so that the model saves (and moves to another
-    device) in bitsandbytes' standard 4-bit layout; returns the names of the layers unpacked (none
-    on a CPU without that kernel, or before any forward pass).
+    a layer's first forward pass (`guard_cpu_4bit`), so that `save_model` writes bitsandbytes' standard
+    4-bit layout; returns the names of the layers unpacked (none on a CPU without that kernel, or
+    before any forward pass).
 
     bitsandbytes 0.50.2 undoes the packing itself when it saves a layer, but leaves the per-block
     scales (absmax) of a layer without double quantization in the packed layout (transposed, [K/64,
